@@ -1,0 +1,424 @@
+//! The server HTTP API (`POST /api/<method>`): what backends call to publish, query presence and
+//! history, and act on users' connections.
+//!
+//! Responses: HTTP 200 with `{"result":{…}}` or `{"error":{"code":N,"message":"…"}}`; an
+//! undecodable body is HTTP 400, an unknown method HTTP 404, a bad key HTTP 401 (the transport
+//! checks it with [`authorized`] before reading the body).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::node::Node;
+use crate::protocol::types::{Raw, StreamPosition};
+use crate::protocol::{ErrorCode, codes};
+use crate::session::subscribe::{server_subscribe, server_unsubscribe};
+use crate::session::{VERSION, channel_counts};
+use crate::state::{Op, OpResult};
+
+/// Whether `key` is the configured API key (constant-time); an empty config key allows none.
+pub fn authorized(node: &Node, key: Option<&str>) -> bool {
+    let want = node.cfg.auth.api_key.as_bytes();
+    match key {
+        Some(k) if !want.is_empty() => constant_time_eq(k.as_bytes(), want),
+        _ => false,
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+/// How a call failed.
+enum Fail {
+    /// HTTP 400: the body does not decode.
+    BadBody,
+    /// HTTP 404: no such method.
+    NoMethod,
+    /// HTTP 200 with an error object.
+    Error(ErrorCode),
+}
+
+impl From<ErrorCode> for Fail {
+    fn from(e: ErrorCode) -> Self {
+        Fail::Error(e)
+    }
+}
+
+type Out = Result<Value, Fail>;
+
+/// Runs one API method on a JSON body; returns the HTTP status and response body.
+pub async fn call(node: &Node, method: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let res = if method == "batch" {
+        batch(node, body).await
+    } else {
+        dispatch(node, method, body).await
+    };
+    match res {
+        Ok(v) => (200, envelope(Ok(v))),
+        Err(Fail::Error(e)) => (200, envelope(Err(e))),
+        Err(Fail::BadBody) => (400, Vec::new()),
+        Err(Fail::NoMethod) => (404, Vec::new()),
+    }
+}
+
+fn envelope(r: Result<Value, ErrorCode>) -> Vec<u8> {
+    let v = match r {
+        Ok(v) => json!({ "result": v }),
+        Err(e) => json!({ "error": e }),
+    };
+    serde_json::to_vec(&v).expect("json")
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
+    serde_json::from_slice(body).map_err(|_| Fail::BadBody)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("serialisable")
+}
+
+async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Out {
+    match method {
+        "publish" => publish(node, parse(body)?).await,
+        "broadcast" => broadcast(node, parse(body)?).await,
+        "subscribe" => subscribe(node, parse(body)?).await,
+        "unsubscribe" => unsubscribe(node, parse(body)?).await,
+        "disconnect" => disconnect(node, parse(body)?),
+        "refresh" => refresh(node, parse(body)?),
+        "presence" => {
+            let r: ChannelReq = parse(body)?;
+            let opts = node.channels.resolve(&r.channel)?;
+            Ok(to_value(&node.presence(&r.channel, opts)?))
+        }
+        "presence_stats" => {
+            let r: ChannelReq = parse(body)?;
+            let opts = node.channels.resolve(&r.channel)?;
+            Ok(to_value(&node.presence_stats(&r.channel, opts)?))
+        }
+        "history" => {
+            let r: HistoryReq = parse(body)?;
+            let opts = node.channels.resolve(&r.channel)?.clone();
+            let res = node
+                .history(&r.channel, &opts, r.limit, r.since, r.reverse)
+                .await?;
+            Ok(to_value(&res))
+        }
+        "history_remove" => {
+            let r: ChannelReq = parse(body)?;
+            node.channels.resolve(&r.channel)?;
+            node.log
+                .propose_one(Op::HistoryRemove { channel: r.channel })
+                .await
+                .map_err(|_| codes::INTERNAL)?;
+            Ok(json!({}))
+        }
+        "channels" => {
+            let r: ChannelsReq = parse(body)?;
+            let mut out = Map::new();
+            for (ch, n) in channel_counts(node) {
+                if r.pattern.as_deref().is_none_or(|p| glob_match(p, &ch)) {
+                    out.insert(ch, json!({ "num_clients": n }));
+                }
+            }
+            Ok(json!({ "channels": out }))
+        }
+        "info" => Ok(json!({ "nodes": [{
+            "uid": node.cfg.node.id.to_string(),
+            "name": node.cfg.node_name(),
+            "version": VERSION,
+            "num_clients": node.registry.num_clients(),
+            "num_users": node.registry.num_users(),
+            "num_channels": node.engine.hub.channels().len(),
+            "num_subs": node.engine.hub.num_subscriptions(),
+            "uptime": node.started.elapsed().as_secs(),
+        }]})),
+        _ => Err(Fail::NoMethod),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChannelReq {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishReq {
+    channel: String,
+    data: Raw,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    skip_history: bool,
+    /// Accepted for compatibility; not yet used to de-duplicate.
+    #[serde(default)]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BroadcastReq {
+    channels: Vec<String>,
+    data: Raw,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    skip_history: bool,
+}
+
+#[derive(Deserialize)]
+struct UserChannelReq {
+    user: String,
+    channel: String,
+    #[serde(default)]
+    client: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DisconnectObj {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct DisconnectReq {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    disconnect: Option<DisconnectObj>,
+}
+
+#[derive(Deserialize)]
+struct RefreshReq {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    expired: bool,
+    #[serde(default)]
+    expire_at: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct HistoryReq {
+    channel: String,
+    #[serde(default)]
+    limit: i64,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ChannelsReq {
+    #[serde(default)]
+    pattern: Option<String>,
+}
+
+fn position(offset: u64, epoch: String) -> Value {
+    let mut m = Map::new();
+    if offset > 0 {
+        m.insert("offset".into(), json!(offset));
+    }
+    if !epoch.is_empty() {
+        m.insert("epoch".into(), json!(epoch));
+    }
+    Value::Object(m)
+}
+
+async fn publish(node: &Node, r: PublishReq) -> Out {
+    let opts = node.channels.resolve(&r.channel)?.clone();
+    let (offset, epoch) = node
+        .publish(&r.channel, &opts, r.data, None, r.tags, r.skip_history)
+        .await?;
+    Ok(position(offset, epoch))
+}
+
+async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
+    // Valid channels go into one proposal (one log entry); invalid ones get their error.
+    let mut slots: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(r.channels.len());
+    let mut ops = Vec::new();
+    for ch in &r.channels {
+        match node.channels.resolve(ch) {
+            Ok(opts) => {
+                let history = if r.skip_history {
+                    crate::state::HistoryPolicy::NONE
+                } else {
+                    crate::node::history_policy(opts)
+                };
+                slots.push(Ok(ops.len()));
+                ops.push(Op::Publish {
+                    channel: ch.clone(),
+                    data: r.data.clone(),
+                    info: None,
+                    tags: r.tags.clone(),
+                    history,
+                    new_epoch: crate::node::new_epoch(),
+                });
+            }
+            Err(e) => slots.push(Err(e)),
+        }
+    }
+    let results = node.log.propose(ops).await.map_err(|_| codes::INTERNAL)?;
+    let responses: Vec<Value> = slots
+        .into_iter()
+        .map(|s| match s {
+            Ok(i) => match &results[i] {
+                OpResult::Position { offset, epoch } => {
+                    json!({ "result": position(*offset, epoch.clone()) })
+                }
+                OpResult::Done => json!({ "result": {} }),
+            },
+            Err(e) => json!({ "error": e }),
+        })
+        .collect();
+    Ok(json!({ "responses": responses }))
+}
+
+fn matching_conns(
+    node: &Node,
+    user: &str,
+    client: Option<&str>,
+) -> Vec<std::sync::Arc<crate::session::conn::Conn>> {
+    node.registry
+        .of_user(user)
+        .into_iter()
+        .filter(|c| client.is_none_or(|want| c.state.lock().client == want))
+        .collect()
+}
+
+async fn subscribe(node: &Node, r: UserChannelReq) -> Out {
+    let opts = node.channels.resolve(&r.channel)?.clone();
+    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
+        server_subscribe(node, &conn, &r.channel, &opts).await?;
+    }
+    Ok(json!({}))
+}
+
+async fn unsubscribe(node: &Node, r: UserChannelReq) -> Out {
+    node.channels.resolve(&r.channel)?;
+    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
+        server_unsubscribe(node, &conn, &r.channel).await;
+    }
+    Ok(json!({}))
+}
+
+fn disconnect(node: &Node, r: DisconnectReq) -> Out {
+    let (code, reason) = match r.disconnect {
+        Some(d) => {
+            if !(3000..=4999).contains(&d.code) {
+                return Err(codes::BAD_REQUEST.into());
+            }
+            (d.code, d.reason)
+        }
+        None => (
+            codes::FORCE_DISCONNECT.code,
+            codes::FORCE_DISCONNECT.reason.to_string(),
+        ),
+    };
+    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
+        conn.out.close_with(code, &reason);
+    }
+    Ok(json!({}))
+}
+
+fn refresh(node: &Node, r: RefreshReq) -> Out {
+    use std::sync::atomic::Ordering;
+    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
+        if r.expired {
+            conn.out.close(codes::CONNECTION_EXPIRED);
+        } else if let Some(at) = r.expire_at {
+            conn.expires_at.store(at, Ordering::Relaxed);
+            // Wake the writer so it re-arms its expiry timer.
+            let _ = conn
+                .out
+                .push(bytes::Bytes::from_static(crate::protocol::json::PING));
+        }
+    }
+    Ok(json!({}))
+}
+
+async fn batch(node: &Node, body: &[u8]) -> Out {
+    #[derive(Deserialize)]
+    struct BatchReq {
+        commands: Vec<Map<String, Value>>,
+    }
+    let r: BatchReq = parse(body)?;
+    let mut replies = Vec::with_capacity(r.commands.len());
+    for cmd in r.commands {
+        if cmd.len() != 1 {
+            return Err(Fail::BadBody);
+        }
+        let (method, params) = cmd.into_iter().next().expect("one entry");
+        if method == "batch" {
+            return Err(Fail::BadBody);
+        }
+        let params = serde_json::to_vec(&params).expect("json");
+        let reply = match Box::pin(dispatch(node, &method, &params)).await {
+            Ok(v) => json!({ method: v }),
+            Err(Fail::Error(e)) => json!({ "error": e }),
+            Err(Fail::BadBody) => json!({ "error": codes::BAD_REQUEST }),
+            Err(Fail::NoMethod) => json!({ "error": codes::METHOD_NOT_FOUND }),
+        };
+        replies.push(reply);
+    }
+    Ok(json!({ "replies": replies }))
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("chat:*", "chat:room"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*c*e", "abcde"));
+        assert!(!glob_match("chat:*", "news"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+}

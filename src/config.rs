@@ -1,0 +1,564 @@
+//! Configuration: one nested, validated type.
+//!
+//! Layers, lowest first: built-in defaults < the TOML file (`--config`, default `config.toml`) <
+//! environment variables `SWITCHYARD_<SECTION>__<KEY>` < command-line flags. The key names are
+//! the public contract documented in README.md; new keys may be added, existing ones not renamed.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and storage of this node.
+    pub node: NodeConfig,
+    /// The client listener: WebSocket connections, the server API and `/healthz`.
+    pub client: ClientConfig,
+    /// The admin listener: readiness (and, later, metrics, status page, cluster admin).
+    pub admin: AdminConfig,
+    /// Tokens and the API key.
+    pub auth: AuthConfig,
+    /// The server HTTP API.
+    pub api: ApiConfig,
+    /// Channel options for channels without a namespace, and the namespaces.
+    pub channel: ChannelConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Numeric node id, unique in a cluster (Raft member id). Must be > 0.
+    pub id: u64,
+    /// Human-readable node name, reported by the `info` API; defaults to `node-<id>`.
+    pub name: String,
+    /// Directory for this node's persistent state.
+    pub data_dir: PathBuf,
+    /// On SIGTERM, how long connections may take to close before the process exits anyway.
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            name: String::new(),
+            data_dir: PathBuf::from("./data"),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[client]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Address of the client listener (`/connection/websocket`, `/api/*`, `/healthz`).
+    pub listen: String,
+    /// Interval between server pings (`{}`); reported to clients in the connect reply.
+    #[serde(with = "duration_str")]
+    pub ping_interval: Duration,
+    /// How long after a ping the client's pong may take before disconnect 3012.
+    #[serde(with = "duration_str")]
+    pub pong_timeout: Duration,
+    /// A connection that has not sent a valid `connect` within this time is closed with 3502.
+    #[serde(with = "duration_str")]
+    pub stale_timeout: Duration,
+    /// Largest WebSocket message accepted from a client, in bytes (larger: close 1009).
+    pub max_message_size: usize,
+    /// Bound of one connection's outbound queue, in bytes; overflow disconnects with 3008.
+    pub outbound_queue_bytes: usize,
+    /// Most channels one client may be subscribed to (106 on subscribe, 3505 at connect).
+    pub max_channels: usize,
+    /// Longest channel name, in bytes.
+    pub channel_max_length: usize,
+    /// Most publications a recovery may return; a larger gap is not recovered.
+    pub recovery_max_publications: usize,
+    /// Most publications one `history` call returns.
+    pub history_max_publications: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8000".into(),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            stale_timeout: Duration::from_secs(10),
+            max_message_size: 65_536,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            max_channels: 128,
+            channel_max_length: 255,
+            recovery_max_publications: 300,
+            history_max_publications: 1000,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener; keep it on loopback or a management network.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8001".into(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Secret for HS256/384/512 connection and subscription tokens.
+    pub token_hmac_secret: String,
+    /// PEM file with the RSA public key for RS256/384/512 tokens.
+    pub token_rsa_public_key: Option<PathBuf>,
+    /// PEM file with the ECDSA public key for ES256/384 tokens.
+    pub token_ecdsa_public_key: Option<PathBuf>,
+    /// When set, tokens must carry this `aud`.
+    pub token_audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub token_issuer: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "duration_str")]
+    pub token_leeway: Duration,
+    /// Accept connections without a token (user "").
+    pub allow_anonymous: bool,
+    /// Key for the server HTTP API (`X-API-Key: KEY` or `Authorization: apikey KEY`).
+    /// Empty disables the API: every call is answered 401.
+    pub api_key: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_hmac_secret: String::new(),
+            token_rsa_public_key: None,
+            token_ecdsa_public_key: None,
+            token_audience: None,
+            token_issuer: None,
+            token_leeway: Duration::from_secs(5),
+            allow_anonymous: false,
+            api_key: String::new(),
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest request body accepted by `/api/*`, in bytes (larger: HTTP 413).
+    pub max_body_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `switchyard=debug,info`.
+    pub level: String,
+    /// `text` (human) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Options that apply to a channel, set for channels without a namespace in `[channel]` and per
+/// namespace in `[[channel.namespaces]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChannelOptions {
+    /// Publications kept per channel (0 = no history, no recovery).
+    pub history_size: usize,
+    /// How long publications stay in history (0 = no history).
+    #[serde(with = "duration_str")]
+    pub history_ttl: Duration,
+    /// Keep presence (who is subscribed).
+    pub presence: bool,
+    /// Send join/leave pushes to subscribers that ask for them.
+    pub join_leave: bool,
+    /// Make every subscription recoverable, whatever the client asked.
+    pub force_recovery: bool,
+    /// Make every subscription positioned, whatever the client asked.
+    pub force_positioning: bool,
+    /// Any connected client may subscribe without a subscription token (not to `$` channels).
+    pub allow_subscribe_for_client: bool,
+    /// Subscribers may publish from the client.
+    pub allow_publish_for_subscriber: bool,
+    /// Any connected client may publish from the client.
+    pub allow_publish_for_client: bool,
+    /// Subscribers may ask for presence.
+    pub allow_presence_for_subscriber: bool,
+    /// Any connected client may ask for presence.
+    pub allow_presence_for_client: bool,
+    /// Subscribers may ask for history.
+    pub allow_history_for_subscriber: bool,
+    /// Any connected client may ask for history.
+    pub allow_history_for_client: bool,
+    /// `name#u1,u2` channels may be subscribed by the users listed after `#`.
+    pub allow_user_limited_channels: bool,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            presence: false,
+            join_leave: false,
+            force_recovery: false,
+            force_positioning: false,
+            allow_subscribe_for_client: false,
+            allow_publish_for_subscriber: false,
+            allow_publish_for_client: false,
+            allow_presence_for_subscriber: false,
+            allow_presence_for_client: false,
+            allow_history_for_subscriber: false,
+            allow_history_for_client: false,
+            allow_user_limited_channels: false,
+        }
+    }
+}
+
+impl ChannelOptions {
+    /// History (and so recovery and positioning) is on only with both a size and a TTL.
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// `[channel]`: the options of channels without a namespace, plus the namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ChannelConfig {
+    /// Options for channels without a `namespace:` prefix.
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+    /// `[[channel.namespaces]]`: `name` plus any channel option.
+    pub namespaces: Vec<Namespace>,
+}
+
+/// One namespace: channels named `<name>:…` take these options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Namespace {
+    /// Namespace name: letters, digits, `_` and `-`.
+    pub name: String,
+    /// The options of this namespace's channels.
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file named explicitly does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// Parsing or type errors from the layers.
+    #[error("{0}")]
+    Figment(Box<figment::Error>),
+    /// Semantically wrong values.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Figment(Box::new(e))
+    }
+}
+
+impl Config {
+    /// Loads defaults < `path` (when it exists; an explicitly named file must exist) <
+    /// `SWITCHYARD_…` environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with(path, Vec::new())
+    }
+
+    /// Like [`Config::load`], with command-line overrides (dotted key, value) on top.
+    pub fn load_with(
+        path: Option<&Path>,
+        overrides: Vec<(&'static str, figment::value::Value)>,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Missing(p.to_path_buf()));
+                }
+                fig = fig.merge(Toml::file_exact(p));
+            }
+            None => {
+                let p = Path::new("config.toml");
+                if p.exists() {
+                    fig = fig.merge(Toml::file_exact(p));
+                }
+            }
+        }
+        // `SWITCHYARD_CONFIG` names the file (a clap flag's env), it is not a key.
+        fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        for (key, value) in overrides {
+            fig = fig.merge((key, value));
+        }
+        Self::from_figment(fig)
+    }
+
+    /// Loads from a TOML string alone (tests, examples), then validates.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        check_channel_keys(&fig)?;
+        let cfg: Config = fig.extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.node.id == 0 {
+            return bad("node.id must be > 0".into());
+        }
+        for (key, addr) in [
+            ("client.listen", &self.client.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return bad(format!("{key} = {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.client.ping_interval.is_zero() || self.client.pong_timeout.is_zero() {
+            return bad("client.ping_interval and client.pong_timeout must be > 0".into());
+        }
+        if self.client.pong_timeout >= self.client.ping_interval {
+            return bad("client.pong_timeout must be shorter than client.ping_interval".into());
+        }
+        if self.client.max_message_size < 1024 {
+            return bad("client.max_message_size must be at least 1024".into());
+        }
+        if self.client.outbound_queue_bytes < self.client.max_message_size {
+            return bad("client.outbound_queue_bytes must be >= client.max_message_size".into());
+        }
+        if self.client.channel_max_length == 0 || self.client.max_channels == 0 {
+            return bad("client.channel_max_length and client.max_channels must be > 0".into());
+        }
+        let mut seen = BTreeSet::new();
+        for ns in &self.channel.namespaces {
+            let valid = !ns.name.is_empty()
+                && ns
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return bad(format!(
+                    "namespace name {:?} must be non-empty letters, digits, '_' or '-'",
+                    ns.name
+                ));
+            }
+            if !seen.insert(ns.name.as_str()) {
+                return bad(format!("namespace {:?} is defined twice", ns.name));
+            }
+        }
+        for (key, path) in [
+            ("auth.token_rsa_public_key", &self.auth.token_rsa_public_key),
+            (
+                "auth.token_ecdsa_public_key",
+                &self.auth.token_ecdsa_public_key,
+            ),
+        ] {
+            if let Some(p) = path
+                && !p.exists()
+            {
+                return bad(format!("{key}: file {} does not exist", p.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The client listener address (validated).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client.listen.parse().expect("validated")
+    }
+
+    /// The admin listener address (validated).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.listen.parse().expect("validated")
+    }
+
+    /// The node's display name.
+    pub fn node_name(&self) -> String {
+        if self.node.name.is_empty() {
+            format!("node-{}", self.node.id)
+        } else {
+            self.node.name.clone()
+        }
+    }
+}
+
+/// `ChannelConfig` flattens the options, which serde cannot combine with `deny_unknown_fields`;
+/// check the `[channel]` and namespace keys here so that typos are still refused.
+fn check_channel_keys(fig: &Figment) -> Result<(), ConfigError> {
+    let known: BTreeSet<String> = match serde_json::to_value(ChannelOptions::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => unreachable!("ChannelOptions serialises to an object"),
+    };
+    let Ok(channel) = fig.find_value("channel") else {
+        return Ok(());
+    };
+    let Some(dict) = channel.as_dict() else {
+        return Err(ConfigError::Invalid("[channel] must be a table".into()));
+    };
+    for key in dict.keys() {
+        if key != "namespaces" && !known.contains(key) {
+            return Err(ConfigError::Invalid(format!("unknown key channel.{key}")));
+        }
+    }
+    if let Some(list) = dict.get("namespaces").and_then(|v| v.as_array()) {
+        for ns in list {
+            let Some(d) = ns.as_dict() else {
+                return Err(ConfigError::Invalid(
+                    "[[channel.namespaces]] entries must be tables".into(),
+                ));
+            };
+            let name = d.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+            for key in d.keys() {
+                if key != "name" && !known.contains(key) {
+                    return Err(ConfigError::Invalid(format!(
+                        "unknown key {key} in namespace {name:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Durations written as strings such as `"30s"`, `"10m"`, `"1h"`, `"250ms"` (humantime).
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Writes the duration as a humantime string.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads a humantime string; `"0"` means zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Parses `"30s"`-style durations; `"0"` is zero.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(t)
+            .map_err(|e| format!("invalid duration {s:?} (use e.g. \"30s\", \"10m\", \"1h\"): {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn namespaces_and_durations_parse() {
+        let cfg = Config::from_toml(
+            r#"
+            [channel]
+            history_size = 10
+            history_ttl = "30s"
+            [[channel.namespaces]]
+            name = "chat"
+            presence = true
+            history_ttl = "1h"
+            history_size = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.channel.options.history_ttl, Duration::from_secs(30));
+        assert_eq!(
+            cfg.channel.namespaces[0].options.history_ttl,
+            Duration::from_secs(3600)
+        );
+        assert!(cfg.channel.namespaces[0].options.presence);
+        assert!(!cfg.channel.namespaces[0].options.join_leave);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("[client]\nlistn = \"1.2.3.4:5\"").is_err());
+        assert!(Config::from_toml("[channel]\nhistory_sise = 3").is_err());
+        assert!(
+            Config::from_toml("[[channel.namespaces]]\nname = \"a\"\npresense = true").is_err()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::from_toml("[client]\nlisten = \"nowhere\"").is_err());
+        assert!(Config::from_toml("[client]\nping_interval = \"soon\"").is_err());
+        assert!(Config::from_toml("[node]\nid = 0").is_err());
+        assert!(
+            Config::from_toml("[[channel.namespaces]]\nname = \"a:b\"").is_err(),
+            "':' is the namespace separator"
+        );
+    }
+}

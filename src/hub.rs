@@ -1,0 +1,238 @@
+//! The local fan-out index: channel → this node's subscribers.
+//!
+//! Each event is encoded once into shared bytes and pushed to every subscriber's outbound
+//! queue. The index is sharded by channel hash so that deliveries to different channels never
+//! contend on one lock. Knows nothing about Raft or the log.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::outbound::{Outbound, PushError};
+use crate::protocol::json::encode_push;
+use crate::protocol::types::JoinLeave;
+use crate::state::Event;
+
+const SHARDS: usize = 64;
+
+/// One subscriber of a channel on this node.
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    /// The connection's queue.
+    pub out: Arc<Outbound>,
+    /// Wants join/leave pushes.
+    pub join_leave: bool,
+}
+
+type Shard = RwLock<HashMap<String, HashMap<u64, Subscriber>>>;
+
+/// Counters of what the hub did.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Messages queued to subscribers.
+    pub delivered: AtomicU64,
+    /// Subscribers disconnected because their queue overflowed (3008).
+    pub slow_disconnects: AtomicU64,
+}
+
+/// The sharded channel index.
+pub struct Hub {
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Delivery counters.
+    pub stats: HubStats,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            stats: HubStats::default(),
+        }
+    }
+}
+
+impl Hub {
+    fn shard(&self, channel: &str) -> &Shard {
+        let mut h = self.hasher.build_hasher();
+        channel.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Adds (or replaces) connection `conn`'s subscription to `channel`.
+    pub fn subscribe(&self, channel: &str, conn: u64, sub: Subscriber) {
+        self.shard(channel)
+            .write()
+            .entry(channel.to_string())
+            .or_default()
+            .insert(conn, sub);
+    }
+
+    /// Removes connection `conn` from `channel`; returns whether it was there.
+    pub fn unsubscribe(&self, channel: &str, conn: u64) -> bool {
+        let mut shard = self.shard(channel).write();
+        let Some(subs) = shard.get_mut(channel) else {
+            return false;
+        };
+        let removed = subs.remove(&conn).is_some();
+        if subs.is_empty() {
+            shard.remove(channel);
+        }
+        removed
+    }
+
+    /// Local subscribers of `channel`.
+    pub fn num_subscribers(&self, channel: &str) -> usize {
+        self.shard(channel)
+            .read()
+            .get(channel)
+            .map_or(0, |s| s.len())
+    }
+
+    /// Every channel with local subscribers, with their count.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(shard.read().iter().map(|(k, v)| (k.clone(), v.len())));
+        }
+        out
+    }
+
+    /// Total local subscriptions.
+    pub fn num_subscriptions(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().values().map(|v| v.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// Delivers one event to the local subscribers of its channel (encoded once).
+    pub fn deliver(&self, event: &Event) {
+        let (channel, join_leave_only) = match event {
+            Event::Publication { channel, .. } => (channel, false),
+            Event::Join { channel, .. } | Event::Leave { channel, .. } => (channel, true),
+        };
+        let shard = self.shard(channel).read();
+        let Some(subs) = shard.get(channel.as_str()) else {
+            return;
+        };
+        if join_leave_only && !subs.values().any(|s| s.join_leave) {
+            return;
+        }
+        let bytes = match event {
+            Event::Publication { publication, .. } => encode_push(channel, "pub", &**publication),
+            Event::Join { info, .. } => encode_push(channel, "join", &JoinLeave { info }),
+            Event::Leave { info, .. } => encode_push(channel, "leave", &JoinLeave { info }),
+        };
+        let mut delivered = 0u64;
+        for sub in subs.values() {
+            if join_leave_only && !sub.join_leave {
+                continue;
+            }
+            match sub.out.push(bytes.clone()) {
+                Ok(()) => delivered += 1,
+                Err(PushError::Overflow) => {
+                    self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(channel = %channel, "slow consumer: outbound queue full, disconnecting with 3008");
+                }
+                Err(PushError::Closed) => {}
+            }
+        }
+        self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientInfo, Publication};
+
+    fn publication(ch: &str) -> Event {
+        Event::Publication {
+            channel: ch.into(),
+            publication: Arc::new(Publication {
+                offset: 1,
+                data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+                info: None,
+                tags: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn delivers_one_shared_encoding_to_each_subscriber() {
+        let hub = Hub::default();
+        let a = Arc::new(Outbound::new(1000));
+        let b = Arc::new(Outbound::new(1000));
+        hub.subscribe(
+            "c",
+            1,
+            Subscriber {
+                out: a.clone(),
+                join_leave: false,
+            },
+        );
+        hub.subscribe(
+            "c",
+            2,
+            Subscriber {
+                out: b.clone(),
+                join_leave: true,
+            },
+        );
+        hub.deliver(&publication("c"));
+        hub.deliver(&publication("other"));
+        let (ma, mb) = (a.take().messages, b.take().messages);
+        assert_eq!(ma.len(), 1);
+        assert_eq!(mb.len(), 1);
+        assert_eq!(ma[0].as_ptr(), mb[0].as_ptr(), "same buffer, encoded once");
+        let info = ClientInfo {
+            user: "u".into(),
+            client: "x".into(),
+            conn_info: None,
+            chan_info: None,
+        };
+        hub.deliver(&Event::Join {
+            channel: "c".into(),
+            info,
+        });
+        assert!(a.take().messages.is_empty(), "a did not ask for join/leave");
+        assert_eq!(b.take().messages.len(), 1);
+    }
+
+    #[test]
+    fn slow_subscriber_is_cut_off_without_affecting_others() {
+        let hub = Hub::default();
+        let slow = Arc::new(Outbound::new(100));
+        let fast = Arc::new(Outbound::new(1_000_000));
+        hub.subscribe(
+            "c",
+            1,
+            Subscriber {
+                out: slow.clone(),
+                join_leave: false,
+            },
+        );
+        hub.subscribe(
+            "c",
+            2,
+            Subscriber {
+                out: fast.clone(),
+                join_leave: false,
+            },
+        );
+        for _ in 0..10 {
+            hub.deliver(&publication("c"));
+        }
+        assert!(slow.is_closing());
+        assert_eq!(fast.take().messages.len(), 10);
+        assert_eq!(hub.stats.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert!(hub.unsubscribe("c", 1));
+        assert!(!hub.unsubscribe("c", 1));
+        assert_eq!(hub.num_subscribers("c"), 1);
+    }
+}

@@ -1,0 +1,200 @@
+//! The `switchyard` binary: parses the command line, sets up logging and signals, and hands
+//! over to the library (`Server::start`). No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use figment::value::Value;
+use switchyard::auth::{MintRequest, mint};
+use switchyard::config::{Config, LogFormat, duration_str};
+use switchyard::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Real-time messaging backplane in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Print a token signed with the configured HMAC secret (for testing).
+    Token(TokenArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file (default: ./config.toml when present).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 = valid).
+    #[arg(long)]
+    check_config: bool,
+    /// Override client.listen.
+    #[arg(long)]
+    client_listen: Option<String>,
+    /// Override admin.listen.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Override node.id.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Override node.data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override log.level.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Config file holding auth.token_hmac_secret (default: ./config.toml when present).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// User id (`sub`); "" for an anonymous token.
+    #[arg(long)]
+    user: String,
+    /// Lifetime such as 30s, 10m, 1h; 0 = no expiry.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Make a subscription token for this channel instead of a connection token.
+    #[arg(long)]
+    channel: Option<String>,
+    /// JSON for the `info` claim.
+    #[arg(long)]
+    info: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Version => {
+            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::Token(args) => match token(args) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard token: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Serve(args) => serve(args),
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<String> {
+    let cfg = Config::load(args.config.as_deref())?;
+    let ttl = duration_str::parse(&args.ttl).map_err(anyhow::Error::msg)?;
+    let info = match args.info {
+        Some(s) => Some(
+            serde_json::value::RawValue::from_string(s)
+                .map_err(|e| anyhow::anyhow!("--info is not JSON: {e}"))?,
+        ),
+        None => None,
+    };
+    mint(
+        &cfg.auth.token_hmac_secret,
+        MintRequest {
+            user: args.user,
+            ttl: (!ttl.is_zero()).then_some(ttl),
+            channel: args.channel,
+            info,
+        },
+    )
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut overrides: Vec<(&'static str, Value)> = Vec::new();
+    if let Some(v) = args.client_listen {
+        overrides.push(("client.listen", v.into()));
+    }
+    if let Some(v) = args.admin_listen {
+        overrides.push(("admin.listen", v.into()));
+    }
+    if let Some(v) = args.node_id {
+        overrides.push(("node.id", v.into()));
+    }
+    if let Some(v) = args.data_dir {
+        overrides.push(("node.data_dir", v.display().to_string().into()));
+    }
+    if let Some(v) = args.log_level {
+        overrides.push(("log.level", v.into()));
+    }
+    let cfg = match Config::load_with(args.config.as_deref(), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let drain = cfg.node.drain_timeout;
+        let server = match Server::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "start failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down");
+        server.shutdown();
+        let clean = server.wait(drain + Duration::from_millis(500)).await;
+        if clean {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!("drain timeout: some connections did not close in time");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,189 @@
+//! A connection's bounded outbound queue.
+//!
+//! Producers (the session's replies, the hub's fan-out) push already-encoded messages; the
+//! connection's writer task takes everything queued at once and writes it as one WebSocket
+//! frame (messages joined by `\n`). The bound is in bytes: a push that would exceed it closes
+//! the connection with 3008 (slow consumer) instead of growing memory or blocking the producer,
+//! so one slow reader never holds back the others.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::protocol::{Disconnect, codes};
+
+/// What the writer must do next.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// WebSocket pong payloads owed to the client (answers to its pings).
+    pub pongs: Vec<Bytes>,
+    /// Protocol messages, in order.
+    pub messages: Vec<Bytes>,
+    /// Send a close frame with this code and reason after the messages, then stop.
+    pub close: Option<(u16, String)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    batch: Batch,
+    /// Bytes held in `batch.messages`.
+    bytes: usize,
+    /// A close was requested: accept nothing more.
+    closing: bool,
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The connection is closing or closed.
+    Closed,
+    /// The queue bound was hit; the connection is now closing with 3008.
+    Overflow,
+}
+
+/// The queue shared by a connection's producers and its writer.
+#[derive(Debug)]
+pub struct Outbound {
+    state: Mutex<State>,
+    notify: Notify,
+    /// Most bytes of messages held at once.
+    limit: usize,
+}
+
+impl Outbound {
+    /// A queue holding at most `limit` bytes of messages.
+    pub fn new(limit: usize) -> Outbound {
+        Outbound {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues one encoded message.
+    pub fn push(&self, msg: Bytes) -> Result<(), PushError> {
+        let mut st = self.state.lock();
+        if st.closing {
+            return Err(PushError::Closed);
+        }
+        if st.bytes + msg.len() > self.limit {
+            // Drop what is queued: the client is told 3008 right away and will recover.
+            st.batch.messages.clear();
+            st.bytes = 0;
+            st.closing = true;
+            st.batch.close = Some((codes::SLOW.code, codes::SLOW.reason.to_string()));
+            drop(st);
+            self.notify.notify_one();
+            return Err(PushError::Overflow);
+        }
+        st.bytes += msg.len();
+        st.batch.messages.push(msg);
+        drop(st);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Queues a pong for a client ping.
+    pub fn pong(&self, payload: Bytes) {
+        let mut st = self.state.lock();
+        if !st.closing {
+            st.batch.pongs.push(payload);
+            drop(st);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Closes with a disconnect code after what is already queued. The first close wins.
+    pub fn close(&self, d: Disconnect) {
+        self.close_with(d.code, d.reason);
+    }
+
+    /// Closes with any code and reason (reason cut to the 123 bytes a close frame allows).
+    pub fn close_with(&self, code: u16, reason: &str) {
+        let mut st = self.state.lock();
+        if st.closing {
+            return;
+        }
+        st.closing = true;
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        st.batch.close = Some((code, reason[..end].to_string()));
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Whether a close has been requested.
+    pub fn is_closing(&self) -> bool {
+        self.state.lock().closing
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Takes everything queued (empty if nothing is).
+    pub fn take(&self) -> Batch {
+        let mut st = self.state.lock();
+        st.bytes = 0;
+        std::mem::take(&mut st.batch)
+    }
+
+    /// Waits until something may have been queued.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// Joins messages with `\n` into one frame payload.
+pub fn join(messages: &[Bytes]) -> Vec<u8> {
+    let len = messages.iter().map(|m| m.len() + 1).sum::<usize>();
+    let mut buf = Vec::with_capacity(len);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(m);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_with_slow_and_refuses_more() {
+        let q = Outbound::new(10);
+        assert!(q.push(Bytes::from_static(b"12345")).is_ok());
+        assert!(q.push(Bytes::from_static(b"12345")).is_ok());
+        assert_eq!(q.push(Bytes::from_static(b"1")), Err(PushError::Overflow));
+        assert_eq!(q.push(Bytes::from_static(b"1")), Err(PushError::Closed));
+        let b = q.take();
+        assert!(b.messages.is_empty());
+        assert_eq!(b.close.unwrap().0, 3008);
+    }
+
+    #[test]
+    fn take_drains_in_order_and_close_is_first_wins() {
+        let q = Outbound::new(100);
+        q.push(Bytes::from_static(b"a")).unwrap();
+        q.push(Bytes::from_static(b"b")).unwrap();
+        q.close(codes::SHUTDOWN);
+        q.close(codes::NO_PONG);
+        let b = q.take();
+        assert_eq!(join(&b.messages), b"a\nb");
+        assert_eq!(b.close.unwrap().0, 3001);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let q = Outbound::new(100);
+        q.close_with(3000, &"é".repeat(100));
+        let (_, reason) = q.take().close.unwrap();
+        assert!(reason.len() <= 123);
+    }
+}

@@ -1,0 +1,300 @@
+//! JSON codec of the client protocol: one frame holds one or more objects separated by `\n`.
+//! Pure functions: bytes in, typed values out, and back.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::codes::ErrorCode;
+use super::types::*;
+
+/// A decoded client command.
+#[derive(Debug)]
+pub struct Command {
+    /// Command id (> 0, except `send` and pong).
+    pub id: u32,
+    /// What the client asks for.
+    pub method: Method,
+}
+
+/// The method of a command with its request.
+#[derive(Debug)]
+pub enum Method {
+    /// `connect`
+    Connect(ConnectRequest),
+    /// `subscribe`
+    Subscribe(SubscribeRequest),
+    /// `unsubscribe`
+    Unsubscribe(ChannelRequest),
+    /// `publish`
+    Publish(PublishRequest),
+    /// `presence`
+    Presence(ChannelRequest),
+    /// `presence_stats`
+    PresenceStats(ChannelRequest),
+    /// `history`
+    History(HistoryRequest),
+    /// `rpc`
+    Rpc(RpcRequest),
+    /// `send` (no id, no reply)
+    Send(SendRequest),
+    /// `refresh`
+    Refresh(RefreshRequest),
+    /// `sub_refresh`
+    SubRefresh(SubRefreshRequest),
+    /// The empty object `{}`: the client's pong.
+    Pong,
+    /// An object with an id but no method this server knows (answered with 104).
+    Unknown,
+}
+
+impl Method {
+    /// The key the reply's result goes under.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Connect(_) => "connect",
+            Method::Subscribe(_) => "subscribe",
+            Method::Unsubscribe(_) => "unsubscribe",
+            Method::Publish(_) => "publish",
+            Method::Presence(_) => "presence",
+            Method::PresenceStats(_) => "presence_stats",
+            Method::History(_) => "history",
+            Method::Rpc(_) => "rpc",
+            Method::Send(_) => "send",
+            Method::Refresh(_) => "refresh",
+            Method::SubRefresh(_) => "sub_refresh",
+            Method::Pong => "pong",
+            Method::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a line could not be decoded into a command (all are protocol violations: 3501).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not a JSON object of the expected shape.
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// More than one method in one object.
+    #[error("more than one method in a command")]
+    SeveralMethods,
+    /// A command other than `send` without an id.
+    #[error("command without id")]
+    MissingId,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    id: u32,
+    connect: Option<ConnectRequest>,
+    subscribe: Option<SubscribeRequest>,
+    unsubscribe: Option<ChannelRequest>,
+    publish: Option<PublishRequest>,
+    presence: Option<ChannelRequest>,
+    presence_stats: Option<ChannelRequest>,
+    history: Option<HistoryRequest>,
+    rpc: Option<RpcRequest>,
+    send: Option<SendRequest>,
+    refresh: Option<RefreshRequest>,
+    sub_refresh: Option<SubRefreshRequest>,
+}
+
+/// Decodes one line (one JSON object) into a command.
+pub fn decode_command(line: &[u8]) -> Result<Command, DecodeError> {
+    let w: Wire =
+        serde_json::from_slice(line).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let mut methods = Vec::with_capacity(1);
+    macro_rules! take {
+        ($field:ident, $variant:ident) => {
+            if let Some(r) = w.$field {
+                methods.push(Method::$variant(r));
+            }
+        };
+    }
+    take!(connect, Connect);
+    take!(subscribe, Subscribe);
+    take!(unsubscribe, Unsubscribe);
+    take!(publish, Publish);
+    take!(presence, Presence);
+    take!(presence_stats, PresenceStats);
+    take!(history, History);
+    take!(rpc, Rpc);
+    take!(send, Send);
+    take!(refresh, Refresh);
+    take!(sub_refresh, SubRefresh);
+    if methods.len() > 1 {
+        return Err(DecodeError::SeveralMethods);
+    }
+    let method = match methods.pop() {
+        Some(m) => m,
+        None if w.id == 0 => Method::Pong,
+        None => Method::Unknown,
+    };
+    if w.id == 0 && !matches!(method, Method::Send(_) | Method::Pong) {
+        return Err(DecodeError::MissingId);
+    }
+    Ok(Command { id: w.id, method })
+}
+
+/// Splits a frame into its non-empty lines (objects are separated by `\n`).
+pub fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    frame
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+}
+
+fn write_json<T: Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
+    // Serialising our own types into a Vec cannot fail (no maps with non-string keys).
+    serde_json::to_writer(&mut *buf, v).expect("serialisable");
+}
+
+/// `{"id":N,"<method>":<result>}`.
+pub fn encode_reply<T: Serialize>(id: u32, method: &str, result: &T) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"{\"id\":");
+    buf.extend_from_slice(id.to_string().as_bytes());
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(method.as_bytes());
+    buf.extend_from_slice(b"\":");
+    write_json(&mut buf, result);
+    buf.push(b'}');
+    buf
+}
+
+/// `{"id":N,"error":{"code":C,"message":"…"}}`.
+pub fn encode_error(id: u32, err: &ErrorCode) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"{\"id\":");
+    buf.extend_from_slice(id.to_string().as_bytes());
+    buf.extend_from_slice(b",\"error\":");
+    write_json(&mut buf, err);
+    buf.push(b'}');
+    buf
+}
+
+/// `{"push":{"channel":"…","<kind>":<body>}}`, encoded once and shared by every receiver.
+pub fn encode_push<T: Serialize + ?Sized>(channel: &str, kind: &str, body: &T) -> Bytes {
+    let mut buf = Vec::with_capacity(96 + channel.len());
+    buf.extend_from_slice(b"{\"push\":{\"channel\":");
+    write_json(&mut buf, channel);
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\":");
+    write_json(&mut buf, body);
+    buf.extend_from_slice(b"}}");
+    Bytes::from(buf)
+}
+
+/// The server ping: an empty object.
+pub const PING: &[u8] = b"{}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_connect_and_ignores_unknown_fields() {
+        let c =
+            decode_command(br#"{"id":1,"connect":{"token":"t","name":"js","flag":3}}"#).unwrap();
+        assert_eq!(c.id, 1);
+        match c.method {
+            Method::Connect(r) => {
+                assert_eq!(r.token, "t");
+                assert_eq!(r.name, "js");
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_object_is_pong_and_send_needs_no_id() {
+        assert!(matches!(
+            decode_command(b"{}").unwrap().method,
+            Method::Pong
+        ));
+        assert!(matches!(
+            decode_command(br#"{"send":{"data":{"a":1}}}"#)
+                .unwrap()
+                .method,
+            Method::Send(_)
+        ));
+    }
+
+    #[test]
+    fn rejects_missing_id_several_methods_and_garbage() {
+        assert_eq!(
+            decode_command(br#"{"publish":{"channel":"a","data":1}}"#).unwrap_err(),
+            DecodeError::MissingId
+        );
+        assert_eq!(
+            decode_command(br#"{"id":2,"publish":{},"presence":{}}"#).unwrap_err(),
+            DecodeError::SeveralMethods
+        );
+        assert!(decode_command(b"{\"id\":").is_err());
+        assert!(decode_command(b"[1,2]").is_err());
+        assert!(decode_command(br#"{"id":-1,"publish":{}}"#).is_err());
+        assert!(decode_command(br#"{"id":99999999999,"publish":{}}"#).is_err());
+        assert!(decode_command(br#"{"id":1,"publish":{"channel":5}}"#).is_err());
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let cmd = format!(r#"{{"id":1,"publish":{{"channel":"a","data":{deep}}}}}"#);
+        assert!(decode_command(cmd.as_bytes()).is_err(), "recursion limit");
+    }
+
+    #[test]
+    fn unknown_method_with_id_is_unknown() {
+        assert!(matches!(
+            decode_command(br#"{"id":3,"frobnicate":{}}"#)
+                .unwrap()
+                .method,
+            Method::Unknown
+        ));
+    }
+
+    #[test]
+    fn data_stays_raw() {
+        let c =
+            decode_command(br#"{"id":1,"publish":{"channel":"a","data":{"x": 1.50}}}"#).unwrap();
+        let Method::Publish(p) = c.method else {
+            panic!()
+        };
+        assert_eq!(p.data.unwrap().get(), r#"{"x": 1.50}"#);
+    }
+
+    #[test]
+    fn lines_split_on_newlines_and_skip_blanks() {
+        let v: Vec<_> = lines(b"{\"id\":1}\n\n{}\r\n  \n").collect();
+        assert_eq!(v, vec![&b"{\"id\":1}"[..], &b"{}"[..]]);
+    }
+
+    #[test]
+    fn encodes_reply_error_and_push() {
+        assert_eq!(
+            encode_reply(7, "publish", &Empty {}),
+            br#"{"id":7,"publish":{}}"#
+        );
+        assert_eq!(
+            encode_error(2, &crate::protocol::codes::TOO_MANY_REQUESTS),
+            br#"{"id":2,"error":{"code":111,"message":"too many requests","temporary":true}}"#
+        );
+        let pubn = Publication {
+            offset: 3,
+            data: serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap(),
+            info: None,
+            tags: None,
+        };
+        assert_eq!(
+            &encode_push("ch\"x", "pub", &pubn)[..],
+            br#"{"push":{"channel":"ch\"x","pub":{"offset":3,"data":{"a":1}}}}"#
+        );
+        let stats = PresenceStatsResult::default();
+        assert_eq!(
+            encode_reply(1, "presence_stats", &stats),
+            br#"{"id":1,"presence_stats":{"num_clients":0,"num_users":0}}"#
+        );
+        assert_eq!(
+            encode_reply(1, "presence", &PresenceResult::default()),
+            br#"{"id":1,"presence":{"presence":{}}}"#
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The client protocol (Centrifugo protocol v2): message types, the JSON codec and the table of
+//! error and disconnect codes.
+//!
+//! Invariant: this module is pure — no I/O, no async, no knowledge of sockets or state.
+
+pub mod codes;
+pub mod json;
+pub mod types;
+
+pub use codes::{Disconnect, ErrorCode};
+pub use json::{Command, DecodeError, Method};
+pub use types::*;

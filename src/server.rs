@@ -1,0 +1,103 @@
+//! Starting and stopping a node: bind the listeners, start the log, serve, drain on shutdown.
+//!
+//! `main` and the in-process tests start nodes the same way: [`Server::start`] with a config,
+//! then [`Server::shutdown`] and [`Server::wait`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::log::LocalLog;
+use crate::node::Node;
+use crate::transport::{self, Listener};
+
+/// A running node.
+pub struct Server {
+    /// Where the client listener is bound (the real port when configured with port 0).
+    pub client_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// The node context.
+    pub node: Arc<Node>,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving.
+    pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+        let cfg = Arc::new(cfg);
+        let verifier = Verifier::new(&cfg.auth)?;
+        let client = TcpListener::bind(cfg.client_addr())
+            .await
+            .with_context(|| format!("binding client.listen {}", cfg.client.listen))?;
+        let admin = TcpListener::bind(cfg.admin_addr())
+            .await
+            .with_context(|| format!("binding admin.listen {}", cfg.admin.listen))?;
+        let client_addr = client.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let engine = Arc::new(Engine::default());
+        let log = LocalLog::start(engine.clone());
+        let shutdown = CancellationToken::new();
+        let node = Arc::new(Node::new(cfg.clone(), engine, log, verifier, shutdown));
+        if cfg.auth.api_key.contains("example") || cfg.auth.token_hmac_secret.contains("example") {
+            tracing::warn!(
+                "using the example secrets of the shipped config.toml: change auth.api_key and auth.token_hmac_secret before exposing this node"
+            );
+        }
+        if cfg.auth.api_key.is_empty() {
+            tracing::warn!("auth.api_key is empty: the server API refuses every call");
+        }
+        if cfg.auth.token_hmac_secret.is_empty()
+            && cfg.auth.token_rsa_public_key.is_none()
+            && cfg.auth.token_ecdsa_public_key.is_none()
+            && !cfg.auth.allow_anonymous
+        {
+            tracing::warn!(
+                "no token key is configured and anonymous access is off: no client can connect"
+            );
+        }
+        let tracker = TaskTracker::new();
+        tracker.spawn(transport::accept_loop(
+            client,
+            Listener::Client,
+            node.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(transport::accept_loop(
+            admin,
+            Listener::Admin,
+            node.clone(),
+            tracker.clone(),
+        ));
+        tracing::info!(listener = "client", addr = %client_addr, "listening");
+        tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+        tracing::info!(node = cfg.node.id, name = %cfg.node_name(), version = crate::session::VERSION, "node started");
+        Ok(Server {
+            client_addr,
+            admin_addr,
+            node,
+            tracker,
+        })
+    }
+
+    /// Starts the shutdown: listeners stop accepting, clients are closed with 3001.
+    pub fn shutdown(&self) {
+        self.node.shutdown.cancel();
+    }
+
+    /// Waits for every connection to finish, at most `drain`; returns whether all did.
+    pub async fn wait(self, drain: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

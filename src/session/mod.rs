@@ -1,0 +1,464 @@
+//! One connected client: connect and auth, command dispatch, subscriptions, permissions.
+//!
+//! The transport hands the session whole text messages; the session decodes the commands in
+//! order, answers each through the connection's outbound queue and returns a [`Disconnect`]
+//! when the connection must end. Timers (ping, pong, stale, expiry) live in the writer.
+
+pub mod conn;
+pub mod subscribe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::auth::{TokenError, unix_now};
+use crate::channels::{is_private, user_limited_allows};
+use crate::config::ChannelOptions;
+use crate::node::Node;
+use crate::protocol::json::{decode_command, encode_error, encode_reply, lines};
+use crate::protocol::types::*;
+use crate::protocol::{Command, Disconnect, ErrorCode, Method, codes};
+
+use conn::Conn;
+use subscribe::{Grant, StreamRequest, propose_leaves, unsubscribe_local};
+
+/// Server version reported to clients.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How a command failed.
+#[derive(Debug)]
+enum Fail {
+    /// Answer with an error reply and go on.
+    Error(ErrorCode),
+    /// End the connection.
+    Disconnect(Disconnect),
+}
+
+impl From<ErrorCode> for Fail {
+    fn from(e: ErrorCode) -> Self {
+        Fail::Error(e)
+    }
+}
+
+/// `Ok(Some(bytes))`: queue this reply; `Ok(None)`: already queued or no reply.
+type Handled = Result<Option<Vec<u8>>, Fail>;
+
+/// The protocol state of one connection, driven by its reader task.
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+}
+
+impl Session {
+    /// A session for a freshly upgraded connection.
+    pub fn new(node: Arc<Node>, conn: Arc<Conn>) -> Session {
+        Session { node, conn }
+    }
+
+    /// Handles one text message (one or more newline-separated commands), in order.
+    pub async fn handle_message(&mut self, msg: &[u8]) -> Result<(), Disconnect> {
+        for line in lines(msg) {
+            if self.conn.out.is_closing() {
+                return Ok(());
+            }
+            let cmd = match decode_command(line) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(conn = self.conn.id, error = %e, "undecodable command");
+                    return Err(codes::BAD_REQUEST_DISCONNECT);
+                }
+            };
+            self.handle(cmd).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, cmd: Command) -> Result<(), Disconnect> {
+        let id = cmd.id;
+        let method = cmd.method.name();
+        let connected = self.conn.connected.load(Ordering::Acquire);
+        let res = match cmd.method {
+            Method::Connect(r) => self.connect(id, r).await,
+            _ if !connected => Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT)),
+            Method::Subscribe(r) => self.subscribe(id, r).await,
+            Method::Unsubscribe(r) => self.unsubscribe(id, r).await,
+            Method::Publish(r) => self.publish(id, r).await,
+            Method::Presence(r) => self.presence(id, r),
+            Method::PresenceStats(r) => self.presence_stats(id, r),
+            Method::History(r) => self.history(id, r).await,
+            Method::Rpc(_) => Err(codes::NOT_AVAILABLE.into()),
+            Method::Send(_) => Ok(None),
+            Method::Refresh(r) => self.refresh(id, r),
+            Method::SubRefresh(r) => self.sub_refresh(id, r),
+            Method::Pong => {
+                self.conn.pongs.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Method::Unknown => Err(codes::METHOD_NOT_FOUND.into()),
+        };
+        match res {
+            Ok(Some(reply)) => {
+                let _ = self.conn.out.push(reply.into());
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(Fail::Error(e)) => {
+                tracing::debug!(conn = self.conn.id, method, code = e.code, "command error");
+                let _ = self.conn.out.push(encode_error(id, &e).into());
+                Ok(())
+            }
+            Err(Fail::Disconnect(d)) => Err(d),
+        }
+    }
+
+    fn resolve(&self, channel: &str) -> Result<ChannelOptions, Fail> {
+        Ok(self.node.channels.resolve(channel)?.clone())
+    }
+
+    fn is_subscribed(&self, channel: &str) -> bool {
+        self.conn.state.lock().subs.contains_key(channel)
+    }
+
+    async fn connect(&mut self, id: u32, req: ConnectRequest) -> Handled {
+        if self.conn.connected.load(Ordering::Acquire) {
+            return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
+        }
+        if req.name.chars().count() > 16 || req.version.chars().count() > 64 {
+            return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
+        }
+        let claims = if req.token.is_empty() {
+            if !self.node.cfg.auth.allow_anonymous {
+                return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
+            }
+            Default::default()
+        } else {
+            match self.node.verifier.connection(&req.token) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+                Err(TokenError::Invalid(why)) => {
+                    tracing::info!(conn = self.conn.id, reason = %why, "connection token refused");
+                    return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+                }
+            }
+        };
+        let expires_at = claims.expires_at().unwrap_or(0);
+        let client = uuid::Uuid::new_v4().to_string();
+        {
+            let mut st = self.conn.state.lock();
+            st.user = claims.sub.clone();
+            st.client = client.clone();
+            st.conn_info = claims.info;
+        }
+        self.conn.expires_at.store(expires_at, Ordering::Relaxed);
+
+        // Server-side subscriptions named by the token.
+        let mut server_subs: Vec<(String, ChannelOptions)> = Vec::new();
+        for ch in claims.channels.iter().chain(claims.subs.keys()) {
+            if server_subs.iter().any(|(c, _)| c == ch) {
+                continue;
+            }
+            match self.node.channels.resolve(ch) {
+                Ok(o) => server_subs.push((ch.clone(), o.clone())),
+                Err(e) => {
+                    tracing::info!(conn = self.conn.id, channel = %ch, code = e.code, "token channel skipped");
+                }
+            }
+        }
+        if server_subs.len() > self.node.cfg.client.max_channels {
+            return Err(Fail::Disconnect(codes::CHANNEL_LIMIT));
+        }
+        for (ch, opts) in &server_subs {
+            self.node.ensure_stream(ch, opts).await?;
+        }
+
+        let cfg = &self.node.cfg;
+        let mut result = ConnectResult {
+            client: client.clone(),
+            version: VERSION.into(),
+            ping: cfg.client.ping_interval.as_secs().max(1) as u32,
+            pong: true,
+            node: cfg.node_name(),
+            ..Default::default()
+        };
+        if expires_at > 0 {
+            result.expires = true;
+            result.ttl = expires_at.saturating_sub(unix_now()).max(1) as u32;
+        }
+        let node = self.node.clone();
+        let conn = self.conn.clone();
+        let joins = node.engine.read(|sm| {
+            let mut joins = Vec::new();
+            let mut st = conn.state.lock();
+            for (ch, opts) in &server_subs {
+                let sreq = match req.subs.get(ch) {
+                    Some(s) => StreamRequest {
+                        recover: s.recover,
+                        offset: s.offset,
+                        epoch: s.epoch.clone(),
+                        positioned: true,
+                        recoverable: true,
+                        join_leave: true,
+                    },
+                    None => StreamRequest {
+                        join_leave: true,
+                        ..Default::default()
+                    },
+                };
+                let res =
+                    subscribe::subscribe_result(&node, sm, ch, opts, &sreq, &Grant::default());
+                st.subs.insert(
+                    ch.clone(),
+                    conn::SubState {
+                        chan_info: None,
+                        presence: opts.presence,
+                        join_leave: opts.join_leave,
+                        expires_at: 0,
+                    },
+                );
+                node.engine.hub.subscribe(
+                    ch,
+                    conn.id,
+                    crate::hub::Subscriber {
+                        out: conn.out.clone(),
+                        join_leave: opts.join_leave,
+                    },
+                );
+                if opts.presence || opts.join_leave {
+                    joins.push(crate::state::Op::Join {
+                        channel: ch.clone(),
+                        info: st.client_info(ch),
+                        node: node.cfg.node.id,
+                        presence: opts.presence,
+                        join_leave: opts.join_leave,
+                    });
+                }
+                result.subs.insert(ch.clone(), res);
+            }
+            let _ = conn.out.push(encode_reply(id, "connect", &result).into());
+            joins
+        });
+        self.conn.connected.store(true, Ordering::Release);
+        let user = self.conn.state.lock().user.clone();
+        self.node.registry.add(&user, self.conn.clone());
+        tracing::info!(conn = self.conn.id, client = %client, user = %user, "client connected");
+        if !joins.is_empty() {
+            propose_leaves(&self.node, joins).await;
+        }
+        Ok(None)
+    }
+
+    async fn subscribe(&mut self, id: u32, req: SubscribeRequest) -> Handled {
+        let channel = req.channel.clone();
+        let opts = self.resolve(&channel)?;
+        let (user, client, count) = {
+            let st = self.conn.state.lock();
+            if st.subs.contains_key(&channel) {
+                return Err(codes::ALREADY_SUBSCRIBED.into());
+            }
+            (st.user.clone(), st.client.clone(), st.subs.len())
+        };
+        if count >= self.node.cfg.client.max_channels {
+            return Err(codes::LIMIT_EXCEEDED.into());
+        }
+        let mut grant = Grant::default();
+        if !req.token.is_empty() {
+            match self
+                .node
+                .verifier
+                .subscription(&req.token, &user, &client, &channel)
+            {
+                Ok(c) => {
+                    grant.expires_at = c.expires_at().unwrap_or(0);
+                    grant.chan_info = c.info;
+                    grant.data = c.data;
+                }
+                Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+                Err(TokenError::Invalid(why)) => {
+                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
+                    return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+                }
+            }
+        } else if is_private(&channel) {
+            return Err(codes::PERMISSION_DENIED.into());
+        } else if let Some(listed) =
+            user_limited_allows(&channel, &user).filter(|_| opts.allow_user_limited_channels)
+        {
+            if !listed {
+                return Err(codes::PERMISSION_DENIED.into());
+            }
+        } else if !opts.allow_subscribe_for_client {
+            return Err(codes::PERMISSION_DENIED.into());
+        }
+        let sreq = StreamRequest {
+            recover: req.recover,
+            offset: req.offset,
+            epoch: req.epoch,
+            positioned: req.positioned,
+            recoverable: req.recoverable,
+            join_leave: req.join_leave,
+        };
+        subscribe::subscribe(
+            &self.node,
+            &self.conn,
+            &channel,
+            &opts,
+            &sreq,
+            grant,
+            |res| encode_reply(id, "subscribe", &res).into(),
+        )
+        .await?;
+        tracing::debug!(conn = self.conn.id, channel = %channel, "subscribed");
+        Ok(None)
+    }
+
+    async fn unsubscribe(&mut self, id: u32, req: ChannelRequest) -> Handled {
+        let leave = unsubscribe_local(&self.node, &self.conn, &req.channel);
+        if let Some(op) = leave {
+            propose_leaves(&self.node, vec![op]).await;
+        }
+        Ok(Some(encode_reply(id, "unsubscribe", &Empty {})))
+    }
+
+    async fn publish(&mut self, id: u32, req: PublishRequest) -> Handled {
+        let opts = self.resolve(&req.channel)?;
+        let Some(data) = req.data else {
+            return Err(codes::BAD_REQUEST.into());
+        };
+        let subscribed = self.is_subscribed(&req.channel);
+        if !(opts.allow_publish_for_client || (opts.allow_publish_for_subscriber && subscribed)) {
+            return Err(codes::PERMISSION_DENIED.into());
+        }
+        let info = self.conn.state.lock().client_info(&req.channel);
+        self.node
+            .publish(&req.channel, &opts, data, Some(info), None, false)
+            .await?;
+        Ok(Some(encode_reply(id, "publish", &Empty {})))
+    }
+
+    fn presence_allowed(&self, channel: &str, opts: &ChannelOptions) -> Result<(), Fail> {
+        if opts.allow_presence_for_client
+            || (opts.allow_presence_for_subscriber && self.is_subscribed(channel))
+        {
+            Ok(())
+        } else {
+            Err(codes::PERMISSION_DENIED.into())
+        }
+    }
+
+    fn presence(&mut self, id: u32, req: ChannelRequest) -> Handled {
+        let opts = self.resolve(&req.channel)?;
+        if !opts.presence {
+            return Err(codes::NOT_AVAILABLE.into());
+        }
+        self.presence_allowed(&req.channel, &opts)?;
+        let res = self.node.presence(&req.channel, &opts)?;
+        Ok(Some(encode_reply(id, "presence", &res)))
+    }
+
+    fn presence_stats(&mut self, id: u32, req: ChannelRequest) -> Handled {
+        let opts = self.resolve(&req.channel)?;
+        if !opts.presence {
+            return Err(codes::NOT_AVAILABLE.into());
+        }
+        self.presence_allowed(&req.channel, &opts)?;
+        let res = self.node.presence_stats(&req.channel, &opts)?;
+        Ok(Some(encode_reply(id, "presence_stats", &res)))
+    }
+
+    async fn history(&mut self, id: u32, req: HistoryRequest) -> Handled {
+        let opts = self.resolve(&req.channel)?;
+        if !opts.history_enabled() {
+            return Err(codes::NOT_AVAILABLE.into());
+        }
+        if !(opts.allow_history_for_client
+            || (opts.allow_history_for_subscriber && self.is_subscribed(&req.channel)))
+        {
+            return Err(codes::PERMISSION_DENIED.into());
+        }
+        let res = self
+            .node
+            .history(&req.channel, &opts, req.limit, req.since, req.reverse)
+            .await?;
+        Ok(Some(encode_reply(id, "history", &res)))
+    }
+
+    fn refresh(&mut self, id: u32, req: RefreshRequest) -> Handled {
+        let claims = match self.node.verifier.connection(&req.token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+        };
+        let (user, client) = {
+            let st = self.conn.state.lock();
+            (st.user.clone(), st.client.clone())
+        };
+        if claims.sub != user {
+            return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+        }
+        let expires_at = claims.expires_at().unwrap_or(0);
+        self.conn.expires_at.store(expires_at, Ordering::Relaxed);
+        let res = RefreshResult {
+            client,
+            version: VERSION.into(),
+            expires: expires_at > 0,
+            ttl: expires_at.saturating_sub(unix_now()) as u32,
+        };
+        Ok(Some(encode_reply(id, "refresh", &res)))
+    }
+
+    fn sub_refresh(&mut self, id: u32, req: SubRefreshRequest) -> Handled {
+        let (user, client) = {
+            let st = self.conn.state.lock();
+            if !st.subs.contains_key(&req.channel) {
+                return Err(codes::BAD_REQUEST.into());
+            }
+            (st.user.clone(), st.client.clone())
+        };
+        let claims = match self
+            .node
+            .verifier
+            .subscription(&req.token, &user, &client, &req.channel)
+        {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+        };
+        let expires_at = claims.expires_at().unwrap_or(0);
+        {
+            let mut st = self.conn.state.lock();
+            if let Some(s) = st.subs.get_mut(&req.channel) {
+                s.expires_at = expires_at;
+            }
+            self.conn.refresh_sub_expiry(&st);
+        }
+        let res = SubRefreshResult {
+            expires: expires_at > 0,
+            ttl: expires_at.saturating_sub(unix_now()) as u32,
+        };
+        Ok(Some(encode_reply(id, "sub_refresh", &res)))
+    }
+
+    /// Leaves every channel and forgets the connection; called once when it ends.
+    pub async fn close(&mut self) {
+        let (user, channels): (String, Vec<String>) = {
+            let st = self.conn.state.lock();
+            (st.user.clone(), st.subs.keys().cloned().collect())
+        };
+        let leaves: Vec<_> = channels
+            .iter()
+            .filter_map(|ch| unsubscribe_local(&self.node, &self.conn, ch))
+            .collect();
+        if self.conn.connected.load(Ordering::Acquire) {
+            self.node.registry.remove(&user, self.conn.id);
+            tracing::info!(conn = self.conn.id, user = %user, "client disconnected");
+        }
+        if !leaves.is_empty() {
+            propose_leaves(&self.node, leaves).await;
+        }
+    }
+}
+
+/// Used by the API to describe what exists: channel → local subscriber count.
+pub fn channel_counts(node: &Node) -> BTreeMap<String, usize> {
+    node.engine.hub.channels().into_iter().collect()
+}

@@ -1,0 +1,218 @@
+//! Subscribing and unsubscribing a connection, shared by client commands, connect-time
+//! (token `channels`) subscriptions and the server API.
+//!
+//! The reply (or push) that tells the client its position is queued while the engine's read
+//! lock is held, together with the hub registration: publications applied before are in the
+//! position or the recovered list, publications applied after are queued behind the reply.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::ChannelOptions;
+use crate::engine::Engine;
+use crate::hub::Subscriber;
+use crate::node::Node;
+use crate::protocol::json::encode_push;
+use crate::protocol::types::UnsubscribePush;
+use crate::protocol::{ErrorCode, Raw, SubscribeResult, codes};
+use crate::state::{Op, Recovery, StateMachine};
+
+use super::conn::{Conn, SubState};
+
+/// What the client asked of a subscription's stream.
+#[derive(Debug, Default, Clone)]
+pub struct StreamRequest {
+    /// Recover from `offset`/`epoch`.
+    pub recover: bool,
+    /// Last seen offset.
+    pub offset: u64,
+    /// Last seen epoch.
+    pub epoch: String,
+    /// Wants a position.
+    pub positioned: bool,
+    /// Wants recovery later.
+    pub recoverable: bool,
+    /// Wants join/leave pushes.
+    pub join_leave: bool,
+}
+
+/// What the permission check granted.
+#[derive(Debug, Default)]
+pub struct Grant {
+    /// `chan_info` for ClientInfo.
+    pub chan_info: Option<Raw>,
+    /// Subscription expiry (unix seconds; 0 = never).
+    pub expires_at: u64,
+    /// `data` for the reply.
+    pub data: Option<Raw>,
+}
+
+/// Computes a channel's subscribe result (position, recovery) from a consistent state view.
+pub fn subscribe_result(
+    node: &Node,
+    sm: &StateMachine,
+    channel: &str,
+    opts: &ChannelOptions,
+    req: &StreamRequest,
+    grant: &Grant,
+) -> SubscribeResult {
+    let history = opts.history_enabled();
+    let recoverable = history && (req.recoverable || opts.force_recovery);
+    let positioned = history && (req.positioned || opts.force_positioning || recoverable);
+    let mut res = SubscribeResult {
+        data: grant.data.clone(),
+        ..Default::default()
+    };
+    if grant.expires_at > 0 {
+        res.expires = true;
+        res.ttl = grant.expires_at.saturating_sub(crate::auth::unix_now()) as u32;
+    }
+    if positioned {
+        let (top, epoch) = sm.position(channel).unwrap_or_default();
+        res.positioned = true;
+        res.recoverable = recoverable;
+        res.offset = top;
+        res.epoch = epoch;
+        if req.recover && recoverable {
+            res.was_recovering = true;
+            let max = node.cfg.client.recovery_max_publications;
+            match sm.recover(channel, req.offset, &req.epoch, max, Engine::now_ms(sm)) {
+                Recovery::Recovered(pubs) => {
+                    res.recovered = true;
+                    res.publications = pubs;
+                    // The client advances its offset by each publication's own offset.
+                    res.offset = req.offset;
+                }
+                Recovery::Failed => {}
+            }
+        }
+    }
+    res
+}
+
+/// Registers `conn` on `channel` and queues the encoded result atomically with respect to
+/// apply, then records presence / announces the join. The caller checked permissions.
+pub async fn subscribe(
+    node: &Node,
+    conn: &Arc<Conn>,
+    channel: &str,
+    opts: &ChannelOptions,
+    req: &StreamRequest,
+    grant: Grant,
+    encode: impl FnOnce(SubscribeResult) -> Bytes,
+) -> Result<(), ErrorCode> {
+    if opts.history_enabled()
+        && (req.positioned || req.recoverable || opts.force_positioning || opts.force_recovery)
+    {
+        node.ensure_stream(channel, opts).await?;
+    }
+    let info = node.engine.read(|sm| {
+        let res = subscribe_result(node, sm, channel, opts, req, &grant);
+        let mut st = conn.state.lock();
+        st.subs.insert(
+            channel.to_string(),
+            SubState {
+                chan_info: grant.chan_info.clone(),
+                presence: opts.presence,
+                join_leave: opts.join_leave,
+                expires_at: grant.expires_at,
+            },
+        );
+        conn.refresh_sub_expiry(&st);
+        node.engine.hub.subscribe(
+            channel,
+            conn.id,
+            Subscriber {
+                out: conn.out.clone(),
+                join_leave: opts.join_leave && req.join_leave,
+            },
+        );
+        let _ = conn.out.push(encode(res));
+        st.client_info(channel)
+    });
+    if opts.presence || opts.join_leave {
+        let op = Op::Join {
+            channel: channel.to_string(),
+            info,
+            node: node.cfg.node.id,
+            presence: opts.presence,
+            join_leave: opts.join_leave,
+        };
+        if let Err(e) = node.log.propose_one(op).await {
+            tracing::warn!(channel, error = %e, "join not committed");
+        }
+    }
+    Ok(())
+}
+
+/// Removes `conn` from `channel`; returns the leave operation to propose, if any.
+pub fn unsubscribe_local(node: &Node, conn: &Conn, channel: &str) -> Option<Op> {
+    let mut st = conn.state.lock();
+    let info = st.client_info(channel);
+    let sub = st.subs.remove(channel)?;
+    conn.refresh_sub_expiry(&st);
+    drop(st);
+    node.engine.hub.unsubscribe(channel, conn.id);
+    (sub.presence || sub.join_leave).then(|| Op::Leave {
+        channel: channel.to_string(),
+        info,
+        presence: sub.presence,
+        join_leave: sub.join_leave,
+    })
+}
+
+/// Proposes leave operations; failures are logged (presence heals when the node's
+/// incarnation changes, in the cluster).
+pub async fn propose_leaves(node: &Node, ops: Vec<Op>) {
+    if let Err(e) = node.log.propose(ops).await {
+        tracing::warn!(error = %e, "leave not committed");
+    }
+}
+
+/// Server-side subscribe (API `subscribe`): no permission check; the client learns of it from
+/// a `subscribe` push.
+pub async fn server_subscribe(
+    node: &Node,
+    conn: &Arc<Conn>,
+    channel: &str,
+    opts: &ChannelOptions,
+) -> Result<(), ErrorCode> {
+    if conn.state.lock().subs.contains_key(channel) {
+        return Ok(());
+    }
+    if conn.state.lock().subs.len() >= node.cfg.client.max_channels {
+        return Err(codes::LIMIT_EXCEEDED);
+    }
+    let req = StreamRequest {
+        positioned: opts.force_positioning,
+        recoverable: opts.force_recovery,
+        join_leave: true,
+        ..Default::default()
+    };
+    subscribe(node, conn, channel, opts, &req, Grant::default(), |res| {
+        encode_push(channel, "subscribe", &res)
+    })
+    .await
+}
+
+/// Server-side unsubscribe (API `unsubscribe`): the client gets an `unsubscribe` push.
+pub async fn server_unsubscribe(node: &Node, conn: &Arc<Conn>, channel: &str) {
+    let was = conn.state.lock().subs.contains_key(channel);
+    if !was {
+        return;
+    }
+    let leave = unsubscribe_local(node, conn, channel);
+    let push = encode_push(
+        channel,
+        "unsubscribe",
+        &UnsubscribePush {
+            code: codes::UNSUBSCRIBE_SERVER,
+            reason: "server unsubscribe",
+        },
+    );
+    let _ = conn.out.push(push);
+    if let Some(op) = leave {
+        propose_leaves(node, vec![op]).await;
+    }
+}

@@ -1,0 +1,303 @@
+//! A WebSocket connection: a reader task (frames → whole messages → the session) and a writer
+//! task (outbound queue → one frame per drain; ping, pong, stale and expiry timers).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::WriteHalf;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::unix_now;
+use crate::node::Node;
+use crate::outbound::join;
+use crate::protocol::{Disconnect, codes, json::PING};
+use crate::session::Session;
+use crate::session::conn::Conn;
+
+type Io = TokioIo<Upgraded>;
+
+/// How long the reader keeps draining for the client's close frame after ours was sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The subprotocol a client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subprotocol {
+    /// JSON (no subprotocol, or `centrifuge-json`).
+    Json,
+    /// `centrifuge-protobuf`: not served yet; the client is told 3506.
+    Protobuf,
+}
+
+/// Serves one upgraded connection until it ends.
+pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
+    let conn = Arc::new(Conn::new(
+        node.next_conn_id(),
+        node.cfg.client.outbound_queue_bytes,
+    ));
+    let (mut rd, wr) = ws.split(tokio::io::split);
+    rd.set_auto_close(false);
+    rd.set_auto_pong(false);
+    rd.set_max_message_size(node.cfg.client.max_message_size + 1);
+    let writer_done = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        node.clone(),
+        conn.clone(),
+        wr,
+        writer_done.clone(),
+    ));
+    if proto == Subprotocol::Protobuf {
+        conn.out.close_with(
+            codes::INAPPROPRIATE_PROTOCOL.code,
+            "protobuf protocol is not supported yet",
+        );
+    }
+    let mut session = Session::new(node.clone(), conn.clone());
+    let max = node.cfg.client.max_message_size;
+    // A message being reassembled from fragments: (is text, bytes so far).
+    let mut partial: Option<(bool, Vec<u8>)> = None;
+    let mut noop = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+    loop {
+        let frame = tokio::select! {
+            f = rd.read_frame(&mut noop) => f,
+            _ = writer_done.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                let d = read_error_close(&e);
+                if let Some((code, reason)) = d {
+                    tracing::debug!(conn = conn.id, error = %e, code, "closing on read error");
+                    conn.out.close_with(code, reason);
+                } else {
+                    conn.out.close(codes::NORMAL);
+                }
+                break;
+            }
+        };
+        let message: Option<(bool, Vec<u8>)> = match frame.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if partial.is_some() {
+                    conn.out
+                        .close_with(1002, "new message inside a fragmented one");
+                    break;
+                }
+                let text = frame.opcode == OpCode::Text;
+                if frame.fin {
+                    Some((text, frame.payload.to_vec()))
+                } else {
+                    partial = Some((text, frame.payload.to_vec()));
+                    None
+                }
+            }
+            OpCode::Continuation => {
+                let Some((text, mut buf)) = partial.take() else {
+                    conn.out.close_with(1002, "continuation without a message");
+                    break;
+                };
+                if buf.len() + frame.payload.len() > max {
+                    conn.out.close(codes::MESSAGE_TOO_BIG);
+                    break;
+                }
+                buf.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    Some((text, buf))
+                } else {
+                    partial = Some((text, buf));
+                    None
+                }
+            }
+            OpCode::Ping => {
+                conn.out.pong(Bytes::copy_from_slice(&frame.payload));
+                None
+            }
+            OpCode::Pong => None,
+            OpCode::Close => {
+                // Echo the client's code (1000 when it sent none) and stop.
+                let code = match frame.payload.len() {
+                    0 => 1000,
+                    1 => 1002,
+                    _ => u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+                };
+                conn.out.close_with(code, "");
+                break;
+            }
+        };
+        let Some((text, msg)) = message else { continue };
+        if msg.len() > max {
+            conn.out.close(codes::MESSAGE_TOO_BIG);
+            break;
+        }
+        if !text {
+            conn.out.close_with(
+                codes::BAD_REQUEST_DISCONNECT.code,
+                "binary frame on a JSON connection",
+            );
+            break;
+        }
+        if std::str::from_utf8(&msg).is_err() {
+            conn.out.close_with(1007, "invalid UTF-8");
+            break;
+        }
+        if let Err(d) = session.handle_message(&msg).await {
+            close_with(&conn, d);
+            break;
+        }
+        if conn.out.is_closing() {
+            break;
+        }
+    }
+    // Leave channels first, so presence is cleaned even if the client lingers.
+    session.close().await;
+    // Give the client a moment to answer our close frame, so it reads the code before the
+    // socket goes away; never wait long.
+    let _ = tokio::time::timeout(CLOSE_GRACE * 3, writer_done.cancelled()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        loop {
+            match rd.read_frame(&mut noop).await {
+                Ok(f) if f.opcode == OpCode::Close => break,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    writer.abort();
+}
+
+fn close_with(conn: &Conn, d: Disconnect) {
+    tracing::debug!(
+        conn = conn.id,
+        code = d.code,
+        reason = d.reason,
+        "disconnecting"
+    );
+    conn.out.close(d);
+}
+
+/// The close code for a read error, or `None` when the peer is simply gone.
+fn read_error_close(e: &WebSocketError) -> Option<(u16, &'static str)> {
+    use WebSocketError::*;
+    match e {
+        FrameTooLarge => Some((codes::MESSAGE_TOO_BIG.code, codes::MESSAGE_TOO_BIG.reason)),
+        InvalidUTF8 => Some((1007, "invalid UTF-8")),
+        UnexpectedEOF | ConnectionClosed | IoError(_) => None,
+        _ => Some((1002, "protocol error")),
+    }
+}
+
+async fn write_loop(
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    mut wr: WebSocketWrite<WriteHalf<Io>>,
+    done: CancellationToken,
+) {
+    let cfg = &node.cfg.client;
+    let started = Instant::now();
+    let stale_at = started + cfg.stale_timeout;
+    let mut next_ping = started + cfg.ping_interval;
+    // After a ping: when the pong is due, and the pong count at ping time.
+    let mut pong_due: Option<(Instant, u64)> = None;
+    let mut shutdown_seen = false;
+    loop {
+        let deadline = next_deadline(&conn, stale_at, next_ping, pong_due.map(|p| p.0));
+        tokio::select! {
+            _ = node.shutdown.cancelled(), if !shutdown_seen => {
+                shutdown_seen = true;
+                conn.out.close(codes::SHUTDOWN);
+            }
+            _ = conn.out.notified() => {}
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                if !conn.connected.load(Ordering::Acquire) {
+                    if now >= stale_at {
+                        conn.out.close(codes::STALE);
+                    }
+                } else {
+                    if let Some((due, seen)) = pong_due
+                        && now >= due
+                    {
+                        if conn.pongs.load(Ordering::Relaxed) == seen {
+                            conn.out.close(codes::NO_PONG);
+                        }
+                        pong_due = None;
+                    }
+                    if now >= next_ping {
+                        pong_due = Some((now + cfg.pong_timeout, conn.pongs.load(Ordering::Relaxed)));
+                        next_ping = now + cfg.ping_interval;
+                        let _ = conn.out.push(Bytes::from_static(PING));
+                    }
+                    let unix = unix_now();
+                    let exp = conn.expires_at.load(Ordering::Relaxed);
+                    if exp > 0 && unix >= exp {
+                        conn.out.close(codes::CONNECTION_EXPIRED);
+                    }
+                    let sub_exp = conn.sub_expires_at.load(Ordering::Relaxed);
+                    if sub_exp > 0 && unix >= sub_exp {
+                        conn.out.close(codes::SUBSCRIPTION_EXPIRED);
+                    }
+                }
+            }
+        }
+        let batch = conn.out.take();
+        let mut res = Ok(());
+        for p in batch.pongs {
+            if res.is_ok() {
+                res = wr
+                    .write_frame(Frame::pong(Payload::Owned(p.to_vec())))
+                    .await;
+            }
+        }
+        if res.is_ok() && !batch.messages.is_empty() {
+            let payload = if batch.messages.len() == 1 {
+                batch.messages[0].to_vec()
+            } else {
+                join(&batch.messages)
+            };
+            res = wr.write_frame(Frame::text(Payload::Owned(payload))).await;
+        }
+        if let Some((code, reason)) = batch.close {
+            if res.is_ok() {
+                let _ = wr.write_frame(Frame::close(code, reason.as_bytes())).await;
+            }
+            break;
+        }
+        if let Err(e) = res {
+            tracing::debug!(conn = conn.id, error = %e, "write failed");
+            conn.out.close(codes::WRITE_ERROR);
+            break;
+        }
+    }
+    done.cancel();
+}
+
+fn next_deadline(
+    conn: &Conn,
+    stale_at: Instant,
+    next_ping: Instant,
+    pong_due: Option<Instant>,
+) -> Instant {
+    if !conn.connected.load(Ordering::Acquire) {
+        return stale_at;
+    }
+    let mut d = next_ping;
+    if let Some(p) = pong_due {
+        d = d.min(p);
+    }
+    let unix = unix_now();
+    for exp in [
+        conn.expires_at.load(Ordering::Relaxed),
+        conn.sub_expires_at.load(Ordering::Relaxed),
+    ] {
+        if exp > 0 {
+            let at = Instant::now() + Duration::from_secs(exp.saturating_sub(unix));
+            d = d.min(at);
+        }
+    }
+    d
+}

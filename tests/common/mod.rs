@@ -1,0 +1,443 @@
+//! Test harness: a node started in-process on 127.0.0.1:0, a real WebSocket client
+//! (tokio-tungstenite, an independent implementation) and a raw HTTP/1.1 client for the API.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchyard::auth::{MintRequest, mint};
+use switchyard::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret";
+pub const API_KEY: &str = "test-api-key";
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Base config for tests: loopback, port 0, known secrets, a few namespaces.
+pub fn base_toml() -> String {
+    format!(
+        r#"
+[client]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[auth]
+token_hmac_secret = "{SECRET}"
+api_key = "{API_KEY}"
+[channel]
+allow_subscribe_for_client = true
+[[channel.namespaces]]
+name = "chat"
+history_size = 100
+history_ttl = "5m"
+presence = true
+join_leave = true
+allow_subscribe_for_client = true
+allow_publish_for_subscriber = true
+allow_presence_for_subscriber = true
+allow_history_for_subscriber = true
+allow_user_limited_channels = true
+[[channel.namespaces]]
+name = "open"
+history_size = 10
+history_ttl = "5m"
+allow_subscribe_for_client = true
+allow_publish_for_client = true
+allow_history_for_client = true
+allow_presence_for_client = true
+[[channel.namespaces]]
+name = "locked"
+history_size = 10
+history_ttl = "5m"
+presence = true
+"#
+    )
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("").await
+    }
+
+    /// Starts a node from the base config with `extra` TOML appended (extra tables only; to
+    /// change a base key use [`TestServer::start_toml`]).
+    pub async fn start_with(extra: &str) -> TestServer {
+        Self::start_toml(&format!("{}\n{}", base_toml(), extra)).await
+    }
+
+    pub async fn start_toml(toml: &str) -> TestServer {
+        let cfg = Config::from_toml(toml).expect("test config");
+        let server = Server::start(cfg).await.expect("server starts");
+        let addr = server.client_addr;
+        TestServer {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    /// A connected client for `user` (asserts the connect reply).
+    pub async fn client(&self, user: &str) -> Client {
+        let mut c = Client::open(&self.ws_url()).await;
+        let r = c.connect(&token(user)).await;
+        assert!(r["connect"]["client"].is_string(), "connect reply: {r}");
+        c.client_id = r["connect"]["client"].as_str().unwrap().to_string();
+        c
+    }
+
+    pub async fn api(&self, method: &str, body: Value) -> (u16, Value) {
+        api_call(self.addr, method, Some(API_KEY), &body.to_string()).await
+    }
+
+    pub async fn publish(&self, channel: &str, data: Value) -> Value {
+        let (status, body) = self
+            .api("publish", json!({"channel": channel, "data": data}))
+            .await;
+        assert_eq!(status, 200);
+        assert!(body["result"].is_object(), "publish failed: {body}");
+        body["result"].clone()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            assert!(s.wait(Duration::from_secs(10)).await, "drained in time");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            s.shutdown();
+        }
+    }
+}
+
+pub fn token(user: &str) -> String {
+    mint(
+        SECRET,
+        MintRequest {
+            user: user.into(),
+            ttl: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+pub fn sub_token(user: &str, channel: &str) -> String {
+    mint(
+        SECRET,
+        MintRequest {
+            user: user.into(),
+            ttl: Some(Duration::from_secs(3600)),
+            channel: Some(channel.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Raw HTTP/1.1 POST with `Connection: close`; returns status and JSON body (Null if empty).
+pub async fn api_call(
+    addr: SocketAddr,
+    method: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let (status, raw) = http_post(addr, &format!("/api/{method}"), key, body.as_bytes()).await;
+    let v = if raw.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&raw).unwrap_or(Value::String(String::from_utf8_lossy(&raw).into()))
+    };
+    (status, v)
+}
+
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(k) = key {
+        req.push_str(&format!("X-API-Key: {k}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    parse_http(&out)
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    parse_http(&out)
+}
+
+fn parse_http(out: &[u8]) -> (u16, Vec<u8>) {
+    let text = String::from_utf8_lossy(out);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let head_end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head")
+        + 4;
+    (status, out[head_end..].to_vec())
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client over a real WebSocket: splits newline-joined frames into messages.
+pub struct Client {
+    pub ws: Ws,
+    inbox: VecDeque<Value>,
+    next_id: u32,
+    pub client_id: String,
+    /// Text frames received (to observe batching).
+    pub frames: usize,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16, String),
+    NoCode,
+}
+
+impl Client {
+    pub async fn open(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        Client {
+            ws,
+            inbox: VecDeque::new(),
+            next_id: 1,
+            client_id: String::new(),
+            frames: 0,
+        }
+    }
+
+    pub fn id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_raw(&v.to_string()).await;
+    }
+
+    /// Sends `{"id":N,"<method>":params}` and returns the reply with that id (pushes are kept).
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.id();
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), json!(id));
+        m.insert(method.into(), params);
+        self.send(Value::Object(m)).await;
+        self.reply(id).await
+    }
+
+    pub async fn connect(&mut self, token: &str) -> Value {
+        self.call("connect", json!({"token": token, "name": "rust-test"}))
+            .await
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        let r = self.call("subscribe", json!({"channel": channel})).await;
+        assert!(r.get("subscribe").is_some(), "subscribe {channel}: {r}");
+        r
+    }
+
+    async fn fill(&mut self) -> Result<(), Closed> {
+        loop {
+            let msg = match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Err(_) => panic!("timed out waiting for a message"),
+                Ok(None) => return Err(Closed::NoCode),
+                Ok(Some(Err(_))) => return Err(Closed::NoCode),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Text(t) => {
+                    self.frames += 1;
+                    for line in t.as_str().split('\n').filter(|l| !l.trim().is_empty()) {
+                        let v: Value = serde_json::from_str(line).expect("server sent JSON");
+                        if v.as_object().is_some_and(|o| o.is_empty()) {
+                            // Server ping: answer like the SDKs do.
+                            self.ws.send(Message::text("{}")).await.ok();
+                            continue;
+                        }
+                        self.inbox.push_back(v);
+                    }
+                    return Ok(());
+                }
+                Message::Close(Some(f)) => {
+                    return Err(Closed::Code(u16::from(f.code), f.reason.to_string()));
+                }
+                Message::Close(None) => return Err(Closed::NoCode),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next message (reply or push), in arrival order.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.inbox.pop_front() {
+                return v;
+            }
+            if let Err(c) = self.fill().await {
+                panic!("connection closed while waiting for a message: {c:?}");
+            }
+        }
+    }
+
+    /// The reply with `id`; other messages stay queued.
+    pub async fn reply(&mut self, id: u32) -> Value {
+        loop {
+            if let Some(pos) = self.inbox.iter().position(|v| v["id"] == json!(id)) {
+                return self.inbox.remove(pos).unwrap();
+            }
+            if let Err(c) = self.fill().await {
+                panic!("connection closed while waiting for reply {id}: {c:?}");
+            }
+        }
+    }
+
+    /// The next push (messages without id); replies stay queued.
+    pub async fn push(&mut self) -> Value {
+        loop {
+            if let Some(pos) = self.inbox.iter().position(|v| v.get("push").is_some()) {
+                return self.inbox.remove(pos).unwrap()["push"].clone();
+            }
+            if let Err(c) = self.fill().await {
+                panic!("connection closed while waiting for a push: {c:?}");
+            }
+        }
+    }
+
+    /// The next publication push on `channel`.
+    pub async fn publication(&mut self, channel: &str) -> Value {
+        loop {
+            let p = self.push().await;
+            if p["channel"] == channel && p.get("pub").is_some() {
+                return p["pub"].clone();
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            self.inbox.clear();
+            if let Err(c) = self.fill().await {
+                return c;
+            }
+        }
+    }
+
+    /// Keeps reading (and answering pings) for `d`; messages are queued.
+    pub async fn pump(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < deadline {
+            let left = deadline - tokio::time::Instant::now();
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    self.frames += 1;
+                    for line in t.as_str().split('\n').filter(|l| !l.trim().is_empty()) {
+                        let v: Value = serde_json::from_str(line).expect("server sent JSON");
+                        if v.as_object().is_some_and(|o| o.is_empty()) {
+                            self.ws.send(Message::text("{}")).await.ok();
+                        } else {
+                            self.inbox.push_back(v);
+                        }
+                    }
+                }
+                Ok(Some(Ok(Message::Close(f)))) => panic!("closed while pumping: {f:?}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("connection ended while pumping: {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub async fn assert_quiet(&mut self, d: Duration) {
+        assert!(
+            self.inbox.is_empty(),
+            "unexpected queued message: {:?}",
+            self.inbox.front()
+        );
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("unexpected message: {t}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
