@@ -57,6 +57,9 @@ type Out = Result<Value, Fail>;
 
 /// Runs one API method on a JSON body; returns the HTTP status and response body.
 pub async fn call(node: &Node, method: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    if !crate::protocol::json::depth_within(body, crate::protocol::json::MAX_DEPTH) {
+        return (400, Vec::new());
+    }
     let res = if method == "batch" {
         batch(node, body).await
     } else {

@@ -140,15 +140,14 @@ impl Verifier {
         base.validate_nbf = true;
         base.validate_exp = true;
         let mut required: Vec<&str> = Vec::new();
-        match &cfg.token_audience {
-            Some(aud) => {
-                base.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => base.validate_aud = false,
+        if cfg.token_audience.is_empty() {
+            base.validate_aud = false;
+        } else {
+            base.set_audience(&[&cfg.token_audience]);
+            required.push("aud");
         }
-        if let Some(iss) = &cfg.token_issuer {
-            base.set_issuer(&[iss]);
+        if !cfg.token_issuer.is_empty() {
+            base.set_issuer(&[&cfg.token_issuer]);
             required.push("iss");
         }
         // `exp` is optional (tokens without it never expire), but checked whenever present.

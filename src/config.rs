@@ -43,6 +43,7 @@ pub struct NodeConfig {
     /// Numeric node id, unique in a cluster (Raft member id). Must be > 0.
     pub id: u64,
     /// Human-readable node name, reported by the `info` API; defaults to `node-<id>`.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
     pub name: String,
     /// Directory for this node's persistent state.
     pub data_dir: PathBuf,
@@ -129,15 +130,18 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Secret for HS256/384/512 connection and subscription tokens.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
     pub token_hmac_secret: String,
     /// PEM file with the RSA public key for RS256/384/512 tokens.
     pub token_rsa_public_key: Option<PathBuf>,
     /// PEM file with the ECDSA public key for ES256/384 tokens.
     pub token_ecdsa_public_key: Option<PathBuf>,
-    /// When set, tokens must carry this `aud`.
-    pub token_audience: Option<String>,
-    /// When set, tokens must carry this `iss`.
-    pub token_issuer: Option<String>,
+    /// When non-empty, tokens must carry this `aud`.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
+    pub token_audience: String,
+    /// When non-empty, tokens must carry this `iss`.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
+    pub token_issuer: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "duration_str")]
     pub token_leeway: Duration,
@@ -145,6 +149,7 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// Key for the server HTTP API (`X-API-Key: KEY` or `Authorization: apikey KEY`).
     /// Empty disables the API: every call is answered 401.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
     pub api_key: String,
 }
 
@@ -154,8 +159,8 @@ impl Default for AuthConfig {
             token_hmac_secret: String::new(),
             token_rsa_public_key: None,
             token_ecdsa_public_key: None,
-            token_audience: None,
-            token_issuer: None,
+            token_audience: String::new(),
+            token_issuer: String::new(),
             token_leeway: Duration::from_secs(5),
             allow_anonymous: false,
             api_key: String::new(),
@@ -480,6 +485,50 @@ fn check_channel_keys(fig: &Figment) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Strings that may arrive from the environment looking like numbers or booleans
+/// (`SWITCHYARD_AUTH__API_KEY=12345` is parsed as a number by figment): take them as text.
+pub mod lenient_string {
+    use serde::de::{self, Deserializer, Visitor};
+    use std::fmt;
+
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    /// Deserialises a string, or a number/bool as its text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(V)
+    }
 }
 
 /// Durations written as strings such as `"30s"`, `"10m"`, `"1h"`, `"250ms"` (humantime).

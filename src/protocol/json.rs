@@ -99,8 +99,43 @@ struct Wire {
     sub_refresh: Option<SubRefreshRequest>,
 }
 
+/// Deepest JSON nesting accepted in a command (embedded `data` included): raw values are
+/// passed to subscribers untouched, and their parsers have depth limits of their own.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `json` nests arrays/objects at most `max` deep (one pass; strings are skipped).
+pub fn depth_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Decodes one line (one JSON object) into a command.
 pub fn decode_command(line: &[u8]) -> Result<Command, DecodeError> {
+    if !depth_within(line, MAX_DEPTH) {
+        return Err(DecodeError::Malformed("nesting too deep".into()));
+    }
     let w: Wire =
         serde_json::from_slice(line).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let mut methods = Vec::with_capacity(1);
@@ -239,6 +274,16 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let cmd = format!(r#"{{"id":1,"publish":{{"channel":"a","data":{deep}}}}}"#);
         assert!(decode_command(cmd.as_bytes()).is_err(), "recursion limit");
+    }
+
+    #[test]
+    fn depth_counts_only_structure() {
+        assert!(depth_within(br#"{"a":[[1]]}"#, 3));
+        assert!(!depth_within(br#"{"a":[[1]]}"#, 2));
+        assert!(
+            depth_within(br#"{"a":"[[[[[[\"[[["}"#, 1),
+            "brackets inside strings"
+        );
     }
 
     #[test]

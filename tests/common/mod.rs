@@ -441,3 +441,116 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The built `switchyard` binary running as a child process (killed on drop).
+pub struct Proc {
+    pub child: std::process::Child,
+    pub client_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Log lines read so far (JSON).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `switchyard serve --config <file>` with JSON logs and waits for both listeners.
+    pub fn start(config: &std::path::Path, envs: &[(&str, &str)]) -> Proc {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("SWITCHYARD_LOG__FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn switchyard");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "listening"
+                {
+                    let _ = tx.send((
+                        v["fields"]["listener"].as_str().unwrap_or("").to_string(),
+                        v["fields"]["addr"]
+                            .as_str()
+                            .unwrap_or("")
+                            .parse::<SocketAddr>()
+                            .ok(),
+                    ));
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let (mut client_addr, mut admin_addr) = (None, None);
+        while client_addr.is_none() || admin_addr.is_none() {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok((l, a)) if l == "client" => client_addr = a,
+                Ok((l, a)) if l == "admin" => admin_addr = a,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("switchyard did not start: {:?}", log.lock().unwrap());
+                }
+            }
+        }
+        Proc {
+            child,
+            client_addr: client_addr.unwrap(),
+            admin_addr: admin_addr.unwrap(),
+            log,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.client_addr)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes the base test config (plus `extra`) to a temp file.
+pub fn config_file(extra: &str) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(f, "{}\n{}", base_toml(), extra).unwrap();
+    f
+}

@@ -1,0 +1,222 @@
+//! The server HTTP API over real HTTP: key checks, body errors, every method.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Wrong or missing key → 401 with an empty body; both header forms work; bad body → 400;
+/// unknown method → 404; oversized body → 413.
+#[tokio::test]
+async fn api_key_and_body_errors() {
+    let s = TestServer::start().await;
+    let body = json!({"channel": "news", "data": 1}).to_string();
+    let (st, b) = api_call(s.addr, "publish", None, &body).await;
+    assert_eq!((st, b), (401, Value::Null));
+    let (st, b) = api_call(s.addr, "publish", Some("wrong"), &body).await;
+    assert_eq!((st, b), (401, Value::Null));
+    let (st, _) = api_call(s.addr, "publish", Some(API_KEY), "{not json").await;
+    assert_eq!(st, 400);
+    let (st, _) = api_call(s.addr, "publish", Some(API_KEY), r#"{"channel": 5}"#).await;
+    assert_eq!(st, 400);
+    let (st, _) = api_call(s.addr, "frobnicate", Some(API_KEY), "{}").await;
+    assert_eq!(st, 404);
+
+    // Authorization: apikey KEY
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!(
+        "POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey {API_KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    let big = format!(
+        r#"{{"channel":"news","data":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (st, _) = http_post(s.addr, "/api/publish", Some(API_KEY), big.as_bytes()).await;
+    assert_eq!(st, 413);
+}
+
+/// An empty configured key disables the API.
+#[tokio::test]
+async fn empty_api_key_refuses_everything() {
+    let s = TestServer::start_toml(
+        &base_toml().replace(&format!("api_key = \"{API_KEY}\""), "api_key = \"\""),
+    )
+    .await;
+    let (st, _) = api_call(s.addr, "info", Some(""), "{}").await;
+    assert_eq!(st, 401);
+}
+
+/// publish returns offset and epoch; errors come as 200 with an error object.
+#[tokio::test]
+async fn publish_broadcast_history_remove() {
+    let s = TestServer::start().await;
+    let mut c = s.client("alice").await;
+    c.subscribe("chat:a").await;
+    c.subscribe("chat:b").await;
+    let r = s.publish("chat:a", json!({"x": 1})).await;
+    assert_eq!(r["offset"], 1);
+    let epoch = r["epoch"].as_str().unwrap().to_string();
+    assert_eq!(epoch.len(), 8);
+
+    let (st, b) = s
+        .api("publish", json!({"channel": "nope:x", "data": 1}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(b["error"]["code"], 102);
+    assert!(b["error"]["message"].is_string());
+
+    let (_, b) = s
+        .api(
+            "broadcast",
+            json!({"channels": ["chat:a", "chat:b", "nope:z"], "data": "all"}),
+        )
+        .await;
+    let resp = b["result"]["responses"].as_array().unwrap();
+    assert_eq!(resp[0]["result"]["offset"], 2);
+    assert_eq!(resp[1]["result"]["offset"], 1);
+    assert_eq!(resp[2]["error"]["code"], 102);
+    let mut got = vec![];
+    for _ in 0..3 {
+        let p = c.push().await;
+        got.push((
+            p["channel"].as_str().unwrap().to_string(),
+            p["pub"]["data"].clone(),
+        ));
+    }
+    assert!(got.contains(&("chat:a".into(), json!("all"))));
+    assert!(got.contains(&("chat:b".into(), json!("all"))));
+
+    let (_, b) = s
+        .api("history", json!({"channel": "chat:a", "limit": -1}))
+        .await;
+    assert_eq!(b["result"]["publications"].as_array().unwrap().len(), 2);
+    assert_eq!(b["result"]["epoch"], json!(epoch));
+
+    let (_, b) = s
+        .api(
+            "publish",
+            json!({"channel": "chat:a", "data": 3, "skip_history": true, "tags": {"k": "v"}}),
+        )
+        .await;
+    assert!(b["result"].get("offset").is_none(), "{b}");
+    let p = c.publication("chat:a").await;
+    assert_eq!(p["tags"], json!({"k": "v"}));
+
+    let (_, b) = s.api("history_remove", json!({"channel": "chat:a"})).await;
+    assert_eq!(b["result"], json!({}));
+    let (_, b) = s
+        .api("history", json!({"channel": "chat:a", "limit": -1}))
+        .await;
+    assert!(b["result"].get("publications").is_none(), "{b}");
+    assert_eq!(b["result"]["offset"], 2, "position kept");
+    assert_eq!(b["result"]["epoch"], json!(epoch));
+}
+
+/// subscribe/unsubscribe/disconnect act on a user's connections; presence, channels, info and
+/// batch report the state.
+#[tokio::test]
+async fn user_operations_and_queries() {
+    let s = TestServer::start().await;
+    let mut c = s.client("alice").await;
+
+    let (_, b) = s
+        .api("subscribe", json!({"user": "alice", "channel": "chat:srv"}))
+        .await;
+    assert_eq!(b["result"], json!({}));
+    let p = c.push().await;
+    assert_eq!(p["channel"], "chat:srv");
+    assert!(p.get("subscribe").is_some(), "{p}");
+    s.publish("chat:srv", json!(1)).await;
+    assert_eq!(c.publication("chat:srv").await["data"], 1);
+
+    let (_, b) = s.api("presence", json!({"channel": "chat:srv"})).await;
+    assert_eq!(b["result"]["presence"][&c.client_id]["user"], "alice");
+    let (_, b) = s
+        .api("presence_stats", json!({"channel": "chat:srv"}))
+        .await;
+    assert_eq!(b["result"], json!({"num_clients": 1, "num_users": 1}));
+    let (_, b) = s.api("presence", json!({"channel": "news"})).await;
+    assert_eq!(b["error"]["code"], 108);
+
+    let (_, b) = s.api("channels", json!({})).await;
+    assert_eq!(b["result"]["channels"]["chat:srv"]["num_clients"], 1);
+    let (_, b) = s.api("channels", json!({"pattern": "news*"})).await;
+    assert_eq!(b["result"]["channels"], json!({}));
+    let (_, b) = s.api("info", json!({})).await;
+    assert_eq!(b["result"]["nodes"][0]["num_clients"], 1);
+    assert_eq!(b["result"]["nodes"][0]["num_users"], 1);
+
+    let (_, b) = s
+        .api(
+            "batch",
+            json!({"commands": [
+                {"publish": {"channel": "chat:srv", "data": 2}},
+                {"presence_stats": {"channel": "chat:srv"}},
+                {"publish": {"channel": "nope:x", "data": 2}}
+            ]}),
+        )
+        .await;
+    let replies = b["result"]["replies"].as_array().unwrap();
+    assert_eq!(replies[0]["publish"]["offset"], 2);
+    assert_eq!(replies[1]["presence_stats"]["num_clients"], 1);
+    assert_eq!(replies[2]["error"]["code"], 102);
+    assert_eq!(c.publication("chat:srv").await["data"], 2);
+
+    let (_, b) = s
+        .api(
+            "unsubscribe",
+            json!({"user": "alice", "channel": "chat:srv"}),
+        )
+        .await;
+    assert_eq!(b["result"], json!({}));
+    let p = c.push().await;
+    assert_eq!(p["unsubscribe"]["code"], 2000, "{p}");
+    s.publish("chat:srv", json!(3)).await;
+    c.assert_quiet(Duration::from_millis(200)).await;
+
+    let (_, b) = s
+        .api(
+            "disconnect",
+            json!({"user": "alice", "disconnect": {"code": 4123, "reason": "bye"}}),
+        )
+        .await;
+    assert_eq!(b["result"], json!({}));
+    assert_eq!(c.closed().await, Closed::Code(4123, "bye".into()));
+
+    let mut d = s.client("bob").await;
+    s.api("disconnect", json!({"user": "bob"})).await;
+    assert_eq!(
+        d.closed().await,
+        Closed::Code(3503, "force disconnect".into())
+    );
+    eventually("registry forgets closed clients", || async {
+        let (_, b) = s.api("info", json!({})).await;
+        b["result"]["nodes"][0]["num_clients"] == 0
+    })
+    .await;
+}
+
+/// `/healthz` on the client listener, `/readyz` on the admin listener, 404 elsewhere, 400 for
+/// a plain GET on the WebSocket path.
+#[tokio::test]
+async fn health_endpoints() {
+    let s = TestServer::start().await;
+    let (st, b) = http_get(s.addr, "/healthz").await;
+    assert_eq!(st, 200);
+    assert_eq!(b, br#"{"status":"ok"}"#);
+    let admin = s.server.as_ref().unwrap().admin_addr;
+    let (st, _) = http_get(admin, "/readyz").await;
+    assert_eq!(st, 200);
+    let (st, _) = http_get(s.addr, "/nope").await;
+    assert_eq!(st, 404);
+    let (st, _) = http_get(s.addr, "/connection/websocket").await;
+    assert_eq!(st, 400);
+}

@@ -1,0 +1,158 @@
+//! The binary as an operator meets it: subcommands, config layering, SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = bin().arg("version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("switchyard {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `switchyard token` signs with the configured secret; the result verifies with it.
+#[test]
+fn token_subcommand_mints_verifiable_tokens() {
+    let cfg = config_file("");
+    let out = bin()
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--ttl",
+            "10m",
+            "--info",
+            r#"{"name":"A"}"#,
+            "--config",
+        ])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap();
+    let v = switchyard::auth::Verifier::new(&switchyard::config::AuthConfig {
+        token_hmac_secret: SECRET.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let c = v.connection(t.trim()).unwrap();
+    assert_eq!(c.sub, "alice");
+    assert_eq!(c.info.unwrap().get(), r#"{"name":"A"}"#);
+    let exp = c.exp.unwrap();
+    let now = switchyard::auth::unix_now();
+    assert!(exp > now + 590 && exp <= now + 600);
+
+    let out = bin()
+        .args(["token", "--user", "bob", "--channel", "$chat:x", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let t = String::from_utf8(out.stdout).unwrap();
+    assert!(v.subscription(t.trim(), "bob", "c", "$chat:x").is_ok());
+
+    let out = bin()
+        .args(["token", "--user", "x", "--info", "{bad", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--check-config` accepts the shipped config, refuses typos and bad values with a clear
+/// line, and the environment overrides the file.
+#[test]
+fn check_config_and_layering() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = bin()
+        .args(["serve", "--check-config", "--config", shipped])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = config_file("[log]\nlevle = \"debug\"");
+    let out = bin()
+        .args(["serve", "--check-config", "--config"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("levle"));
+
+    let out = bin()
+        .args(["serve", "--check-config", "--config", shipped])
+        .env("SWITCHYARD_CLIENT__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client.listen"));
+
+    // Flags beat the environment.
+    let out = bin()
+        .args([
+            "serve",
+            "--check-config",
+            "--config",
+            shipped,
+            "--client-listen",
+            "127.0.0.1:9",
+        ])
+        .env("SWITCHYARD_CLIENT__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let out = bin()
+        .args(["serve", "--check-config", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The real binary: clients get 3001 on SIGTERM and the process exits 0; a numeric API key
+/// from the environment is taken as a string.
+#[tokio::test]
+async fn sigterm_closes_clients_with_3001_and_exits_zero() {
+    let cfg = config_file("");
+    let mut p = Proc::start(cfg.path(), &[("SWITCHYARD_AUTH__API_KEY", "12345")]);
+    let (st, _) = api_call(p.client_addr, "info", Some("12345"), "{}").await;
+    assert_eq!(st, 200, "env overrides the file's api_key");
+    let mut c = Client::open(&p.ws_url()).await;
+    c.connect(&token("alice")).await;
+    c.subscribe("chat:x").await;
+    let (_, b) = api_call(
+        p.client_addr,
+        "publish",
+        Some("12345"),
+        &json!({"channel": "chat:x", "data": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(b["result"]["offset"], 1);
+    p.signal("TERM");
+    assert_eq!(c.closed().await, Closed::Code(3001, "shutdown".into()));
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("shutting down") && log.contains("SIGTERM"),
+        "{log}"
+    );
+}
