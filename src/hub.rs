@@ -5,7 +5,7 @@
 //! contend on one lock. Knows nothing about Raft or the log.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,9 +58,7 @@ impl Default for Hub {
 
 impl Hub {
     fn shard(&self, channel: &str) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Adds (or replaces) connection `conn`'s subscription to `channel`.

@@ -263,7 +263,7 @@ impl StateMachine {
                     info: info.clone(),
                     tags: tags.clone(),
                 };
-                let result = if history.enabled() {
+                if history.enabled() {
                     let s = self.stream_mut(channel, *history, new_epoch);
                     s.top += 1;
                     publication.offset = s.top;
@@ -291,8 +291,7 @@ impl StateMachine {
                         offset: 0,
                         epoch: String::new(),
                     }
-                };
-                result
+                }
             }
             Op::EnsureStream {
                 channel,

@@ -1,0 +1,72 @@
+//! Compatibility with the real client SDKs: centrifuge-js (npm `centrifuge` + `ws`) and
+//! centrifuge-python, each driven by a script under tests/compat/ against the built binary.
+//!
+//! `scripts/test.sh` installs the SDKs (npm ci, a Python venv); run it rather than bare
+//! `cargo test`, or these tests fail with a line saying what is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs one SDK script against a fresh node and asserts it exits 0.
+fn run_sdk_script(program: &Path, script: &Path, prefix: &str) {
+    assert!(
+        program.exists() || program.components().count() == 1,
+        "{} is missing: run scripts/test.sh, which installs the SDKs",
+        program.display()
+    );
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    let mut child = Command::new(program)
+        .arg(script)
+        .env("SY_WS_URL", p.ws_url())
+        .env("SY_API_URL", format!("http://{}/api", p.client_addr))
+        .env("SY_API_KEY", API_KEY)
+        .env("SY_BIN", env!("CARGO_BIN_EXE_switchyard"))
+        .env("SY_CONFIG", cfg.path())
+        .env("SY_CHANNEL_PREFIX", prefix)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (run scripts/test.sh)", program.display()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not finish in 90 s", script.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{} failed ({status}); server log:\n{}",
+        script.display(),
+        p.log.lock().unwrap().join("\n")
+    );
+}
+
+#[test]
+fn centrifuge_js() {
+    let dir = root().join("tests/compat/js");
+    assert!(
+        dir.join("node_modules/centrifuge").exists(),
+        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-");
+}
+
+#[test]
+fn centrifuge_python() {
+    let dir = root().join("tests/compat/python");
+    let python = dir.join(".venv/bin/python");
+    run_sdk_script(&python, &dir.join("compat.py"), "chat:py-");
+}
