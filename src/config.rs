@@ -78,6 +78,10 @@ pub struct ClientConfig {
     /// A connection that has not sent a valid `connect` within this time is closed with 3502.
     #[serde(with = "duration_str")]
     pub stale_timeout: Duration,
+    /// A write to a client that does not complete within this time drops the connection (a
+    /// client that stopped reading cannot pin its task and socket forever).
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
     /// Largest WebSocket message accepted from a client, in bytes (larger: close 1009).
     pub max_message_size: usize,
     /// Bound of one connection's outbound queue, in bytes; overflow disconnects with 3008.
@@ -99,6 +103,7 @@ impl Default for ClientConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(8),
             stale_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_message_size: 65_536,
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_channels: 128,
@@ -386,6 +391,9 @@ impl Config {
         }
         if self.client.pong_timeout >= self.client.ping_interval {
             return bad("client.pong_timeout must be shorter than client.ping_interval".into());
+        }
+        if self.client.write_timeout.is_zero() {
+            return bad("client.write_timeout must be > 0".into());
         }
         if self.client.max_message_size < 1024 {
             return bad("client.max_message_size must be at least 1024".into());

@@ -280,3 +280,30 @@ async fn read_close(stream: &mut tokio::net::TcpStream) -> std::io::Result<Optio
         }
     }
 }
+
+/// A client that stops reading while its queue still has room pins the writer in a blocked
+/// write; after `client.write_timeout` the node drops it and forgets it.
+#[tokio::test]
+async fn stuck_reader_is_dropped_after_write_timeout() {
+    let s = TestServer::start_toml(&base_toml().replace(
+        "[client]",
+        "[client]\noutbound_queue_bytes = 67108864\nwrite_timeout = \"1s\"",
+    ))
+    .await;
+    let mut stuck = Client::open_small_rcvbuf(s.addr).await;
+    stuck.connect(&token("stuck")).await;
+    stuck.subscribe("open:stuck").await;
+    // ~10 MB: more than the server's send buffer (≤ 4 MiB) and the client's 4 KiB receive
+    // buffer hold, less than the 64 MiB queue, so no 3008: the write itself blocks.
+    let payload = "z".repeat(64 * 1024);
+    for i in 0..160 {
+        s.publish("open:stuck", json!({"i": i, "p": payload})).await;
+    }
+    eventually("the stuck client is dropped", || async {
+        let (_, b) = s.api("info", json!({})).await;
+        b["result"]["nodes"][0]["num_clients"] == 0
+    })
+    .await;
+    drop(stuck);
+    still_serving(&s).await;
+}

@@ -34,7 +34,12 @@ fn run_sdk_script(program: &Path, script: &Path, prefix: &str) {
         .env("SY_CONFIG", cfg.path())
         .env("SY_CHANNEL_PREFIX", prefix)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (run scripts/test.sh)", program.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (run scripts/test.sh)",
+                program.display()
+            )
+        });
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

@@ -245,32 +245,41 @@ async fn write_loop(
             }
         }
         let batch = conn.out.take();
-        let mut res = Ok(());
-        for p in batch.pongs {
-            if res.is_ok() {
-                res = wr
-                    .write_frame(Frame::pong(Payload::Owned(p.to_vec())))
-                    .await;
+        let write = async {
+            for p in &batch.pongs {
+                wr.write_frame(Frame::pong(Payload::Owned(p.to_vec())))
+                    .await?;
             }
-        }
-        if res.is_ok() && !batch.messages.is_empty() {
-            let payload = if batch.messages.len() == 1 {
-                batch.messages[0].to_vec()
-            } else {
-                join(&batch.messages)
-            };
-            res = wr.write_frame(Frame::text(Payload::Owned(payload))).await;
-        }
-        if let Some((code, reason)) = batch.close {
-            if res.is_ok() {
-                let _ = wr.write_frame(Frame::close(code, reason.as_bytes())).await;
+            if !batch.messages.is_empty() {
+                let payload = if batch.messages.len() == 1 {
+                    batch.messages[0].to_vec()
+                } else {
+                    join(&batch.messages)
+                };
+                wr.write_frame(Frame::text(Payload::Owned(payload))).await?;
             }
-            break;
-        }
-        if let Err(e) = res {
-            tracing::debug!(conn = conn.id, error = %e, "write failed");
-            conn.out.close(codes::WRITE_ERROR);
-            break;
+            if let Some((code, reason)) = &batch.close {
+                wr.write_frame(Frame::close(*code, reason.as_bytes()))
+                    .await?;
+            }
+            Ok::<(), WebSocketError>(())
+        };
+        match tokio::time::timeout(cfg.write_timeout, write).await {
+            Ok(Ok(())) if batch.close.is_none() => {}
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::debug!(conn = conn.id, error = %e, "write failed");
+                conn.out.close(codes::WRITE_ERROR);
+                break;
+            }
+            Err(_) => {
+                tracing::info!(
+                    conn = conn.id,
+                    "write timed out (client not reading): dropping the connection"
+                );
+                conn.out.close(codes::WRITE_ERROR);
+                break;
+            }
         }
     }
     done.cancel();

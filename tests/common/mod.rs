@@ -256,6 +256,25 @@ impl Client {
         }
     }
 
+    /// A client whose socket has a small fixed receive buffer (set before connect, which
+    /// disables autotuning): like a slow device, it fills up after a few KiB.
+    pub async fn open_small_rcvbuf(addr: SocketAddr) -> Client {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let stream = sock.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}/connection/websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("ws handshake");
+        Client {
+            ws,
+            inbox: VecDeque::new(),
+            next_id: 1,
+            client_id: String::new(),
+            frames: 0,
+        }
+    }
+
     pub fn id(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
