@@ -226,6 +226,14 @@ impl Verifier {
     }
 }
 
+/// Seconds a client has until `expires_at` (unix seconds), at least 1: a client told
+/// `expires: true` always gets a positive `ttl` to schedule its refresh with.
+pub fn ttl_until(expires_at: u64) -> u32 {
+    expires_at
+        .saturating_sub(unix_now())
+        .clamp(1, u32::MAX as u64) as u32
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()

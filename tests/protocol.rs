@@ -639,3 +639,75 @@ async fn server_side_subscriptions_from_token() {
     s.publish("chat:srv", json!("pushed")).await;
     assert_eq!(c.publication("chat:srv").await["data"], "pushed");
 }
+
+fn hs256(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A connection whose token expires without a refresh is closed with 3005; a subscription
+/// whose token expires with 3006.
+#[tokio::test]
+async fn expiry_without_refresh() {
+    let s = TestServer::start().await;
+    let now = switchyard::auth::unix_now();
+    let mut c = Client::open(&s.ws_url()).await;
+    let r = c
+        .connect(&hs256(json!({"sub": "alice", "exp": now + 2})))
+        .await;
+    assert!(r["connect"]["ttl"].as_u64().unwrap() <= 2, "{r}");
+    assert_eq!(
+        c.closed().await,
+        Closed::Code(3005, "connection expired".into())
+    );
+
+    let mut c = s.client("bob").await;
+    let now = switchyard::auth::unix_now();
+    let st = hs256(json!({"sub": "bob", "channel": "$chat:e", "exp": now + 2}));
+    let r = c
+        .call("subscribe", json!({"channel": "$chat:e", "token": st}))
+        .await;
+    assert!(r["subscribe"]["ttl"].as_u64().unwrap() <= 2, "{r}");
+    assert_eq!(
+        c.closed().await,
+        Closed::Code(3006, "subscription expired".into())
+    );
+}
+
+/// More token channels than `client.max_channels`: 3505. A Protobuf client: 3506.
+#[tokio::test]
+async fn channel_limit_and_protobuf_disconnects() {
+    let s = TestServer::start_toml(&base_toml().replace("[client]", "[client]\nmax_channels = 2"))
+        .await;
+    let mut c = Client::open(&s.ws_url()).await;
+    c.send(json!({"id": 1, "connect": {"token": hs256(json!({"sub": "a", "channels": ["chat:1", "chat:2", "chat:3"]}))}}))
+        .await;
+    assert_eq!(c.closed().await, Closed::Code(3505, "channel limit".into()));
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = s.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "centrifuge-protobuf".parse().unwrap(),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "centrifuge-protobuf"
+    );
+    let mut c = Client::from_ws(ws);
+    assert!(matches!(c.closed().await, Closed::Code(3506, _)));
+
+    // centrifuge-json is accepted and echoed.
+    let mut req = s.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "centrifuge-json".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "centrifuge-json");
+    let mut c = Client::from_ws(ws);
+    assert!(c.connect(&token("a")).await["connect"].is_object());
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::auth::{TokenError, unix_now};
+use crate::auth::{TokenError, ttl_until};
 use crate::channels::{is_private, user_limited_allows};
 use crate::config::ChannelOptions;
 use crate::node::Node;
@@ -182,7 +182,7 @@ impl Session {
         };
         if expires_at > 0 {
             result.expires = true;
-            result.ttl = expires_at.saturating_sub(unix_now()).max(1) as u32;
+            result.ttl = ttl_until(expires_at);
         }
         let node = self.node.clone();
         let conn = self.conn.clone();
@@ -401,7 +401,11 @@ impl Session {
             client,
             version: VERSION.into(),
             expires: expires_at > 0,
-            ttl: expires_at.saturating_sub(unix_now()) as u32,
+            ttl: if expires_at > 0 {
+                ttl_until(expires_at)
+            } else {
+                0
+            },
         };
         Ok(Some(encode_reply(id, "refresh", &res)))
     }
@@ -433,7 +437,11 @@ impl Session {
         }
         let res = SubRefreshResult {
             expires: expires_at > 0,
-            ttl: expires_at.saturating_sub(unix_now()) as u32,
+            ttl: if expires_at > 0 {
+                ttl_until(expires_at)
+            } else {
+                0
+            },
         };
         Ok(Some(encode_reply(id, "sub_refresh", &res)))
     }

@@ -66,7 +66,7 @@ pub fn subscribe_result(
     };
     if grant.expires_at > 0 {
         res.expires = true;
-        res.ttl = grant.expires_at.saturating_sub(crate::auth::unix_now()) as u32;
+        res.ttl = crate::auth::ttl_until(grant.expires_at);
     }
     if positioned {
         let (top, epoch) = sm.position(channel).unwrap_or_default();

@@ -275,6 +275,16 @@ impl Client {
         }
     }
 
+    pub fn from_ws(ws: Ws) -> Client {
+        Client {
+            ws,
+            inbox: VecDeque::new(),
+            next_id: 1,
+            client_id: String::new(),
+            frames: 0,
+        }
+    }
+
     pub fn id(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
