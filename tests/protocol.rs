@@ -65,9 +65,10 @@ async fn token_errors() {
         .await;
     assert_eq!(c.closed().await, Closed::Code(3500, "invalid token".into()));
 
+    // Tamper with the signature: flip its last character to a different one.
     let mut t = token("alice");
-    t.pop();
-    t.push('A');
+    let last = t.pop().unwrap();
+    t.push(if last == 'A' { 'B' } else { 'A' });
     let mut c = Client::open(&s.ws_url()).await;
     c.send(json!({"id": 1, "connect": {"token": t}})).await;
     assert_eq!(c.closed().await, Closed::Code(3500, "invalid token".into()));

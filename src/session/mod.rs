@@ -204,34 +204,11 @@ impl Session {
                         ..Default::default()
                     },
                 };
-                let res =
-                    subscribe::subscribe_result(&node, sm, ch, opts, &sreq, &Grant::default());
-                st.subs.insert(
-                    ch.clone(),
-                    conn::SubState {
-                        chan_info: None,
-                        presence: opts.presence,
-                        join_leave: opts.join_leave,
-                        expires_at: 0,
-                    },
-                );
-                node.engine.hub.subscribe(
-                    ch,
-                    conn.id,
-                    crate::hub::Subscriber {
-                        out: conn.out.clone(),
-                        join_leave: opts.join_leave,
-                    },
-                );
-                if opts.presence || opts.join_leave {
-                    joins.push(crate::state::Op::Join {
-                        channel: ch.clone(),
-                        info: st.client_info(ch),
-                        node: node.cfg.node.id,
-                        presence: opts.presence,
-                        join_leave: opts.join_leave,
-                    });
-                }
+                let grant = Grant::default();
+                let res = subscribe::subscribe_result(&node, sm, ch, opts, &sreq, &grant);
+                joins.extend(subscribe::register(
+                    &node, &conn, &mut st, ch, opts, true, &grant,
+                ));
                 result.subs.insert(ch.clone(), res);
             }
             let _ = conn.out.push(encode_reply(id, "connect", &result).into());
@@ -242,7 +219,7 @@ impl Session {
         self.node.registry.add(&user, self.conn.clone());
         tracing::info!(conn = self.conn.id, client = %client, user = %user, "client connected");
         if !joins.is_empty() {
-            propose_leaves(&self.node, joins).await;
+            subscribe::propose_joins(&self.node, joins).await;
         }
         Ok(None)
     }

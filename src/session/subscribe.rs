@@ -18,7 +18,7 @@ use crate::protocol::types::UnsubscribePush;
 use crate::protocol::{ErrorCode, Raw, SubscribeResult, codes};
 use crate::state::{Op, Recovery, StateMachine};
 
-use super::conn::{Conn, SubState};
+use super::conn::{Conn, ConnState, SubState};
 
 /// What the client asked of a subscription's stream.
 #[derive(Debug, Default, Clone)]
@@ -107,43 +107,63 @@ pub async fn subscribe(
     {
         node.ensure_stream(channel, opts).await?;
     }
-    let info = node.engine.read(|sm| {
+    let join = node.engine.read(|sm| {
         let res = subscribe_result(node, sm, channel, opts, req, &grant);
         let mut st = conn.state.lock();
-        st.subs.insert(
-            channel.to_string(),
-            SubState {
-                chan_info: grant.chan_info.clone(),
-                presence: opts.presence,
-                join_leave: opts.join_leave,
-                expires_at: grant.expires_at,
-            },
-        );
-        conn.refresh_sub_expiry(&st);
-        node.engine.hub.subscribe(
-            channel,
-            conn.id,
-            Subscriber {
-                out: conn.out.clone(),
-                join_leave: opts.join_leave && req.join_leave,
-            },
-        );
+        let join = register(node, conn, &mut st, channel, opts, req.join_leave, &grant);
         let _ = conn.out.push(encode(res));
-        st.client_info(channel)
+        join
     });
-    if opts.presence || opts.join_leave {
-        let op = Op::Join {
-            channel: channel.to_string(),
-            info,
-            node: node.cfg.node.id,
-            presence: opts.presence,
-            join_leave: opts.join_leave,
-        };
-        if let Err(e) = node.log.propose_one(op).await {
-            tracing::warn!(channel, error = %e, "join not committed");
-        }
+    if let Some(op) = join {
+        propose_joins(node, vec![op]).await;
     }
     Ok(())
+}
+
+/// Records the subscription on the connection and in the hub; returns the join operation to
+/// propose, if the channel keeps presence or announces joins. Call it under the engine's read
+/// lock, together with queueing the reply that carries the position.
+pub fn register(
+    node: &Node,
+    conn: &Conn,
+    st: &mut ConnState,
+    channel: &str,
+    opts: &ChannelOptions,
+    wants_join_leave: bool,
+    grant: &Grant,
+) -> Option<Op> {
+    st.subs.insert(
+        channel.to_string(),
+        SubState {
+            chan_info: grant.chan_info.clone(),
+            presence: opts.presence,
+            join_leave: opts.join_leave,
+            expires_at: grant.expires_at,
+        },
+    );
+    conn.refresh_sub_expiry(st);
+    node.engine.hub.subscribe(
+        channel,
+        conn.id,
+        Subscriber {
+            out: conn.out.clone(),
+            join_leave: opts.join_leave && wants_join_leave,
+        },
+    );
+    (opts.presence || opts.join_leave).then(|| Op::Join {
+        channel: channel.to_string(),
+        info: st.client_info(channel),
+        node: node.cfg.node.id,
+        presence: opts.presence,
+        join_leave: opts.join_leave,
+    })
+}
+
+/// Proposes join operations; failures are logged (the subscription itself stands).
+pub async fn propose_joins(node: &Node, ops: Vec<Op>) {
+    if let Err(e) = node.log.propose(ops).await {
+        tracing::warn!(error = %e, "join not committed");
+    }
 }
 
 /// Removes `conn` from `channel`; returns the leave operation to propose, if any.

@@ -247,13 +247,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
-        Client {
-            ws,
-            inbox: VecDeque::new(),
-            next_id: 1,
-            client_id: String::new(),
-            frames: 0,
-        }
+        Client::from_ws(ws)
     }
 
     /// A client whose socket has a small fixed receive buffer (set before connect, which
@@ -266,13 +260,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("ws handshake");
-        Client {
-            ws,
-            inbox: VecDeque::new(),
-            next_id: 1,
-            client_id: String::new(),
-            frames: 0,
-        }
+        Client::from_ws(ws)
     }
 
     pub fn from_ws(ws: Ws) -> Client {
