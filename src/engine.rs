@@ -30,6 +30,15 @@ impl Engine {
         results
     }
 
+    /// Replaces the whole state (a snapshot was installed). Local subscribers may have missed
+    /// what the snapshot skipped over, so they are told to reconnect and recover (3010).
+    pub fn install(&self, state: StateMachine) {
+        let mut sm = self.sm.write();
+        *sm = state;
+        self.hub
+            .close_all(crate::protocol::codes::INSUFFICIENT_STATE);
+    }
+
     /// Runs `f` with a consistent view of the state; no entry is applied meanwhile.
     pub fn read<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
         f(&self.sm.read())

@@ -108,6 +108,17 @@ impl Hub {
             .sum()
     }
 
+    /// Closes every local subscriber's connection with `d`.
+    pub fn close_all(&self, d: crate::protocol::Disconnect) {
+        for shard in self.shards.iter() {
+            for subs in shard.read().values() {
+                for s in subs.values() {
+                    s.out.close(d);
+                }
+            }
+        }
+    }
+
     /// Delivers one event to the local subscribers of its channel (encoded once).
     pub fn deliver(&self, event: &Event) {
         let (channel, join_leave_only) = match event {

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod hub;
@@ -28,6 +29,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;

@@ -143,14 +143,14 @@ pub enum Event {
 }
 
 /// A stored publication with the log time it was published at.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     time_ms: u64,
     publication: Arc<Publication>,
 }
 
 /// A channel stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stream {
     epoch: String,
     top: u64,
@@ -179,7 +179,7 @@ impl Stream {
 }
 
 /// A presence record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresenceEntry {
     /// Who.
     pub info: ClientInfo,
@@ -196,8 +196,8 @@ pub enum Recovery {
     Failed,
 }
 
-/// The state: streams and presence per channel.
-#[derive(Debug, Default)]
+/// The state: streams and presence per channel. Serialisable whole: that is its snapshot.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StateMachine {
     /// Channel → stream.
     streams: HashMap<String, Stream>,

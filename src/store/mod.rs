@@ -1,0 +1,447 @@
+//! Raft storage on sled: the log, the vote, the committed index and snapshots.
+//!
+//! Invariant: the only module that names sled. It implements openraft's storage traits
+//! (`RaftLogStorage`, `RaftStateMachine`) for the cluster module.
+//!
+//! The state machine itself lives in memory (`Engine`): applying is the hot path and stays
+//! fast and deterministic. It is made durable by the log (flushed before an append is
+//! acknowledged) and by snapshots (written to sled whole); a restarting node loads its last
+//! snapshot and openraft replays the log after it.
+//!
+//! Layout: tree `log` (key = index, big-endian u64, so byte order is numeric order; value =
+//! JSON entry), tree `meta` (`vote`, `committed`, `last_purged`), tree `snapshot` (`meta`,
+//! `data` of the current snapshot).
+
+// openraft's trait signatures fix the error type (`StorageError`, > 200 bytes); the helpers
+// here return it too rather than boxing and unboxing at every trait boundary.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::cluster::types::{NodeId, TypeConfig};
+use crate::engine::Engine;
+use crate::state::{Entry as SmEntry, StateMachine};
+
+type SResult<T> = Result<T, StorageError<NodeId>>;
+
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl ToString,
+) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::new(subject, verb, AnyError::error(e.to_string())),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("raft types serialise")
+}
+
+fn from_json<T: DeserializeOwned>(b: &[u8], subject: ErrorSubject<NodeId>) -> SResult<T> {
+    serde_json::from_slice(b).map_err(|e| io_err(subject, ErrorVerb::Read, e))
+}
+
+/// The opened sled database of a node.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    snapshot: sled::Tree,
+    /// sled's data file, fsync'ed after its own flush (sled uses sync_file_range, which does
+    /// not flush the disk cache).
+    db_file: Option<Arc<std::fs::File>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let db_file = std::fs::File::open(dir.join("db")).ok().map(Arc::new);
+        Ok(Store {
+            log: db.open_tree("log")?,
+            meta: db.open_tree("meta")?,
+            snapshot: db.open_tree("snapshot")?,
+            db,
+            db_file,
+        })
+    }
+
+    /// Whether the node has never been part of a cluster (no vote, no log, no snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.meta.is_empty() && self.snapshot.is_empty()
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Makes everything written so far durable.
+    async fn flush(&self, subject: ErrorSubject<NodeId>) -> SResult<()> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        if let Some(f) = &self.db_file {
+            f.sync_data()
+                .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        }
+        Ok(())
+    }
+
+    /// The log storage half.
+    pub fn log_store(&self) -> LogStore {
+        LogStore {
+            store: self.clone(),
+        }
+    }
+
+    /// The state-machine half, restoring `engine` from the last snapshot if there is one.
+    pub fn state_machine(&self, engine: Arc<Engine>) -> anyhow::Result<StateMachineStore> {
+        let mut sm = StateMachineStore {
+            store: self.clone(),
+            engine,
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        if let Some(snap) = sm.read_snapshot()? {
+            let state: StateMachine = serde_json::from_slice(&snap.1)?;
+            sm.engine.install(state);
+            sm.last_applied = snap.0.last_log_id;
+            sm.membership = snap.0.last_membership;
+        }
+        Ok(sm)
+    }
+}
+
+/// openraft's log storage on sled.
+#[derive(Clone)]
+pub struct LogStore {
+    store: Store,
+}
+
+impl LogStore {
+    fn get_meta<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        subject: ErrorSubject<NodeId>,
+    ) -> SResult<Option<T>> {
+        match self
+            .store
+            .meta
+            .get(key)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?
+        {
+            Some(v) => Ok(Some(from_json(&v, subject)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> SResult<()> {
+        self.store
+            .meta
+            .insert(key, to_json(v))
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+fn bound_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
+    match b {
+        Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> SResult<Vec<Entry<TypeConfig>>> {
+        let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
+        let mut out = Vec::new();
+        for kv in self.store.log.range::<[u8; 8], _>(r) {
+            let (_, v) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            out.push(from_json(&v, ErrorSubject::Logs)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> =
+            self.get_meta("last_purged", ErrorSubject::Logs)?;
+        let last = match self
+            .store
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+        {
+            Some((_, v)) => Some(from_json::<Entry<TypeConfig>>(&v, ErrorSubject::Logs)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
+        self.put_meta("vote", vote, ErrorSubject::Vote)?;
+        self.store.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
+        self.get_meta("vote", ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
+        // Not flushed on its own: losing it only means re-learning the commit index.
+        self.put_meta("committed", &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>("committed", ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(&e.log_id.index.to_be_bytes(), to_json(&e));
+        }
+        self.store
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // One flush per appended batch (group commit); acknowledged only once on disk.
+        let res = self.store.flush(ErrorSubject::Logs).await;
+        callback.log_io_completed(
+            res.as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        res
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        let mut batch = sled::Batch::default();
+        for kv in self.store.log.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            batch.remove(k);
+        }
+        self.store
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.store.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        self.put_meta("last_purged", &log_id, ErrorSubject::Logs)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.store.log.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            batch.remove(k);
+        }
+        self.store
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+/// openraft's state machine: applies entries to the [`Engine`], keeps snapshots in sled.
+pub struct StateMachineStore {
+    store: Store,
+    engine: Arc<Engine>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+}
+
+type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+
+impl StateMachineStore {
+    fn read_snapshot(&self) -> SResult<Option<(Meta, Vec<u8>)>> {
+        let subject = ErrorSubject::Snapshot(None);
+        let get = |k: &str| {
+            self.store
+                .snapshot
+                .get(k)
+                .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))
+        };
+        match (get("meta")?, get("data")?) {
+            (Some(m), Some(d)) => Ok(Some((from_json(&m, subject.clone())?, d.to_vec()))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn write_snapshot(store: &Store, meta: &Meta, data: &[u8]) -> SResult<()> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let mut batch = sled::Batch::default();
+        batch.insert("meta", to_json(meta));
+        batch.insert("data", data);
+        store
+            .snapshot
+            .apply_batch(batch)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        store.flush(subject).await
+    }
+}
+
+/// Builds a snapshot from state captured when openraft asked for a builder (applies pause
+/// while the state is serialised, so the data and `last_applied` match).
+pub struct SnapshotBuilder {
+    store: Store,
+    meta: Meta,
+    data: Vec<u8>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        StateMachineStore::write_snapshot(&self.store, &self.meta, &self.data).await?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(std::mem::take(&mut self.data))),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<(
+        Option<LogId<NodeId>>,
+        StoredMembership<NodeId, openraft::BasicNode>,
+    )> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Vec<crate::state::OpResult>>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        for e in entries {
+            let results = match e.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => self.engine.apply(&SmEntry {
+                    index: e.log_id.index,
+                    time_ms: batch.time_ms,
+                    ops: batch.ops,
+                }),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    Vec::new()
+                }
+            };
+            self.last_applied = Some(e.log_id);
+            out.push(results);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let data = self.engine.read(|sm| to_json(sm));
+        let index = self.last_applied.map_or(0, |l| l.index);
+        SnapshotBuilder {
+            store: self.store.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+                snapshot_id: format!("{index}-{}", crate::engine::wall_ms()),
+            },
+            data,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<()> {
+        let data = snapshot.into_inner();
+        let state: StateMachine = from_json(&data, ErrorSubject::Snapshot(Some(meta.signature())))?;
+        Self::write_snapshot(&self.store, meta, &data).await?;
+        self.engine.install(state);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.read_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(&self) -> SResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path()).expect("open store");
+            let sm = store
+                .state_machine(Arc::new(Engine::default()))
+                .expect("state machine");
+            Ok((dir, store.log_store(), sm))
+        }
+    }
+
+    /// The whole openraft storage contract, against sled.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).unwrap();
+    }
+}
