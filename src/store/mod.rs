@@ -382,7 +382,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = self.engine.read(|sm| to_json(sm));
+        let data = self.engine.read(to_json);
         let index = self.last_applied.map_or(0, |l| l.index);
         SnapshotBuilder {
             store: self.store.clone(),
