@@ -26,6 +26,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// The admin listener: readiness (and, later, metrics, status page, cluster admin).
     pub admin: AdminConfig,
+    /// Raft replication between nodes.
+    pub cluster: ClusterConfig,
     /// Tokens and the API key.
     pub auth: AuthConfig,
     /// The server HTTP API.
@@ -128,6 +130,59 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:8001".into(),
         }
     }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Address of the cluster listener (Raft RPC and proposal forwarding between nodes).
+    pub listen: String,
+    /// Address other nodes reach this one at; empty = `listen` (which must then not be a
+    /// wildcard address in a multi-node cluster).
+    pub advertise: String,
+    /// The voters: `[[cluster.peers]] id = 1, addr = "10.0.0.1:8100"`, this node included.
+    /// Empty = a one-voter cluster of this node alone.
+    pub peers: Vec<PeerConfig>,
+    /// Leader heartbeat interval.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    /// Follower election timeout, lower bound (randomised up to the upper bound).
+    #[serde(with = "duration_str")]
+    pub election_timeout_min: Duration,
+    /// Follower election timeout, upper bound.
+    #[serde(with = "duration_str")]
+    pub election_timeout_max: Duration,
+    /// How long a write may wait for a leader and its commit before failing (temporary error).
+    #[serde(with = "duration_str")]
+    pub propose_timeout: Duration,
+    /// Take a snapshot (and purge the log behind it) every this many log entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8100".into(),
+            advertise: String::new(),
+            peers: Vec::new(),
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            propose_timeout: Duration::from_secs(5),
+            snapshot_every: 5000,
+        }
+    }
+}
+
+/// One voter of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `node.id`.
+    pub id: u64,
+    /// Its cluster address (`cluster.advertise`).
+    pub addr: String,
 }
 
 /// `[auth]`
@@ -381,9 +436,35 @@ impl Config {
         for (key, addr) in [
             ("client.listen", &self.client.listen),
             ("admin.listen", &self.admin.listen),
+            ("cluster.listen", &self.cluster.listen),
         ] {
             if addr.parse::<SocketAddr>().is_err() {
                 return bad(format!("{key} = {addr:?} is not an IP:port address"));
+            }
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval.is_zero()
+            || c.election_timeout_min <= c.heartbeat_interval
+            || c.election_timeout_max <= c.election_timeout_min
+        {
+            return bad(
+                "cluster: need 0 < heartbeat_interval < election_timeout_min < election_timeout_max"
+                    .into(),
+            );
+        }
+        if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
+            return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
+        }
+        if !c.peers.is_empty() {
+            if !c.peers.iter().any(|p| p.id == self.node.id) {
+                return bad(format!(
+                    "cluster.peers must include this node (node.id = {})",
+                    self.node.id
+                ));
+            }
+            let ids: BTreeSet<u64> = c.peers.iter().map(|p| p.id).collect();
+            if ids.len() != c.peers.len() || ids.contains(&0) {
+                return bad("cluster.peers ids must be unique and > 0".into());
             }
         }
         if self.client.ping_interval.is_zero() || self.client.pong_timeout.is_zero() {
@@ -445,6 +526,23 @@ impl Config {
     /// The admin listener address (validated).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.listen.parse().expect("validated")
+    }
+
+    /// The cluster listener address (validated).
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster.listen.parse().expect("validated")
+    }
+
+    /// The address peers reach this node's cluster listener at; `bound` is the real
+    /// listening address (port 0 resolved).
+    pub fn cluster_advertise(&self, bound: SocketAddr) -> String {
+        if let Some(p) = self.cluster.peers.iter().find(|p| p.id == self.node.id) {
+            return p.addr.clone();
+        }
+        if !self.cluster.advertise.is_empty() {
+            return self.cluster.advertise.clone();
+        }
+        bound.to_string()
     }
 
     /// The node's display name.

@@ -1,16 +1,13 @@
-//! The write path's seam: proposers hand operations to the [`Replicator`], which batches them
-//! into log entries, commits them and answers each proposer with its results once applied.
-//!
-//! This is the single-node log: entries are ordered and applied in one task, in memory. The
-//! cluster replaces [`LocalLog`] with an openraft log; proposers and the state machine do not
-//! change.
+//! The write path's seam: proposers hand operations to the [`Replicator`], which batches
+//! everything waiting into one log entry, commits it through the cluster (Raft: on the leader,
+//! or forwarded to it) and answers each proposer with its results once applied.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Engine, wall_ms};
-use crate::state::{Entry, Op, OpResult};
+use crate::cluster::Cluster;
+use crate::state::{Op, OpResult};
 
 /// Most operations gathered into one entry.
 const MAX_BATCH_OPS: usize = 1024;
@@ -20,25 +17,38 @@ const QUEUE: usize = 8192;
 /// Why a proposal was not committed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ProposeError {
-    /// The log is shutting down or gone; nothing was committed.
+    /// No leader could be reached in time; nothing was committed. Retrying is safe.
+    #[error("no leader: not committed")]
+    NoLeader,
+    /// The commit failed or its outcome is unknown.
+    #[error("write failed")]
+    Failed,
+    /// The node is shutting down.
     #[error("log unavailable")]
     Unavailable,
 }
 
 struct Proposal {
     ops: Vec<Op>,
-    reply: oneshot::Sender<Vec<OpResult>>,
+    reply: oneshot::Sender<Result<Vec<OpResult>, ProposeError>>,
 }
 
-/// Handle used by sessions and the API to propose operations.
+/// Handle used by sessions, the API and forwarded proposals to commit operations.
 #[derive(Clone)]
 pub struct Replicator {
     tx: mpsc::Sender<Proposal>,
 }
 
 impl Replicator {
+    /// Starts the batcher; it ends when every clone is dropped.
+    pub fn start(cluster: Arc<Cluster>) -> Replicator {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(cluster, rx));
+        Replicator { tx }
+    }
+
     /// Proposes operations; resolves with one result per op after they are committed and
-    /// applied (so their events have been delivered locally).
+    /// applied here (so local subscribers have been handed their events).
     pub async fn propose(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, ProposeError> {
         if ops.is_empty() {
             return Ok(Vec::new());
@@ -48,36 +58,23 @@ impl Replicator {
             .send(Proposal { ops, reply })
             .await
             .map_err(|_| ProposeError::Unavailable)?;
-        rx.await.map_err(|_| ProposeError::Unavailable)
+        rx.await.map_err(|_| ProposeError::Unavailable)?
     }
 
     /// Proposes one operation.
     pub async fn propose_one(&self, op: Op) -> Result<OpResult, ProposeError> {
         let mut r = self.propose(vec![op]).await?;
-        r.pop().ok_or(ProposeError::Unavailable)
+        r.pop().ok_or(ProposeError::Failed)
     }
 }
 
-/// The single-node log: one task that stamps, orders and applies entries.
-pub struct LocalLog;
-
-impl LocalLog {
-    /// Starts the log task; it ends when every [`Replicator`] clone is dropped.
-    pub fn start(engine: Arc<Engine>) -> Replicator {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(engine, rx));
-        Replicator { tx }
-    }
-}
-
-async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Proposal>) {
-    let mut index = engine.read(|sm| sm.last_applied());
-    let mut last_time = 0u64;
+/// One entry in flight at a time; whatever queues meanwhile becomes the next entry, so
+/// batches grow with load and a commit's cost is shared by everything in it.
+async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Proposal>) {
     let mut batch: Vec<Proposal> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut n_ops = first.ops.len();
         batch.push(first);
-        // Gather what is already waiting: under load many proposals become one entry.
         while n_ops < MAX_BATCH_OPS {
             match rx.try_recv() {
                 Ok(p) => {
@@ -95,16 +92,18 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Proposal>) {
             ops.extend(p.ops);
             replies.push(p.reply);
         }
-        index += 1;
-        last_time = wall_ms().max(last_time);
-        let entry = Entry {
-            index,
-            time_ms: last_time,
-            ops,
-        };
-        let mut results = engine.apply(&entry).into_iter();
-        for (reply, n) in replies.into_iter().zip(counts) {
-            let _ = reply.send(results.by_ref().take(n).collect());
+        match cluster.write(ops).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (reply, n) in replies.into_iter().zip(counts) {
+                    let _ = reply.send(Ok(results.by_ref().take(n).collect()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

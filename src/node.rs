@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::channels::Channels;
+use crate::cluster::Cluster;
 use crate::config::{ChannelOptions, Config};
 use crate::engine::Engine;
 use crate::log::Replicator;
@@ -22,6 +23,8 @@ pub struct Node {
     pub engine: Arc<Engine>,
     /// Where operations are proposed.
     pub log: Replicator,
+    /// The Raft node (status, readiness, inbound RPC).
+    pub cluster: Arc<Cluster>,
     /// Token verification.
     pub verifier: Verifier,
     /// Channel name → options.
@@ -42,6 +45,7 @@ impl Node {
         cfg: Arc<Config>,
         engine: Arc<Engine>,
         log: Replicator,
+        cluster: Arc<Cluster>,
         verifier: Verifier,
         shutdown: CancellationToken,
     ) -> Node {
@@ -50,6 +54,7 @@ impl Node {
             cfg,
             engine,
             log,
+            cluster,
             verifier,
             channels,
             registry: Registry::default(),

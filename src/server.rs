@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::log::LocalLog;
+use crate::log::Replicator;
 use crate::node::Node;
 use crate::transport::{self, Listener};
 
@@ -25,9 +26,13 @@ pub struct Server {
     pub client_addr: SocketAddr,
     /// Where the admin listener is bound.
     pub admin_addr: SocketAddr,
+    /// Where the cluster listener is bound.
+    pub cluster_addr: SocketAddr,
     /// The node context.
     pub node: Arc<Node>,
     tracker: TaskTracker,
+    /// Stops the cluster listener (after Raft).
+    cluster_stop: CancellationToken,
 }
 
 impl Server {
@@ -41,12 +46,26 @@ impl Server {
         let admin = TcpListener::bind(cfg.admin_addr())
             .await
             .with_context(|| format!("binding admin.listen {}", cfg.admin.listen))?;
+        let cluster_l = TcpListener::bind(cfg.cluster_addr())
+            .await
+            .with_context(|| format!("binding cluster.listen {}", cfg.cluster.listen))?;
         let client_addr = client.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        let cluster_addr = cluster_l.local_addr()?;
         let engine = Arc::new(Engine::default());
-        let log = LocalLog::start(engine.clone());
+        let cluster = Cluster::start(&cfg, engine.clone(), cfg.cluster_advertise(cluster_addr))
+            .await
+            .context("starting the cluster")?;
+        let log = Replicator::start(cluster.clone());
         let shutdown = CancellationToken::new();
-        let node = Arc::new(Node::new(cfg.clone(), engine, log, verifier, shutdown));
+        let node = Arc::new(Node::new(
+            cfg.clone(),
+            engine,
+            log,
+            cluster,
+            verifier,
+            shutdown,
+        ));
         if cfg.auth.api_key.contains("example") || cfg.auth.token_hmac_secret.contains("example") {
             tracing::warn!(
                 "using the example secrets of the shipped config.toml: change auth.api_key and auth.token_hmac_secret before exposing this node"
@@ -77,14 +96,27 @@ impl Server {
             node.clone(),
             tracker.clone(),
         ));
+        // Raft traffic must outlive client draining (leaves are committed while clients
+        // close), so the cluster listener has its own stop signal, given after Raft stops.
+        let cluster_stop = CancellationToken::new();
+        tokio::spawn(transport::accept_loop_until(
+            cluster_l,
+            Listener::Cluster,
+            node.clone(),
+            TaskTracker::new(),
+            cluster_stop.clone(),
+        ));
         tracing::info!(listener = "client", addr = %client_addr, "listening");
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+        tracing::info!(listener = "cluster", addr = %cluster_addr, "listening");
         tracing::info!(node = cfg.node.id, name = %cfg.node_name(), version = crate::session::VERSION, "node started");
         Ok(Server {
             client_addr,
             admin_addr,
+            cluster_addr,
             node,
             tracker,
+            cluster_stop,
         })
     }
 
@@ -93,11 +125,16 @@ impl Server {
         self.node.shutdown.cancel();
     }
 
-    /// Waits for every connection to finish, at most `drain`; returns whether all did.
+    /// Waits for every client connection to finish (at most `drain`; their leaves are
+    /// committed meanwhile), then stops Raft and the cluster listener. Returns whether all
+    /// client connections finished in time.
     pub async fn wait(self, drain: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(drain, self.tracker.wait())
+        let clean = tokio::time::timeout(drain, self.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        self.node.cluster.shutdown().await;
+        self.cluster_stop.cancel();
+        clean
     }
 }

@@ -213,8 +213,17 @@ async fn health_endpoints() {
     assert_eq!(st, 200);
     assert_eq!(b, br#"{"status":"ok"}"#);
     let admin = s.server.as_ref().unwrap().admin_addr;
-    let (st, _) = http_get(admin, "/readyz").await;
+    // Ready once the one-voter cluster has elected itself.
+    eventually("readyz turns 200", || async {
+        http_get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+    let (st, b) = http_get(admin, "/cluster/status").await;
     assert_eq!(st, 200);
+    let status: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(status["state"], "Leader", "{status}");
+    assert_eq!(status["leader"], 1);
+    assert_eq!(status["nodes"][0]["voter"], true);
     let (st, _) = http_get(s.addr, "/nope").await;
     assert_eq!(st, 404);
     let (st, _) = http_get(s.addr, "/connection/websocket").await;

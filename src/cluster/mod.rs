@@ -1,4 +1,325 @@
-//! The cluster: openraft type configuration (and, next, network, membership admin and
-//! forwarding). Invariant: with `store`, the only module that names openraft.
+//! The cluster: openraft on sled. Starts the Raft node (initialising a fresh store with the
+//! configured voters), commits batches of operations (on the leader, or by forwarding them
+//! to it), serves the inbound Raft RPC, and reports status and readiness.
+//!
+//! Invariant: with `store`, the only module that names openraft. A single node is simply a
+//! one-voter cluster: the same code path.
 
+pub mod network;
 pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::engine::{Engine, wall_ms};
+use crate::log::ProposeError;
+use crate::state::{Op, OpResult};
+use crate::store::Store;
+use crate::transport::peer::{PeerClient, PeerError};
+use network::Network;
+use types::{Batch, NodeId, TypeConfig};
+
+/// Most log entries a node may have yet to apply and still call itself ready.
+pub const READY_LAG: u64 = 1000;
+
+/// A running Raft node.
+pub struct Cluster {
+    /// The openraft handle.
+    raft: Raft<TypeConfig>,
+    /// This node's id.
+    id: NodeId,
+    /// The store (for its size on disk).
+    store: Store,
+    /// Clients for forwarding proposals to the leader, by node id.
+    forward: Mutex<HashMap<NodeId, Arc<PeerClient>>>,
+    /// How long a write may wait.
+    propose_timeout: Duration,
+    /// Leader-side wall clock, never going backwards across batches.
+    last_time: Mutex<u64>,
+}
+
+/// What `/cluster/propose` carries back.
+#[derive(Serialize, Deserialize)]
+enum Forwarded {
+    Ok(Vec<OpResult>),
+    /// Not committed (no leader, or not the leader any more); safe to retry.
+    Retry(String),
+    /// Outcome unknown.
+    Failed(String),
+}
+
+impl Cluster {
+    /// Opens the store under `node.data_dir`, restores the engine from its snapshot and starts
+    /// Raft; a fresh store is initialised with the configured voters (the same set on every
+    /// node is safe). `advertise` is this node's cluster address.
+    pub async fn start(
+        cfg: &Config,
+        engine: Arc<Engine>,
+        advertise: String,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let c = &cfg.cluster;
+        let store = Store::open(&cfg.node.data_dir.join("raft")).await?;
+        let fresh = store.is_empty();
+        let sm = store.state_machine(engine)?;
+        let raft_config = openraft::Config {
+            cluster_name: "switchyard".into(),
+            heartbeat_interval: c.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: c.election_timeout_min.as_millis() as u64,
+            election_timeout_max: c.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: (c.election_timeout_max.as_millis() as u64).max(2000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+            max_in_snapshot_log_to_keep: c.snapshot_every.min(1000),
+            ..Default::default()
+        }
+        .validate()?;
+        let id = cfg.node.id;
+        let raft = Raft::new(id, Arc::new(raft_config), Network, store.log_store(), sm).await?;
+        if fresh {
+            let members: BTreeMap<NodeId, BasicNode> = if c.peers.is_empty() {
+                BTreeMap::from([(id, BasicNode { addr: advertise })])
+            } else {
+                c.peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.id,
+                            BasicNode {
+                                addr: p.addr.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            };
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node = id, "initialised a new cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::info!(node = id, "cluster already initialised by a peer")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Arc::new(Cluster {
+            raft,
+            id,
+            store,
+            forward: Mutex::new(HashMap::new()),
+            propose_timeout: c.propose_timeout,
+            last_time: Mutex::new(0),
+        }))
+    }
+
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Option<(NodeId, String)> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.leader(),
+            }
+        }
+    }
+
+    /// Commits `ops` as one log entry (through the leader) and returns their results once
+    /// applied on the leader. Retries only where nothing can have been committed.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, ProposeError> {
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        loop {
+            let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
+                return Err(ProposeError::NoLeader);
+            };
+            let retry = if leader == self.id {
+                let time_ms = {
+                    let mut t = self.last_time.lock();
+                    *t = wall_ms().max(*t);
+                    *t
+                };
+                let batch = Batch {
+                    time_ms,
+                    ops: ops.clone(),
+                };
+                match self.raft.client_write(batch).await {
+                    Ok(resp) => return Ok(resp.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                }
+            } else {
+                match self.forward_to(leader, &addr, &ops, deadline).await {
+                    Ok(Forwarded::Ok(r)) => return Ok(r),
+                    Ok(Forwarded::Retry(_)) => true,
+                    Ok(Forwarded::Failed(why)) => {
+                        tracing::warn!(leader, why, "forwarded write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                    Err(PeerError::Unreachable { .. }) => true,
+                    Err(e) => {
+                        tracing::warn!(leader, error = %e, "forwarded write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                }
+            };
+            if retry {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ProposeError::NoLeader);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    async fn forward_to(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        ops: &[Op],
+        deadline: tokio::time::Instant,
+    ) -> Result<Forwarded, PeerError> {
+        let client = {
+            let mut f = self.forward.lock();
+            let c = f
+                .entry(leader)
+                .or_insert_with(|| Arc::new(PeerClient::new(addr)));
+            if c.addr() != addr {
+                *c = Arc::new(PeerClient::new(addr));
+            }
+            c.clone()
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let body = serde_json::to_vec(ops).expect("ops serialise");
+        let bytes = client
+            .post(network::PROPOSE, body, left.max(Duration::from_millis(100)))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| PeerError::Failed {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Handles an inbound cluster request; returns HTTP status and body. `propose` commits
+    /// forwarded operations through this node's own write path (its batcher).
+    pub async fn handle_rpc<F, Fut>(&self, path: &str, body: &[u8], propose: F) -> (u16, Vec<u8>)
+    where
+        F: FnOnce(Vec<Op>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<OpResult>, ProposeError>>,
+    {
+        fn reply<T: Serialize>(v: &T) -> (u16, Vec<u8>) {
+            (200, serde_json::to_vec(v).expect("serialise"))
+        }
+        match path {
+            network::APPEND => match serde_json::from_slice(body) {
+                Ok(req) => reply(&self.raft.append_entries(req).await),
+                Err(_) => (400, Vec::new()),
+            },
+            network::VOTE => match serde_json::from_slice(body) {
+                Ok(req) => reply(&self.raft.vote(req).await),
+                Err(_) => (400, Vec::new()),
+            },
+            network::SNAPSHOT => match serde_json::from_slice(body) {
+                Ok(req) => reply(&self.raft.install_snapshot(req).await),
+                Err(_) => (400, Vec::new()),
+            },
+            network::PROPOSE => {
+                let Ok(ops) = serde_json::from_slice::<Vec<Op>>(body) else {
+                    return (400, Vec::new());
+                };
+                if self.raft.metrics().borrow().current_leader != Some(self.id) {
+                    return reply(&Forwarded::Retry("not the leader".into()));
+                }
+                match propose(ops).await {
+                    Ok(r) => reply(&Forwarded::Ok(r)),
+                    Err(ProposeError::NoLeader) => reply(&Forwarded::Retry("no leader".into())),
+                    Err(e) => reply(&Forwarded::Failed(e.to_string())),
+                }
+            }
+            _ => (404, Vec::new()),
+        }
+    }
+
+    /// Ready: a member, with a known leader, whose applied index is within
+    /// [`READY_LAG`] entries of its log head (so it serves clients with current state).
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let head = m.last_log_index.unwrap_or(0);
+        let caught_up = m.state == ServerState::Leader || head.saturating_sub(applied) <= READY_LAG;
+        member && m.current_leader.is_some() && caught_up
+    }
+
+    /// Cluster status for operators.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let nodes: Vec<_> = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| {
+                let voter = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == *id);
+                json!({"id": id, "addr": n.addr, "voter": voter})
+            })
+            .collect();
+        let lag: BTreeMap<String, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let idx = matched.map(|l| l.index);
+                        let last = m.last_log_index.unwrap_or(0);
+                        (id.to_string(), idx.map(|i| last.saturating_sub(i)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "id": self.id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "nodes": nodes,
+            "follower_lag": lag,
+            "store_bytes": self.store.size_on_disk(),
+        })
+    }
+
+    /// Stops Raft (after clients are gone); the store flushes when dropped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.store.close().await;
+    }
+}

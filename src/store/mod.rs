@@ -66,14 +66,29 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+    /// Opens (or creates) the store in `dir`. The directory is locked by one process at a
+    /// time; while a previous holder (an exiting process, or a node being restarted in the
+    /// same process) releases it, opening is retried for up to 5 s.
+    pub async fn open(dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(1000))
-            .open()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            let res = sled::Config::new()
+                .path(dir)
+                .cache_capacity(64 * 1024 * 1024)
+                .flush_every_ms(Some(1000))
+                .open();
+            match res {
+                // sled reports a held lock as a plain I/O error with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         let db_file = std::fs::File::open(dir.join("db")).ok().map(Arc::new);
         Ok(Store {
             log: db.open_tree("log")?,
@@ -105,6 +120,13 @@ impl Store {
                 .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         }
         Ok(())
+    }
+
+    /// Flushes everything to disk (shutdown).
+    pub async fn close(&self) {
+        if let Err(e) = self.flush(ErrorSubject::Store).await {
+            tracing::warn!(error = %e, "store flush at shutdown failed");
+        }
     }
 
     /// The log storage half.
@@ -431,7 +453,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
         async fn build(&self) -> SResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(dir.path()).expect("open store");
+            let store = Store::open(dir.path()).await.expect("open store");
             let sm = store
                 .state_machine(Arc::new(Engine::default()))
                 .expect("state machine");

@@ -2,6 +2,7 @@
 //!
 //! Invariant: the only module that knows sockets, HTTP framing and WebSocket frames.
 
+pub mod peer;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
@@ -33,10 +35,14 @@ pub enum Listener {
     Client,
     /// Operators: readiness and (later) metrics and admin.
     Admin,
+    /// Other nodes: Raft RPC and proposal forwarding.
+    Cluster,
 }
 
 /// Longest time a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body on the cluster listener (append-entries batches, snapshot chunks).
+const CLUSTER_MAX_BODY: usize = 256 * 1024 * 1024;
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -46,6 +52,19 @@ pub async fn accept_loop(
     which: Listener,
     node: Arc<Node>,
     tracker: TaskTracker,
+) {
+    let stop = node.shutdown.clone();
+    accept_loop_until(listener, which, node, tracker, stop).await
+}
+
+/// Accepts connections until `stop`; each is served in a tracked task and closed gracefully
+/// on `stop`.
+pub async fn accept_loop_until(
+    listener: TcpListener,
+    which: Listener,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -58,12 +77,12 @@ pub async fn accept_loop(
                     continue;
                 }
             },
-            _ = node.shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let t = tracker.clone();
-        tracker.spawn(serve_http(stream, peer, which, node, t));
+        tracker.spawn(serve_http(stream, peer, which, node, t, stop.clone()));
     }
 }
 
@@ -73,8 +92,8 @@ async fn serve_http(
     which: Listener,
     node: Arc<Node>,
     tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) {
-    let shutdown = node.shutdown.clone();
     let svc = service_fn(move |req| {
         let node = node.clone();
         let tracker = tracker.clone();
@@ -129,11 +148,34 @@ async fn route(
             api_call(req, &method, &node).await
         }
         (Listener::Admin, &Method::GET, "/readyz") => {
-            if node.shutdown.is_cancelled() {
+            if node.shutdown.is_cancelled() || !node.cluster.is_ready() {
                 json(StatusCode::SERVICE_UNAVAILABLE, r#"{"ready":false}"#)
             } else {
                 json(StatusCode::OK, r#"{"ready":true}"#)
             }
+        }
+        (Listener::Admin, &Method::GET, "/cluster/status") => json(
+            StatusCode::OK,
+            serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
+        ),
+        (Listener::Cluster, &Method::POST, p) => {
+            let path = p.to_string();
+            let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            };
+            let log = node.log.clone();
+            let (status, body) = node
+                .cluster
+                .handle_rpc(&path, &body, |ops| async move { log.propose(ops).await })
+                .await;
+            json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            )
         }
         _ => respond(StatusCode::NOT_FOUND, ""),
     }

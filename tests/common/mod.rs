@@ -29,6 +29,11 @@ pub fn base_toml() -> String {
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
+[cluster]
+listen = "127.0.0.1:0"
+heartbeat_interval = "50ms"
+election_timeout_min = "150ms"
+election_timeout_max = "300ms"
 [auth]
 token_hmac_secret = "{SECRET}"
 api_key = "{API_KEY}"
@@ -65,6 +70,8 @@ presence = true
 pub struct TestServer {
     pub server: Option<Server>,
     pub addr: SocketAddr,
+    /// The node's data directory (removed on drop).
+    pub data: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -79,12 +86,15 @@ impl TestServer {
     }
 
     pub async fn start_toml(toml: &str) -> TestServer {
-        let cfg = Config::from_toml(toml).expect("test config");
+        let data = tempfile::tempdir().unwrap();
+        let toml = format!("{toml}\n[node]\ndata_dir = {:?}\n", data.path());
+        let cfg = Config::from_toml(&toml).expect("test config");
         let server = Server::start(cfg).await.expect("server starts");
         let addr = server.client_addr;
         TestServer {
             server: Some(server),
             addr,
+            data,
         }
     }
 
@@ -466,6 +476,8 @@ pub struct Proc {
     pub admin_addr: SocketAddr,
     /// Log lines read so far (JSON).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The data directory the test made for it, unless the caller gave one.
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -482,6 +494,13 @@ impl Proc {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        let data = if envs.iter().any(|(k, _)| *k == "SWITCHYARD_NODE__DATA_DIR") {
+            None
+        } else {
+            let d = tempfile::tempdir().unwrap();
+            cmd.env("SWITCHYARD_NODE__DATA_DIR", d.path());
+            Some(d)
+        };
         let mut child = cmd.spawn().expect("spawn switchyard");
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -524,6 +543,7 @@ impl Proc {
             client_addr: client_addr.unwrap(),
             admin_addr: admin_addr.unwrap(),
             log,
+            data,
         }
     }
 

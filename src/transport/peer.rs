@@ -1,0 +1,126 @@
+//! An HTTP/1.1 client to one peer node's cluster listener: one kept-alive connection,
+//! re-established after any error. Used for Raft RPC and for forwarding proposals.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+/// Largest response accepted from a peer (snapshots travel in chunks well below this).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The request certainly did not reach the peer (connect failed or timed out).
+    #[error("peer {addr} unreachable: {why}")]
+    Unreachable {
+        /// Peer address.
+        addr: String,
+        /// What failed.
+        why: String,
+    },
+    /// The request may or may not have been processed.
+    #[error("peer {addr} call failed: {why}")]
+    Failed {
+        /// Peer address.
+        addr: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// A client for one peer address.
+pub struct PeerClient {
+    addr: String,
+    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl PeerClient {
+    /// A client for `addr` (`host:port`); connects lazily.
+    pub fn new(addr: impl Into<String>) -> PeerClient {
+        PeerClient {
+            addr: addr.into(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+        let unreachable = |why: String| PeerError::Unreachable {
+            addr: self.addr.clone(),
+            why,
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// POSTs `body` to `path`; returns the response body of a 200 answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
+        let mut guard = self.conn.lock().await;
+        let fresh = match guard.take() {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => self.connect(timeout).await?,
+            },
+            None => self.connect(timeout).await?,
+        };
+        let mut sender = fresh;
+        let failed = |why: String| PeerError::Failed {
+            addr: self.addr.clone(),
+            why,
+        };
+        let req = Request::post(path)
+            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| failed(e.to_string()))?;
+        let call = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .to_bytes();
+            if status != StatusCode::OK {
+                return Err(failed(format!("HTTP {status}")));
+            }
+            Ok(body)
+        };
+        let res = tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(failed("timed out".into())));
+        if res.is_ok() {
+            *guard = Some(sender);
+        }
+        res
+    }
+}
