@@ -30,7 +30,7 @@ pub enum ProposeError {
 
 struct Proposal {
     ops: Vec<Op>,
-    reply: oneshot::Sender<Result<Vec<OpResult>, ProposeError>>,
+    reply: oneshot::Sender<Result<(Vec<OpResult>, u64), ProposeError>>,
 }
 
 /// Handle used by sessions, the API and forwarded proposals to commit operations.
@@ -53,6 +53,14 @@ impl Replicator {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
+        self.propose_indexed(ops).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Replicator::propose`], also returning the log index of the entry.
+    pub async fn propose_indexed(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<(Vec<OpResult>, u64), ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Proposal { ops, reply })
@@ -93,10 +101,10 @@ async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Proposal>) {
             replies.push(p.reply);
         }
         match cluster.write(ops).await {
-            Ok(results) => {
+            Ok((results, index)) => {
                 let mut results = results.into_iter();
                 for (reply, n) in replies.into_iter().zip(counts) {
-                    let _ = reply.send(Ok(results.by_ref().take(n).collect()));
+                    let _ = reply.send(Ok((results.by_ref().take(n).collect(), index)));
                 }
             }
             Err(e) => {

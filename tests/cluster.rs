@@ -78,3 +78,320 @@ async fn acknowledged_publications_survive_a_restart() {
     server.shutdown();
     assert!(server.wait(Duration::from_secs(10)).await);
 }
+
+/// A three-node cluster of real processes on 127.0.0.1–3.
+struct Trio {
+    nodes: Vec<Option<Proc>>,
+    configs: Vec<tempfile::NamedTempFile>,
+    data: Vec<tempfile::TempDir>,
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Trio {
+    fn start() -> Trio {
+        let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+        let cluster: Vec<String> = ips
+            .iter()
+            .map(|ip| format!("{ip}:{}", free_port(ip)))
+            .collect();
+        let mut peers = String::new();
+        for (i, addr) in cluster.iter().enumerate() {
+            peers.push_str(&format!(
+                "[[cluster.peers]]\nid = {}\naddr = \"{addr}\"\n",
+                i + 1
+            ));
+        }
+        let mut configs = Vec::new();
+        let mut data = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            use std::io::Write;
+            let toml = base_toml()
+                .replace(
+                    "[client]\nlisten = \"127.0.0.1:0\"",
+                    &format!("[client]\nlisten = \"{ip}:0\""),
+                )
+                .replace(
+                    "[admin]\nlisten = \"127.0.0.1:0\"",
+                    &format!("[admin]\nlisten = \"{ip}:0\""),
+                )
+                .replace(
+                    "[cluster]\nlisten = \"127.0.0.1:0\"",
+                    &format!(
+                        "[cluster]\nlisten = \"{}\"\npropose_timeout = \"3s\"",
+                        cluster[i]
+                    ),
+                );
+            let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+            write!(f, "{toml}\n[node]\nid = {}\n{peers}", i + 1).unwrap();
+            configs.push(f);
+            data.push(tempfile::tempdir().unwrap());
+        }
+        let mut t = Trio {
+            nodes: vec![],
+            configs,
+            data,
+        };
+        for i in 0..3 {
+            let p = t.spawn(i);
+            t.nodes.push(Some(p));
+        }
+        t
+    }
+
+    fn spawn(&self, i: usize) -> Proc {
+        let dir = self.data[i].path().display().to_string();
+        Proc::start(
+            self.configs[i].path(),
+            &[("SWITCHYARD_NODE__DATA_DIR", dir.as_str())],
+        )
+    }
+
+    fn node(&self, i: usize) -> &Proc {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    async fn status(&self, i: usize) -> serde_json::Value {
+        let (st, b) = http_get(self.node(i).admin_addr, "/cluster/status").await;
+        assert_eq!(st, 200);
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    /// Index (0-based) of the leader that every running node agrees on.
+    async fn wait_leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        'poll: loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..3 {
+                if self.nodes[i].is_none() {
+                    continue;
+                }
+                let (st, _) = http_get(self.node(i).admin_addr, "/readyz").await;
+                if st != 200 {
+                    continue 'poll;
+                }
+                seen.insert(self.status(i).await["leader"].as_u64().unwrap_or(0));
+            }
+            if seen.len() == 1 {
+                return seen.into_iter().next().unwrap() as usize - 1;
+            }
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut p = self.nodes[i].take().unwrap();
+        p.signal("KILL");
+        p.wait_exit(Duration::from_secs(10));
+    }
+
+    async fn history(&self, i: usize, channel: &str) -> (Vec<(u64, serde_json::Value)>, String) {
+        let (_, b) = api_call(
+            self.node(i).client_addr,
+            "history",
+            Some(API_KEY),
+            &json!({"channel": channel, "limit": -1}).to_string(),
+        )
+        .await;
+        let pubs = b["result"]["publications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p["offset"].as_u64().unwrap(), p["data"].clone()))
+            .collect();
+        (
+            pubs,
+            b["result"]["epoch"].as_str().unwrap_or("").to_string(),
+        )
+    }
+}
+
+async fn publish_via(
+    p: &Proc,
+    channel: &str,
+    data: serde_json::Value,
+) -> Result<u64, serde_json::Value> {
+    let (st, b) = api_call(
+        p.client_addr,
+        "publish",
+        Some(API_KEY),
+        &json!({"channel": channel, "data": data}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    b["result"]["offset"].as_u64().ok_or(b)
+}
+
+/// Subscribers on every node receive what is published through one node, in the same order
+/// with the same offsets and epoch; history is identical everywhere.
+#[tokio::test]
+async fn three_nodes_replicate_in_order() {
+    let t = Trio::start();
+    t.wait_leader().await;
+    let mut subs = vec![];
+    for i in 0..3 {
+        let mut c = Client::open(&t.node(i).ws_url()).await;
+        c.connect(&token(&format!("u{i}"))).await;
+        let r = c
+            .call(
+                "subscribe",
+                json!({"channel": "chat:rep", "recoverable": true}),
+            )
+            .await;
+        subs.push((c, r["subscribe"]["epoch"].as_str().unwrap().to_string()));
+    }
+    let epoch = subs[0].1.clone();
+    assert!(
+        subs.iter().all(|(_, e)| *e == epoch),
+        "one epoch everywhere"
+    );
+    // Publish through a follower (forwarded) and the leader alike.
+    for n in 0..30u64 {
+        let off = publish_via(t.node((n % 3) as usize), "chat:rep", json!(n))
+            .await
+            .unwrap();
+        assert_eq!(off, n + 1);
+    }
+    for (c, _) in subs.iter_mut() {
+        for n in 0..30u64 {
+            let p = c.publication("chat:rep").await;
+            assert_eq!(
+                (p["offset"].as_u64().unwrap(), p["data"].clone()),
+                (n + 1, json!(n))
+            );
+        }
+    }
+    let h0 = t.history(0, "chat:rep").await;
+    assert_eq!(h0.0.len(), 30);
+    assert_eq!(h0.1, epoch);
+    for i in 1..3 {
+        assert_eq!(
+            t.history(i, "chat:rep").await,
+            h0,
+            "history of node {}",
+            i + 1
+        );
+    }
+}
+
+/// SIGKILL the leader under a steady publish load: a new leader takes over; every
+/// acknowledged publication is on the survivors exactly once; a client of the dead node
+/// recovers on a survivor with no loss and no duplicate; the restarted node catches up; a
+/// node left alone refuses writes with a temporary error instead of acknowledging them.
+#[tokio::test]
+async fn leader_kill_loses_nothing_acknowledged() {
+    let mut t = Trio::start();
+    let leader = t.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+
+    // A client on the leader, which is about to die.
+    let mut doomed = Client::open(&t.node(leader).ws_url()).await;
+    doomed.connect(&token("doomed")).await;
+    let r = doomed
+        .call(
+            "subscribe",
+            json!({"channel": "chat:k", "recoverable": true}),
+        )
+        .await;
+    let epoch = r["subscribe"]["epoch"].as_str().unwrap().to_string();
+
+    // Steady load through the two followers; the leader is killed halfway. 90 publications
+    // stay within the namespace's history (100), so every one is checkable afterwards.
+    let mut acked: Vec<(u64, u64)> = vec![];
+    let mut seen_by_doomed = 0u64;
+    for n in 0..90u64 {
+        if n == 45 {
+            // What the doomed client saw before the crash.
+            while seen_by_doomed < acked.last().unwrap().0 {
+                seen_by_doomed = doomed.publication("chat:k").await["offset"]
+                    .as_u64()
+                    .unwrap();
+            }
+            t.kill(leader);
+        }
+        let via = if n % 2 == 0 { follower } else { other };
+        if let Ok(off) = publish_via(t.node(via), "chat:k", json!(n)).await {
+            acked.push((off, n));
+        }
+    }
+    let new_leader = t.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(
+        acked.len() >= 80,
+        "most publications acknowledged: {}",
+        acked.len()
+    );
+
+    // Every acknowledged publication is there exactly once, with the offset it was given.
+    let (h, e) = t.history(follower, "chat:k").await;
+    assert_eq!(e, epoch, "epoch survives the leader change");
+    let offsets: Vec<u64> = h.iter().map(|(o, _)| *o).collect();
+    let mut dedup = offsets.clone();
+    dedup.dedup();
+    assert_eq!(offsets, dedup, "no duplicates");
+    for (off, n) in &acked {
+        assert!(
+            h.contains(&(*off, json!(n))),
+            "acknowledged #{n} at offset {off} is missing"
+        );
+    }
+    assert_eq!(t.history(other, "chat:k").await, (h.clone(), epoch.clone()));
+
+    // The dead node's client reconnects to a survivor and recovers from where it was.
+    let mut back = Client::open(&t.node(follower).ws_url()).await;
+    back.connect(&token("doomed")).await;
+    let r = back
+        .call(
+            "subscribe",
+            json!({"channel": "chat:k", "recoverable": true, "recover": true,
+                                  "offset": seen_by_doomed, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    let got: Vec<u64> = r["subscribe"]["publications"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p["offset"].as_u64().unwrap()).collect())
+        .unwrap_or_default();
+    let expected: Vec<u64> = offsets
+        .iter()
+        .copied()
+        .filter(|o| *o > seen_by_doomed)
+        .collect();
+    assert_eq!(got, expected, "exactly what it missed, in order");
+
+    // The killed node restarts and catches up.
+    let p = t.spawn(leader);
+    t.nodes[leader] = Some(p);
+    t.wait_leader().await;
+    let top = offsets.last().copied().unwrap();
+    eventually("restarted node caught up", || async {
+        t.history(leader, "chat:k").await.0.last().map(|x| x.0) == Some(top)
+    })
+    .await;
+    assert_eq!(t.history(leader, "chat:k").await, (h, epoch));
+
+    // Alone, a node cannot commit: writes fail with a temporary error, not an ack.
+    let lone = t.wait_leader().await;
+    let (a, b) = ((lone + 1) % 3, (lone + 2) % 3);
+    t.kill(a);
+    t.kill(b);
+    let err = publish_via(t.node(lone), "chat:k", json!("unacknowledgeable"))
+        .await
+        .unwrap_err();
+    assert_eq!(err["error"]["code"], 100, "{err}");
+    assert_eq!(err["error"]["temporary"], true);
+    let (h, _) = t.history(lone, "chat:k").await;
+    assert!(!h.iter().any(|(_, d)| *d == json!("unacknowledgeable")));
+}

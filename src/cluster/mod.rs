@@ -49,7 +49,8 @@ pub struct Cluster {
 /// What `/cluster/propose` carries back.
 #[derive(Serialize, Deserialize)]
 enum Forwarded {
-    Ok(Vec<OpResult>),
+    /// Committed: the results and the log index of the entry.
+    Ok(Vec<OpResult>, u64),
     /// Not committed (no leader, or not the leader any more); safe to retry.
     Retry(String),
     /// Outcome unknown.
@@ -140,9 +141,10 @@ impl Cluster {
         }
     }
 
-    /// Commits `ops` as one log entry (through the leader) and returns their results once
-    /// applied on the leader. Retries only where nothing can have been committed.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, ProposeError> {
+    /// Commits `ops` as one log entry (through the leader) and returns their results and the
+    /// entry's log index once it is applied on this node too (read-your-writes on followers).
+    /// Retries only where nothing can have been committed.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), ProposeError> {
         let deadline = tokio::time::Instant::now() + self.propose_timeout;
         loop {
             let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
@@ -158,17 +160,36 @@ impl Cluster {
                     time_ms,
                     ops: ops.clone(),
                 };
-                match self.raft.client_write(batch).await {
-                    Ok(resp) => return Ok(resp.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => true,
-                    Err(e) => {
+                // Bounded: a leader cut off from its quorum would otherwise wait forever. On
+                // timeout the entry may still commit later, so the outcome is unknown.
+                match tokio::time::timeout_at(deadline, self.raft.client_write(batch)).await {
+                    Ok(Ok(resp)) => return Ok((resp.data, resp.log_id.index)),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => true,
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, "write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                    Err(_) => {
+                        tracing::warn!("write not committed in time (no quorum?)");
                         return Err(ProposeError::Failed);
                     }
                 }
             } else {
                 match self.forward_to(leader, &addr, &ops, deadline).await {
-                    Ok(Forwarded::Ok(r)) => return Ok(r),
+                    Ok(Forwarded::Ok(r, index)) => {
+                        // The leader applied it; wait until this node has too, so that what
+                        // the caller reads next here includes its own write.
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let applied = self
+                            .raft
+                            .wait(Some(left.max(Duration::from_secs(1))))
+                            .applied_index_at_least(Some(index), "forwarded write applied")
+                            .await;
+                        if let Err(e) = applied {
+                            tracing::warn!(index, error = %e, "forwarded write committed but not yet applied here");
+                        }
+                        return Ok((r, index));
+                    }
                     Ok(Forwarded::Retry(_)) => true,
                     Ok(Forwarded::Failed(why)) => {
                         tracing::warn!(leader, why, "forwarded write failed");
@@ -223,7 +244,7 @@ impl Cluster {
     pub async fn handle_rpc<F, Fut>(&self, path: &str, body: &[u8], propose: F) -> (u16, Vec<u8>)
     where
         F: FnOnce(Vec<Op>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<OpResult>, ProposeError>>,
+        Fut: std::future::Future<Output = Result<(Vec<OpResult>, u64), ProposeError>>,
     {
         fn reply<T: Serialize>(v: &T) -> (u16, Vec<u8>) {
             (200, serde_json::to_vec(v).expect("serialise"))
@@ -249,7 +270,7 @@ impl Cluster {
                     return reply(&Forwarded::Retry("not the leader".into()));
                 }
                 match propose(ops).await {
-                    Ok(r) => reply(&Forwarded::Ok(r)),
+                    Ok((r, index)) => reply(&Forwarded::Ok(r, index)),
                     Err(ProposeError::NoLeader) => reply(&Forwarded::Retry("no leader".into())),
                     Err(e) => reply(&Forwarded::Failed(e.to_string())),
                 }

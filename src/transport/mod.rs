@@ -170,7 +170,11 @@ async fn route(
             let log = node.log.clone();
             let (status, body) = node
                 .cluster
-                .handle_rpc(&path, &body, |ops| async move { log.propose(ops).await })
+                .handle_rpc(
+                    &path,
+                    &body,
+                    |ops| async move { log.propose_indexed(ops).await },
+                )
                 .await;
             json(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
