@@ -96,6 +96,11 @@ fn free_port(ip: &str) -> u16 {
 
 impl Trio {
     fn start() -> Trio {
+        Self::start_with("")
+    }
+
+    /// Starts three nodes; `cluster_extra` is added to each node's `[cluster]` table.
+    fn start_with(cluster_extra: &str) -> Trio {
         let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
         let cluster: Vec<String> = ips
             .iter()
@@ -124,7 +129,7 @@ impl Trio {
                 .replace(
                     "[cluster]\nlisten = \"127.0.0.1:0\"",
                     &format!(
-                        "[cluster]\nlisten = \"{}\"\npropose_timeout = \"3s\"",
+                        "[cluster]\nlisten = \"{}\"\npropose_timeout = \"3s\"\n{cluster_extra}",
                         cluster[i]
                     ),
                 );
@@ -394,4 +399,63 @@ async fn leader_kill_loses_nothing_acknowledged() {
     assert_eq!(err["error"]["temporary"], true);
     let (h, _) = t.history(lone, "chat:k").await;
     assert!(!h.iter().any(|(_, d)| *d == json!("unacknowledgeable")));
+}
+
+/// A follower is killed while publishing goes on, long enough for the others to snapshot and
+/// purge their logs; brought back, it catches up from a snapshot and serves identical
+/// history and recovery.
+#[tokio::test]
+async fn follower_returns_and_catches_up_from_a_snapshot() {
+    let mut t = Trio::start_with("snapshot_every = 10");
+    let leader = t.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    for n in 0..5u64 {
+        publish_via(t.node(leader), "chat:f", json!(n))
+            .await
+            .unwrap();
+    }
+    t.kill(follower);
+    for n in 5..60u64 {
+        publish_via(t.node(leader), "chat:f", json!(n))
+            .await
+            .unwrap();
+    }
+    let st = t.status(leader).await;
+    assert!(
+        st["snapshot_index"].as_u64().unwrap_or(0) >= 10,
+        "leader snapshotted: {st}"
+    );
+
+    let p = t.spawn(follower);
+    t.nodes[follower] = Some(p);
+    t.wait_leader().await;
+    let (h, epoch) = t.history(leader, "chat:f").await;
+    eventually("returning follower caught up", || async {
+        t.history(follower, "chat:f").await.0.len() == h.len()
+    })
+    .await;
+    assert_eq!(
+        t.history(follower, "chat:f").await,
+        (h.clone(), epoch.clone())
+    );
+    let st = t.status(follower).await;
+    assert!(
+        st["snapshot_index"].as_u64().unwrap_or(0) >= 10,
+        "caught up via a snapshot: {st}"
+    );
+
+    // Recovery served by the returned follower.
+    let mut c = Client::open(&t.node(follower).ws_url()).await;
+    c.connect(&token("late")).await;
+    let r = c
+        .call("subscribe", json!({"channel": "chat:f", "recoverable": true, "recover": true, "offset": 50, "epoch": epoch}))
+        .await;
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    assert_eq!(r["subscribe"]["publications"].as_array().unwrap().len(), 10);
+    // And it takes part in new commits.
+    let off = publish_via(t.node(follower), "chat:f", json!("after"))
+        .await
+        .unwrap();
+    assert_eq!(off, 61);
+    assert_eq!(c.publication("chat:f").await["offset"], 61);
 }
