@@ -12,6 +12,7 @@
 //! - [`state`] — the deterministic state machine (streams, history, presence).
 //! - [`hub`] — local channel → subscriber index and fan-out.
 //! - [`outbound`] — a connection's bounded outbound queue.
+//! - [`sys`] — running under systemd: sd_notify readiness/watchdog/stopping messages.
 //! - [`auth`], [`channels`], [`node`], [`server`].
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod sys;
 pub mod transport;
 
 pub use config::Config;

@@ -163,8 +163,12 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let notifier = systemd_notifier(&server);
         let signal = wait_for_signal().await;
         tracing::info!(signal, "shutting down");
+        if let Some(n) = &notifier {
+            let _ = n.stopping("draining client connections");
+        }
         server.shutdown();
         let clean = server.wait(drain + Duration::from_millis(500)).await;
         if clean {
@@ -176,13 +180,60 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
+/// Under systemd (`Type=notify`): tells it the node is ready and, when the unit sets
+/// `WatchdogSec=`, keeps sending `WATCHDOG=1` at half that interval from a runtime task (so a
+/// wedged runtime gets the node restarted). `None` when not started by systemd.
+fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::Notifier>> {
+    use switchyard::sys;
+    let notifier = match sys::Notifier::from_env() {
+        Ok(Some(n)) => std::sync::Arc::new(n),
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a socket for NOTIFY_SOCKET");
+            return None;
+        }
+    };
+    let status = format!(
+        "serving clients on {}, admin on {}",
+        server.client_addr, server.admin_addr
+    );
+    let watchdog = sys::watchdog_interval();
+    if let Some(timeout) = watchdog {
+        tracing::info!(timeout = ?timeout, "systemd watchdog enabled");
+    }
+    if let Err(e) = notifier.ready(&status) {
+        tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
+    }
+    if let Some(timeout) = watchdog {
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(timeout / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = n.watchdog() {
+                    tracing::warn!(error = %e, "cannot notify systemd (WATCHDOG=1)");
+                }
+            }
+        });
+    }
+    Some(notifier)
+}
+
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    // SIGHUP (`systemctl reload`) must not kill the node (its default action would).
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: live configuration reload is not supported yet; restart the node to apply changes"
+            ),
+        }
     }
 }
 

@@ -1,0 +1,241 @@
+//! Operating-system integration for running under systemd: the service notification protocol
+//! (sd_notify(3): `READY=1`, `WATCHDOG=1`, `STOPPING=1`, `STATUS=…` sent as one datagram to
+//! `$NOTIFY_SOCKET`) and the watchdog settings systemd passes in `$WATCHDOG_USEC` /
+//! `$WATCHDOG_PID`. Written against std only; nothing here fails a node that runs without
+//! systemd: with no `$NOTIFY_SOCKET` every send is a no-op.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where `$NOTIFY_SOCKET` says the service manager listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyAddr {
+    /// A socket in the file system (`/run/systemd/notify`).
+    Path(PathBuf),
+    /// A Linux abstract socket: `$NOTIFY_SOCKET` starts with `@`, the name is what follows.
+    Abstract(Vec<u8>),
+}
+
+impl NotifyAddr {
+    /// Parses `$NOTIFY_SOCKET`. `None` for an empty value or one that is neither an absolute
+    /// path nor `@name` (systemd's `vsock:` addresses are not supported).
+    pub fn parse(value: &OsStr) -> Option<NotifyAddr> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = value.as_bytes();
+        match bytes.first()? {
+            b'/' => Some(NotifyAddr::Path(PathBuf::from(value))),
+            b'@' if bytes.len() > 1 => Some(NotifyAddr::Abstract(bytes[1..].to_vec())),
+            _ => None,
+        }
+    }
+}
+
+/// A client of the service manager's notification socket. Build it once with
+/// [`Notifier::from_env`]; sends are cheap (one datagram on an unbound socket).
+#[derive(Debug)]
+pub struct Notifier {
+    addr: NotifyAddr,
+    sock: UnixDatagram,
+}
+
+impl Notifier {
+    /// `Ok(None)` when the process was not started by a service manager that wants
+    /// notifications (`$NOTIFY_SOCKET` unset, empty or unsupported).
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        match std::env::var_os("NOTIFY_SOCKET").and_then(|v| NotifyAddr::parse(&v)) {
+            Some(addr) => Notifier::new(addr).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn new(addr: NotifyAddr) -> io::Result<Notifier> {
+        Ok(Notifier {
+            addr,
+            sock: UnixDatagram::unbound()?,
+        })
+    }
+
+    /// Sends one notification: newline-separated `KEY=VALUE` assignments.
+    pub fn send(&self, state: &str) -> io::Result<()> {
+        let n = match &self.addr {
+            NotifyAddr::Path(p) => self.sock.send_to(state.as_bytes(), p)?,
+            NotifyAddr::Abstract(name) => send_abstract(&self.sock, state.as_bytes(), name)?,
+        };
+        if n != state.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short notify write",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `READY=1`: start-up is finished (every listener is bound), with a status line.
+    pub fn ready(&self, status: &str) -> io::Result<()> {
+        self.send(&format!("READY=1\n{}", status_line(status)))
+    }
+
+    /// `WATCHDOG=1`: the process is alive; resets systemd's `WatchdogSec=` timer.
+    pub fn watchdog(&self) -> io::Result<()> {
+        self.send("WATCHDOG=1")
+    }
+
+    /// `STOPPING=1`: shutdown has begun, with a status line.
+    pub fn stopping(&self, status: &str) -> io::Result<()> {
+        self.send(&format!("STOPPING=1\n{}", status_line(status)))
+    }
+
+    /// `STATUS=…`: free-form text shown by `systemctl status`.
+    pub fn status(&self, status: &str) -> io::Result<()> {
+        self.send(&status_line(status))
+    }
+}
+
+/// `STATUS=<text>` on one line (a newline would start a new assignment).
+fn status_line(status: &str) -> String {
+    format!("STATUS={}", status.replace(['\n', '\r'], " "))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_abstract(sock: &UnixDatagram, buf: &[u8], name: &[u8]) -> io::Result<usize> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    sock.send_to_addr(buf, &addr)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_abstract(_: &UnixDatagram, _: &[u8], _: &[u8]) -> io::Result<usize> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract unix sockets exist only on Linux",
+    ))
+}
+
+/// The watchdog timeout systemd expects `WATCHDOG=1` within, when it is enabled for this
+/// process (`WatchdogSec=` in the unit). Send at half this interval.
+pub fn watchdog_interval() -> Option<Duration> {
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    parse_watchdog(usec.as_deref(), pid.as_deref(), std::process::id())
+}
+
+/// The rules of sd_watchdog_enabled(3): `WATCHDOG_USEC` must be a positive number of
+/// microseconds (not infinity), and when `WATCHDOG_PID` is set it must be this process's pid —
+/// otherwise the variables were inherited from a parent and the watchdog is someone else's.
+pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok()?;
+    if usec == 0 || usec == u64::MAX {
+        return None;
+    }
+    if let Some(pid) = pid {
+        let pid: u32 = pid.trim().parse().ok()?;
+        if pid != my_pid {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn notify_socket_forms() {
+        assert_eq!(
+            NotifyAddr::parse(OsStr::new("/run/systemd/notify")),
+            Some(NotifyAddr::Path("/run/systemd/notify".into()))
+        );
+        assert_eq!(
+            NotifyAddr::parse(OsStr::new("@/org/freedesktop/systemd1/notify/123")),
+            Some(NotifyAddr::Abstract(
+                b"/org/freedesktop/systemd1/notify/123".to_vec()
+            ))
+        );
+        // Non-UTF-8 bytes are kept as they are.
+        assert_eq!(
+            NotifyAddr::parse(OsStr::from_bytes(b"@n\xff")),
+            Some(NotifyAddr::Abstract(b"n\xff".to_vec()))
+        );
+        for bad in ["", "@", "relative/path", "vsock:2:1234"] {
+            assert_eq!(NotifyAddr::parse(OsStr::new(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn watchdog_rules() {
+        let me = 4242;
+        assert_eq!(
+            parse_watchdog(Some("30000000"), None, me),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_watchdog(Some("1500"), Some("4242"), me),
+            Some(Duration::from_micros(1500))
+        );
+        // Set for another process (inherited from a parent): not ours.
+        assert_eq!(parse_watchdog(Some("30000000"), Some("1"), me), None);
+        // Unset, zero, infinity, junk, junk pid.
+        assert_eq!(parse_watchdog(None, Some("4242"), me), None);
+        assert_eq!(parse_watchdog(Some("0"), None, me), None);
+        assert_eq!(parse_watchdog(Some(&u64::MAX.to_string()), None, me), None);
+        assert_eq!(parse_watchdog(Some("30s"), None, me), None);
+        assert_eq!(parse_watchdog(Some("-5"), None, me), None);
+        assert_eq!(parse_watchdog(Some("1000"), Some(""), me), None);
+        assert_eq!(parse_watchdog(Some("1000"), Some("x"), me), None);
+    }
+
+    #[test]
+    fn status_is_one_line() {
+        assert_eq!(status_line("a\nb\r\nc"), "STATUS=a b  c");
+    }
+
+    fn recv(sock: &UnixDatagram) -> String {
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification within 5 s");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn sends_to_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::new(NotifyAddr::parse(path.as_os_str()).unwrap()).unwrap();
+        n.ready("serving\non 8000").unwrap();
+        assert_eq!(recv(&server), "READY=1\nSTATUS=serving on 8000");
+        n.watchdog().unwrap();
+        assert_eq!(recv(&server), "WATCHDOG=1");
+        n.stopping("draining").unwrap();
+        assert_eq!(recv(&server), "STOPPING=1\nSTATUS=draining");
+        n.status("x").unwrap();
+        assert_eq!(recv(&server), "STATUS=x");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sends_to_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("switchyard-test-notify-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let server = UnixDatagram::bind_addr(&addr).unwrap();
+        let n = Notifier::new(NotifyAddr::parse(OsStr::new(&format!("@{name}"))).unwrap()).unwrap();
+        n.watchdog().unwrap();
+        assert_eq!(recv(&server), "WATCHDOG=1");
+    }
+
+    #[test]
+    fn nothing_listening_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Notifier::new(NotifyAddr::Path(dir.path().join("absent"))).unwrap();
+        assert!(n.watchdog().is_err());
+    }
+}
