@@ -13,9 +13,8 @@ use serde_json::{Map, Value, json};
 use crate::node::Node;
 use crate::protocol::types::{Raw, StreamPosition};
 use crate::protocol::{ErrorCode, codes};
-use crate::session::subscribe::{server_subscribe, server_unsubscribe};
 use crate::session::{VERSION, channel_counts};
-use crate::state::{Op, OpResult};
+use crate::state::{Op, OpResult, UserAction};
 
 /// Whether `key` is the configured API key (constant-time); an empty config key allows none.
 pub fn authorized(node: &Node, key: Option<&str>) -> bool {
@@ -95,7 +94,7 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Out {
         "broadcast" => broadcast(node, parse(body)?).await,
         "subscribe" => subscribe(node, parse(body)?).await,
         "unsubscribe" => unsubscribe(node, parse(body)?).await,
-        "disconnect" => disconnect(node, parse(body)?),
+        "disconnect" => disconnect(node, parse(body)?).await,
         "refresh" => refresh(node, parse(body)?),
         "presence" => {
             let r: ChannelReq = parse(body)?;
@@ -289,35 +288,42 @@ async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
     Ok(json!({ "responses": responses }))
 }
 
-fn matching_conns(
-    node: &Node,
-    user: &str,
-    client: Option<&str>,
-) -> Vec<std::sync::Arc<crate::session::conn::Conn>> {
-    node.registry
-        .of_user(user)
-        .into_iter()
-        .filter(|c| client.is_none_or(|want| c.state.lock().client == want))
-        .collect()
+/// Commits a user action; every node then applies it to its own connections of the user.
+async fn user_action(node: &Node, action: UserAction) -> Out {
+    node.log
+        .propose_one(Op::User(action))
+        .await
+        .map_err(|_| codes::INTERNAL)?;
+    Ok(json!({}))
 }
 
 async fn subscribe(node: &Node, r: UserChannelReq) -> Out {
-    let opts = node.channels.resolve(&r.channel)?.clone();
-    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
-        server_subscribe(node, &conn, &r.channel, &opts).await?;
-    }
-    Ok(json!({}))
+    node.channels.resolve(&r.channel)?;
+    user_action(
+        node,
+        UserAction::Subscribe {
+            user: r.user,
+            client: r.client,
+            channel: r.channel,
+        },
+    )
+    .await
 }
 
 async fn unsubscribe(node: &Node, r: UserChannelReq) -> Out {
     node.channels.resolve(&r.channel)?;
-    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
-        server_unsubscribe(node, &conn, &r.channel).await;
-    }
-    Ok(json!({}))
+    user_action(
+        node,
+        UserAction::Unsubscribe {
+            user: r.user,
+            client: r.client,
+            channel: r.channel,
+        },
+    )
+    .await
 }
 
-fn disconnect(node: &Node, r: DisconnectReq) -> Out {
+async fn disconnect(node: &Node, r: DisconnectReq) -> Out {
     let (code, reason) = match r.disconnect {
         Some(d) => {
             if !(3000..=4999).contains(&d.code) {
@@ -330,15 +336,21 @@ fn disconnect(node: &Node, r: DisconnectReq) -> Out {
             codes::FORCE_DISCONNECT.reason.to_string(),
         ),
     };
-    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
-        conn.out.close_with(code, &reason);
-    }
-    Ok(json!({}))
+    user_action(
+        node,
+        UserAction::Disconnect {
+            user: r.user,
+            client: r.client,
+            code,
+            reason,
+        },
+    )
+    .await
 }
 
 fn refresh(node: &Node, r: RefreshReq) -> Out {
     use std::sync::atomic::Ordering;
-    for conn in matching_conns(node, &r.user, r.client.as_deref()) {
+    for conn in node.conns_of(&r.user, r.client.as_deref()) {
         if r.expired {
             conn.out.close(codes::CONNECTION_EXPIRED);
         } else if let Some(at) = r.expire_at {

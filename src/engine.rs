@@ -9,7 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 
 use crate::hub::Hub;
-use crate::state::{Entry, OpResult, StateMachine};
+use std::sync::Arc;
+
+use crate::state::{Entry, Event, OpResult, StateMachine, UserAction};
+
+/// Acts on user actions for this node's connections (set by the node at start).
+pub type UserSink = Arc<dyn Fn(&UserAction) + Send + Sync>;
+
+/// User actions older than this when applied (a log replayed after a restart) are ignored:
+/// they were meant for connections of the past.
+pub const USER_ACTION_MAX_AGE_MS: u64 = 30_000;
 
 /// State machine + local fan-out.
 #[derive(Default)]
@@ -17,6 +26,8 @@ pub struct Engine {
     sm: RwLock<StateMachine>,
     /// Local subscribers.
     pub hub: Hub,
+    /// Where user actions go.
+    user_sink: RwLock<Option<UserSink>>,
 }
 
 impl Engine {
@@ -25,9 +36,23 @@ impl Engine {
         let mut sm = self.sm.write();
         let (results, events) = sm.apply(entry);
         for ev in &events {
-            self.hub.deliver(ev);
+            match ev {
+                Event::User { action, time_ms } => {
+                    if time_ms + USER_ACTION_MAX_AGE_MS >= wall_ms()
+                        && let Some(sink) = self.user_sink.read().as_ref()
+                    {
+                        sink(action);
+                    }
+                }
+                _ => self.hub.deliver(ev),
+            }
         }
         results
+    }
+
+    /// Sets where user actions go.
+    pub fn set_user_sink(&self, sink: UserSink) {
+        *self.user_sink.write() = Some(sink);
     }
 
     /// Replaces the whole state (a snapshot was installed). Local subscribers may have missed

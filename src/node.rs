@@ -12,8 +12,9 @@ use crate::cluster::Cluster;
 use crate::config::{ChannelOptions, Config};
 use crate::engine::Engine;
 use crate::log::Replicator;
-use crate::session::conn::Registry;
-use crate::state::HistoryPolicy;
+use crate::session::conn::{Conn, Registry};
+use crate::session::subscribe::{server_subscribe, server_unsubscribe};
+use crate::state::{HistoryPolicy, UserAction};
 
 /// Everything a connection or API call needs from the node.
 pub struct Node {
@@ -61,6 +62,69 @@ impl Node {
             shutdown,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// This node's connections of `user` (only `client`, when given).
+    pub fn conns_of(&self, user: &str, client: Option<&str>) -> Vec<Arc<Conn>> {
+        self.registry
+            .of_user(user)
+            .into_iter()
+            .filter(|c| client.is_none_or(|want| c.state.lock().client == want))
+            .collect()
+    }
+
+    /// Carries out a committed user action on this node's connections. Called while the
+    /// engine applies, so anything that proposes in turn runs in its own task.
+    pub fn user_action(self: &Arc<Self>, action: &UserAction) {
+        match action.clone() {
+            UserAction::Disconnect {
+                user,
+                client,
+                code,
+                reason,
+            } => {
+                for conn in self.conns_of(&user, client.as_deref()) {
+                    conn.out.close_with(code, &reason);
+                }
+            }
+            UserAction::Subscribe {
+                user,
+                client,
+                channel,
+            } => {
+                let conns = self.conns_of(&user, client.as_deref());
+                let Ok(opts) = self.channels.resolve(&channel).cloned() else {
+                    return;
+                };
+                if conns.is_empty() {
+                    return;
+                }
+                let node = self.clone();
+                tokio::spawn(async move {
+                    for conn in conns {
+                        if let Err(e) = server_subscribe(&node, &conn, &channel, &opts).await {
+                            tracing::info!(user = %user, channel = %channel, code = e.code, "server-side subscribe refused");
+                        }
+                    }
+                });
+            }
+            UserAction::Unsubscribe {
+                user,
+                client,
+                channel,
+            } => {
+                let conns = self.conns_of(&user, client.as_deref());
+                if conns.is_empty() {
+                    return;
+                }
+                let node = self.clone();
+                tokio::spawn(async move {
+                    for conn in conns {
+                        server_unsubscribe(&node, &conn, &channel).await;
+                    }
+                });
+            }
         }
     }
 

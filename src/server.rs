@@ -58,7 +58,7 @@ impl Server {
             .context("starting the cluster")?;
         let log = Replicator::start(cluster.clone());
         let shutdown = CancellationToken::new();
-        let node = Arc::new(Node::new(
+        let node: Arc<Node> = Arc::new(Node::new(
             cfg.clone(),
             engine,
             log,
@@ -66,6 +66,12 @@ impl Server {
             verifier,
             shutdown,
         ));
+        let weak = Arc::downgrade(&node);
+        node.engine.set_user_sink(Arc::new(move |action| {
+            if let Some(node) = weak.upgrade() {
+                node.user_action(action);
+            }
+        }));
         if cfg.auth.api_key.contains("example") || cfg.auth.token_hmac_secret.contains("example") {
             tracing::warn!(
                 "using the example secrets of the shipped config.toml: change auth.api_key and auth.token_hmac_secret before exposing this node"

@@ -94,11 +94,48 @@ pub enum Op {
         /// Emit a leave push.
         join_leave: bool,
     },
+    /// An action on a user's connections wherever they are (server API subscribe,
+    /// unsubscribe, disconnect). Changes no state; every node acts on its own connections.
+    User(UserAction),
     /// Drop a channel's publications; its epoch and top offset stay, so clients that try to
     /// recover across the removal are told they cannot, rather than silently reset.
     HistoryRemove {
         /// Channel.
         channel: String,
+    },
+}
+
+/// An action on the connections of a user (optionally one client of the user).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum UserAction {
+    /// Subscribe the user's connections to a channel.
+    Subscribe {
+        /// User.
+        user: String,
+        /// Only this client, when set.
+        client: Option<String>,
+        /// Channel.
+        channel: String,
+    },
+    /// Unsubscribe the user's connections from a channel.
+    Unsubscribe {
+        /// User.
+        user: String,
+        /// Only this client, when set.
+        client: Option<String>,
+        /// Channel.
+        channel: String,
+    },
+    /// Close the user's connections with a code.
+    Disconnect {
+        /// User.
+        user: String,
+        /// Only this client, when set.
+        client: Option<String>,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
     },
 }
 
@@ -139,6 +176,13 @@ pub enum Event {
         channel: String,
         /// Who left.
         info: ClientInfo,
+    },
+    /// An action on a user's local connections, with the log time it was committed at.
+    User {
+        /// The action.
+        action: UserAction,
+        /// Log time (ms) of the entry.
+        time_ms: u64,
     },
 }
 
@@ -349,6 +393,13 @@ impl StateMachine {
                         info: info.clone(),
                     });
                 }
+                OpResult::Done
+            }
+            Op::User(action) => {
+                events.push(Event::User {
+                    action: action.clone(),
+                    time_ms: now,
+                });
                 OpResult::Done
             }
             Op::HistoryRemove { channel } => {

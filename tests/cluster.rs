@@ -459,3 +459,51 @@ async fn follower_returns_and_catches_up_from_a_snapshot() {
     assert_eq!(off, 61);
     assert_eq!(c.publication("chat:f").await["offset"], 61);
 }
+
+/// Server API subscribe/unsubscribe/disconnect called on one node act on the user's
+/// connections on every node.
+#[tokio::test]
+async fn api_user_operations_reach_other_nodes() {
+    let t = Trio::start();
+    t.wait_leader().await;
+    let mut on_b = Client::open(&t.node(1).ws_url()).await;
+    on_b.connect(&token("roamer")).await;
+    let mut on_c = Client::open(&t.node(2).ws_url()).await;
+    on_c.connect(&token("roamer")).await;
+    let api = |body: serde_json::Value, method: &'static str| {
+        let addr = t.node(0).client_addr;
+        async move { api_call(addr, method, Some(API_KEY), &body.to_string()).await }
+    };
+    let (_, b) = api(
+        json!({"user": "roamer", "channel": "chat:srv"}),
+        "subscribe",
+    )
+    .await;
+    assert_eq!(b["result"], json!({}));
+    for c in [&mut on_b, &mut on_c] {
+        let p = c.push().await;
+        assert_eq!(p["channel"], "chat:srv");
+        assert!(p.get("subscribe").is_some(), "{p}");
+    }
+    publish_via(t.node(0), "chat:srv", json!("hello"))
+        .await
+        .unwrap();
+    assert_eq!(on_b.publication("chat:srv").await["data"], "hello");
+    assert_eq!(on_c.publication("chat:srv").await["data"], "hello");
+
+    api(
+        json!({"user": "roamer", "channel": "chat:srv"}),
+        "unsubscribe",
+    )
+    .await;
+    assert_eq!(on_b.push().await["unsubscribe"]["code"], 2000);
+    assert_eq!(on_c.push().await["unsubscribe"]["code"], 2000);
+
+    api(
+        json!({"user": "roamer", "disconnect": {"code": 4001, "reason": "moved"}}),
+        "disconnect",
+    )
+    .await;
+    assert_eq!(on_b.closed().await, Closed::Code(4001, "moved".into()));
+    assert_eq!(on_c.closed().await, Closed::Code(4001, "moved".into()));
+}
