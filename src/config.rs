@@ -158,6 +158,10 @@ pub struct ClusterConfig {
     pub propose_timeout: Duration,
     /// Take a snapshot (and purge the log behind it) every this many log entries.
     pub snapshot_every: u64,
+    /// A node the leader cannot reach for this long is declared down: the presence of its
+    /// clients is cleared (leave pushes go out).
+    #[serde(with = "duration_str")]
+    pub presence_lease: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -171,6 +175,7 @@ impl Default for ClusterConfig {
             election_timeout_max: Duration::from_millis(2000),
             propose_timeout: Duration::from_secs(5),
             snapshot_every: 5000,
+            presence_lease: Duration::from_secs(10),
         }
     }
 }
@@ -450,6 +455,11 @@ impl Config {
             return bad(
                 "cluster: need 0 < heartbeat_interval < election_timeout_min < election_timeout_max"
                     .into(),
+            );
+        }
+        if c.presence_lease <= c.election_timeout_max {
+            return bad(
+                "cluster.presence_lease must be longer than cluster.election_timeout_max".into(),
             );
         }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {

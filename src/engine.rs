@@ -11,10 +11,11 @@ use parking_lot::RwLock;
 use crate::hub::Hub;
 use std::sync::Arc;
 
-use crate::state::{Entry, Event, OpResult, StateMachine, UserAction};
+use crate::state::{Entry, Event, OpResult, StateMachine};
 
-/// Acts on user actions for this node's connections (set by the node at start).
-pub type UserSink = Arc<dyn Fn(&UserAction) + Send + Sync>;
+/// Acts on committed events other than deliveries (user actions, nodes declared down); set
+/// by the node at start.
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// User actions older than this when applied (a log replayed after a restart) are ignored:
 /// they were meant for connections of the past.
@@ -26,8 +27,8 @@ pub struct Engine {
     sm: RwLock<StateMachine>,
     /// Local subscribers.
     pub hub: Hub,
-    /// Where user actions go.
-    user_sink: RwLock<Option<UserSink>>,
+    /// Where non-delivery events go.
+    sink: RwLock<Option<EventSink>>,
 }
 
 impl Engine {
@@ -37,11 +38,11 @@ impl Engine {
         let (results, events) = sm.apply(entry);
         for ev in &events {
             match ev {
-                Event::User { action, time_ms } => {
-                    if time_ms + USER_ACTION_MAX_AGE_MS >= wall_ms()
-                        && let Some(sink) = self.user_sink.read().as_ref()
-                    {
-                        sink(action);
+                // A replayed log must not act on today's connections.
+                Event::User { time_ms, .. } if time_ms + USER_ACTION_MAX_AGE_MS < wall_ms() => {}
+                Event::User { .. } | Event::NodeDown { .. } => {
+                    if let Some(sink) = self.sink.read().as_ref() {
+                        sink(ev);
                     }
                 }
                 _ => self.hub.deliver(ev),
@@ -50,9 +51,9 @@ impl Engine {
         results
     }
 
-    /// Sets where user actions go.
-    pub fn set_user_sink(&self, sink: UserSink) {
-        *self.user_sink.write() = Some(sink);
+    /// Sets where non-delivery events go.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        *self.sink.write() = Some(sink);
     }
 
     /// Replaces the whole state (a snapshot was installed). Local subscribers may have missed

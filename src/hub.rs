@@ -124,7 +124,7 @@ impl Hub {
         let (channel, join_leave_only) = match event {
             Event::Publication { channel, .. } => (channel, false),
             Event::Join { channel, .. } | Event::Leave { channel, .. } => (channel, true),
-            Event::User { .. } => return,
+            Event::User { .. } | Event::NodeDown { .. } => return,
         };
         let shard = self.shard(channel).read();
         let Some(subs) = shard.get(channel.as_str()) else {
@@ -137,7 +137,7 @@ impl Hub {
             Event::Publication { publication, .. } => encode_push(channel, "pub", &**publication),
             Event::Join { info, .. } => encode_push(channel, "join", &JoinLeave { info }),
             Event::Leave { info, .. } => encode_push(channel, "leave", &JoinLeave { info }),
-            Event::User { .. } => return,
+            Event::User { .. } | Event::NodeDown { .. } => return,
         };
         let mut delivered = 0u64;
         for sub in subs.values() {

@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::log::Replicator;
 use crate::session::conn::{Conn, Registry};
 use crate::session::subscribe::{server_subscribe, server_unsubscribe};
-use crate::state::{HistoryPolicy, UserAction};
+use crate::state::{Event, HistoryPolicy, Op, UserAction};
 
 /// Everything a connection or API call needs from the node.
 pub struct Node {
@@ -36,6 +36,9 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// When the node started.
     pub started: Instant,
+    /// This process's incarnation (start time in ms): presence it records carries it, so a
+    /// restart can clear what an earlier incarnation left.
+    pub incarnation: u64,
     /// Next connection number.
     next_conn: AtomicU64,
 }
@@ -61,6 +64,7 @@ impl Node {
             registry: Registry::default(),
             shutdown,
             started: Instant::now(),
+            incarnation: crate::engine::wall_ms(),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -74,9 +78,52 @@ impl Node {
             .collect()
     }
 
-    /// Carries out a committed user action on this node's connections. Called while the
-    /// engine applies, so anything that proposes in turn runs in its own task.
-    pub fn user_action(self: &Arc<Self>, action: &UserAction) {
+    /// Reacts to committed events that are not deliveries (called while the engine applies,
+    /// so anything that proposes in turn runs in its own task).
+    pub fn on_event(self: &Arc<Self>, event: &Event) {
+        match event {
+            Event::User { action, .. } => self.user_action(action),
+            Event::NodeDown { node } if *node == self.cfg.node.id => self.reannounce(),
+            _ => {}
+        }
+    }
+
+    /// This node was declared down while alive (e.g. cut off for longer than the lease):
+    /// record the presence of its clients again, without join pushes.
+    fn reannounce(self: &Arc<Self>) {
+        let mut ops = Vec::new();
+        for conn in self.registry.all() {
+            let st = conn.state.lock();
+            for (channel, sub) in &st.subs {
+                if sub.presence {
+                    ops.push(Op::Join {
+                        channel: channel.clone(),
+                        info: st.client_info(channel),
+                        node: self.cfg.node.id,
+                        incarnation: self.incarnation,
+                        presence: true,
+                        join_leave: false,
+                    });
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            entries = ops.len(),
+            "this node was declared down while alive: re-announcing its presence"
+        );
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.log.propose(ops).await {
+                tracing::warn!(error = %e, "presence re-announce not committed");
+            }
+        });
+    }
+
+    /// Carries out a committed user action on this node's connections.
+    fn user_action(self: &Arc<Self>, action: &UserAction) {
         match action.clone() {
             UserAction::Disconnect {
                 user,

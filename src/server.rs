@@ -35,6 +35,25 @@ pub struct Server {
     cluster_stop: CancellationToken,
 }
 
+/// Announces this process's incarnation once the cluster can commit, clearing presence that
+/// an earlier run of this node left (its clients are gone). Retried until committed.
+async fn announce_incarnation(node: Arc<Node>, stop: CancellationToken) {
+    let op = crate::state::Op::NodeUp {
+        node: node.cfg.node.id,
+        incarnation: node.incarnation,
+    };
+    loop {
+        match node.log.propose_one(op.clone()).await {
+            Ok(_) => return,
+            Err(e) => tracing::info!(error = %e, "incarnation not announced yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 impl Server {
     /// Binds the listeners and starts serving.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
@@ -67,9 +86,9 @@ impl Server {
             shutdown,
         ));
         let weak = Arc::downgrade(&node);
-        node.engine.set_user_sink(Arc::new(move |action| {
+        node.engine.set_event_sink(Arc::new(move |event| {
             if let Some(node) = weak.upgrade() {
-                node.user_action(action);
+                node.on_event(event);
             }
         }));
         if cfg.auth.api_key.contains("example") || cfg.auth.token_hmac_secret.contains("example") {
@@ -112,6 +131,9 @@ impl Server {
             TaskTracker::new(),
             cluster_stop.clone(),
         ));
+        node.cluster
+            .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
+        tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
         tracing::info!(listener = "client", addr = %client_addr, "listening");
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
         tracing::info!(listener = "cluster", addr = %cluster_addr, "listening");

@@ -78,6 +78,8 @@ pub enum Op {
         info: ClientInfo,
         /// Node that holds the connection.
         node: u64,
+        /// That node's incarnation.
+        incarnation: u64,
         /// Record presence.
         presence: bool,
         /// Emit a join push.
@@ -93,6 +95,20 @@ pub enum Op {
         presence: bool,
         /// Emit a leave push.
         join_leave: bool,
+    },
+    /// A node (re)started with this incarnation: presence its earlier incarnations left is
+    /// cleared (with leave pushes where the channel announces them).
+    NodeUp {
+        /// Node id.
+        node: u64,
+        /// New incarnation (the process start time, so it only grows).
+        incarnation: u64,
+    },
+    /// The leader lost contact with a node for longer than the presence lease: its presence
+    /// is cleared. A node that is alive re-announces its clients when it sees this.
+    NodeDown {
+        /// Node id.
+        node: u64,
     },
     /// An action on a user's connections wherever they are (server API subscribe,
     /// unsubscribe, disconnect). Changes no state; every node acts on its own connections.
@@ -177,6 +193,11 @@ pub enum Event {
         /// Who left.
         info: ClientInfo,
     },
+    /// A node was declared down (its presence cleared).
+    NodeDown {
+        /// Node id.
+        node: u64,
+    },
     /// An action on a user's local connections, with the log time it was committed at.
     User {
         /// The action.
@@ -229,6 +250,10 @@ pub struct PresenceEntry {
     pub info: ClientInfo,
     /// Node holding the connection.
     pub node: u64,
+    /// That node's incarnation (process start) when the client joined.
+    pub incarnation: u64,
+    /// The channel announces leaves.
+    pub join_leave: bool,
 }
 
 /// Outcome of a recovery attempt.
@@ -355,6 +380,7 @@ impl StateMachine {
                 channel,
                 info,
                 node,
+                incarnation,
                 presence,
                 join_leave,
             } => {
@@ -364,6 +390,8 @@ impl StateMachine {
                         PresenceEntry {
                             info: info.clone(),
                             node: *node,
+                            incarnation: *incarnation,
+                            join_leave: *join_leave,
                         },
                     );
                 }
@@ -395,6 +423,15 @@ impl StateMachine {
                 }
                 OpResult::Done
             }
+            Op::NodeUp { node, incarnation } => {
+                self.clear_presence(|e| e.node == *node && e.incarnation < *incarnation, events);
+                OpResult::Done
+            }
+            Op::NodeDown { node } => {
+                self.clear_presence(|e| e.node == *node, events);
+                events.push(Event::NodeDown { node: *node });
+                OpResult::Done
+            }
             Op::User(action) => {
                 events.push(Event::User {
                     action: action.clone(),
@@ -407,6 +444,35 @@ impl StateMachine {
                     s.history.clear();
                 }
                 OpResult::Done
+            }
+        }
+    }
+
+    /// Removes the presence entries matching `gone`, emitting leaves where announced. Channels
+    /// are visited in name order so events come out in the same order on every node.
+    fn clear_presence(&mut self, gone: impl Fn(&PresenceEntry) -> bool, events: &mut Vec<Event>) {
+        let mut channels: Vec<String> = self.presence.keys().cloned().collect();
+        channels.sort();
+        for ch in channels {
+            let m = self.presence.get_mut(&ch).expect("listed");
+            let mut clients: Vec<String> = m
+                .iter()
+                .filter(|(_, e)| gone(e))
+                .map(|(c, _)| c.clone())
+                .collect();
+            clients.sort();
+            for c in clients {
+                if let Some(e) = m.remove(&c)
+                    && e.join_leave
+                {
+                    events.push(Event::Leave {
+                        channel: ch.clone(),
+                        info: e.info,
+                    });
+                }
+            }
+            if m.is_empty() {
+                self.presence.remove(&ch);
             }
         }
     }
@@ -715,12 +781,55 @@ mod tests {
     }
 
     #[test]
+    fn node_up_clears_older_incarnations_and_node_down_clears_all() {
+        let mut sm = StateMachine::default();
+        let join = |c: &str, node: u64, incarnation: u64, join_leave: bool| Op::Join {
+            channel: "p".into(),
+            info: info(c, c),
+            node,
+            incarnation,
+            presence: true,
+            join_leave,
+        };
+        sm.apply(&entry(
+            1,
+            1,
+            vec![
+                join("old", 2, 10, true),
+                join("new", 2, 20, false),
+                join("other", 3, 5, true),
+            ],
+        ));
+        let (_, ev) = sm.apply(&entry(
+            2,
+            2,
+            vec![Op::NodeUp {
+                node: 2,
+                incarnation: 20,
+            }],
+        ));
+        assert_eq!(
+            sm.presence("p").keys().cloned().collect::<Vec<_>>(),
+            vec!["new", "other"]
+        );
+        assert!(matches!(&ev[..], [Event::Leave { info, .. }] if info.client == "old"));
+        let (_, ev) = sm.apply(&entry(3, 3, vec![Op::NodeDown { node: 2 }]));
+        assert_eq!(
+            sm.presence("p").keys().cloned().collect::<Vec<_>>(),
+            vec!["other"]
+        );
+        // "new" did not announce leaves, so only the NodeDown event itself.
+        assert!(matches!(&ev[..], [Event::NodeDown { node: 2 }]));
+    }
+
+    #[test]
     fn presence_join_leave() {
         let mut sm = StateMachine::default();
         let join = |c: &str, u: &str| Op::Join {
             channel: "p".into(),
             info: info(c, u),
             node: 1,
+            incarnation: 1,
             presence: true,
             join_leave: true,
         };

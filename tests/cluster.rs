@@ -507,3 +507,72 @@ async fn api_user_operations_reach_other_nodes() {
     assert_eq!(on_b.closed().await, Closed::Code(4001, "moved".into()));
     assert_eq!(on_c.closed().await, Closed::Code(4001, "moved".into()));
 }
+
+/// Presence converges on every node; the clients of a node that dies leave presence (with
+/// leave pushes) once the leader has not reached it for the presence lease.
+#[tokio::test]
+async fn presence_converges_and_a_dead_nodes_clients_leave() {
+    let mut t = Trio::start_with("presence_lease = \"1s\"");
+    let leader = t.wait_leader().await;
+    let victim = (leader + 1) % 3;
+    let watcher_node = (leader + 2) % 3;
+    let mut watcher = Client::open(&t.node(watcher_node).ws_url()).await;
+    watcher.connect(&token("watcher")).await;
+    watcher
+        .call(
+            "subscribe",
+            json!({"channel": "chat:pres", "join_leave": true}),
+        )
+        .await;
+    let mut clients = vec![];
+    for i in 0..3 {
+        let mut c = Client::open(&t.node(i).ws_url()).await;
+        c.connect(&token(&format!("p{i}"))).await;
+        c.subscribe("chat:pres").await;
+        clients.push(c);
+    }
+    let addrs: Vec<_> = (0..3).map(|i| t.node(i).client_addr).collect();
+    let presence = |i: usize| {
+        let addr = addrs[i];
+        async move {
+            let (_, b) = api_call(
+                addr,
+                "presence",
+                Some(API_KEY),
+                &json!({"channel": "chat:pres"}).to_string(),
+            )
+            .await;
+            let mut users: Vec<String> = b["result"]["presence"]
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .map(|v| v["user"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            users.sort();
+            users
+        }
+    };
+    let all = vec!["p0", "p1", "p2", "watcher"];
+    for i in 0..3 {
+        eventually("presence converges", || async { presence(i).await == all }).await;
+    }
+    t.kill(victim);
+    let gone = format!("p{victim}");
+    // The watcher sees the victim's client leave.
+    loop {
+        let p = watcher.push().await;
+        if p.get("leave").is_some() && p["leave"]["info"]["user"] == json!(gone) {
+            break;
+        }
+    }
+    let expected: Vec<&str> = all.iter().copied().filter(|u| *u != gone).collect();
+    for i in [leader, watcher_node] {
+        eventually(
+            "presence converges without the dead node's client",
+            || async { presence(i).await == expected },
+        )
+        .await;
+    }
+}

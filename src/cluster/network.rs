@@ -27,6 +27,8 @@ pub const VOTE: &str = "/raft/vote";
 pub const SNAPSHOT: &str = "/raft/snapshot";
 /// Proposal forwarding path.
 pub const PROPOSE: &str = "/cluster/propose";
+/// Liveness check by the leader.
+pub const PING: &str = "/cluster/ping";
 
 /// Makes one network client per target node.
 #[derive(Clone, Default)]

@@ -141,6 +141,15 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every connected client.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.users
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
     /// Connected clients.
     pub fn num_clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)

@@ -154,6 +154,7 @@ pub fn register(
         channel: channel.to_string(),
         info: st.client_info(channel),
         node: node.cfg.node.id,
+        incarnation: node.incarnation,
         presence: opts.presence,
         join_leave: opts.join_leave,
     })
