@@ -8,7 +8,7 @@
 #     absent), with as many fields as the kernel's value.
 #   - the limits.d file: "<domain> soft|hard|- nofile <number>" lines, soft <= hard.
 #   - the shipped config.toml passes the unit's ExecStartPre (serve --check-config).
-#   - bash -n on scripts/*.sh, and shellcheck when it is installed.
+#   - bash -n on install.sh, tune-os.sh and this script, and shellcheck when it is installed.
 # verify wants every Exec*= binary to exist, so it runs on a copy of the unit whose
 # /usr/local/bin/switchyard is the binary built from this tree (cargo build, or VERIFY_UNITS_BIN).
 # Installs Debian's systemd package (for systemd-analyze) when missing.
@@ -133,14 +133,15 @@ if ! (cd "$tmp" && SWITCHYARD_NODE__DATA_DIR=/var/lib/switchyard \
   fail "the shipped config.toml does not pass --check-config"
 fi
 
-# --- the operations scripts ---------------------------------------------------------------
-echo "--- bash -n scripts/*.sh"
-for f in scripts/*.sh; do
+# --- the operations scripts that install and tune what this checks ------------------------
+ops_scripts=(scripts/install.sh scripts/tune-os.sh scripts/verify-units.sh)
+echo "--- bash -n ${ops_scripts[*]}"
+for f in "${ops_scripts[@]}"; do
   bash -n "$f" || fail "bash -n $f"
 done
 if command -v shellcheck >/dev/null 2>&1; then
-  echo "--- shellcheck scripts/*.sh"
-  shellcheck scripts/*.sh || fail "shellcheck"
+  echo "--- shellcheck ${ops_scripts[*]}"
+  shellcheck "${ops_scripts[@]}" || fail "shellcheck"
 else
   echo "--- shellcheck not installed: skipped"
 fi
