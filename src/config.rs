@@ -466,12 +466,6 @@ impl Config {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
         if !c.peers.is_empty() {
-            if !c.peers.iter().any(|p| p.id == self.node.id) {
-                return bad(format!(
-                    "cluster.peers must include this node (node.id = {})",
-                    self.node.id
-                ));
-            }
             let ids: BTreeSet<u64> = c.peers.iter().map(|p| p.id).collect();
             if ids.len() != c.peers.len() || ids.contains(&0) {
                 return bad("cluster.peers ids must be unique and > 0".into());

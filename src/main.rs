@@ -28,8 +28,46 @@ enum Cmd {
     Serve(ServeArgs),
     /// Print a token signed with the configured HMAC secret (for testing).
     Token(TokenArgs),
+    /// Inspect or change cluster membership through a node's admin listener.
+    Cluster(ClusterArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    op: ClusterOp,
+    /// The admin listener of any node (changes are forwarded to the leader).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8001")]
+    admin: String,
+}
+
+#[derive(Subcommand)]
+enum ClusterOp {
+    /// Print Raft status: state, term, leader, indexes, nodes, follower lag.
+    Status,
+    /// Add a node as a learner (receives the log, serves clients, does not vote).
+    AddLearner {
+        /// Its node.id.
+        #[arg(long)]
+        id: u64,
+        /// Its cluster address (cluster.advertise).
+        #[arg(long)]
+        addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Its node.id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a voter or learner from the cluster.
+    Remove {
+        /// Its node.id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -94,6 +132,49 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Serve(args) => serve(args),
+        Cmd::Cluster(args) => cluster(args),
+    }
+}
+
+fn cluster(args: ClusterArgs) -> ExitCode {
+    let (path, body) = match args.op {
+        ClusterOp::Status => ("/cluster/status", serde_json::json!({})),
+        ClusterOp::AddLearner { id, addr } => (
+            "/cluster/add-learner",
+            serde_json::json!({"id": id, "addr": addr}),
+        ),
+        ClusterOp::Promote { id } => ("/cluster/promote", serde_json::json!({"id": id})),
+        ClusterOp::Remove { id } => ("/cluster/remove", serde_json::json!({"id": id})),
+    };
+    let addr = args
+        .admin
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = switchyard::transport::peer::PeerClient::new(addr);
+    let body = serde_json::to_vec(&body).expect("json");
+    match rt.block_on(client.post(path, body, Duration::from_secs(60))) {
+        Ok(b) => {
+            match serde_json::from_slice::<serde_json::Value>(&b) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Err(_) => println!("{}", String::from_utf8_lossy(&b)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard cluster: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -81,6 +81,8 @@ async fn acknowledged_publications_survive_a_restart() {
 
 /// A three-node cluster of real processes on 127.0.0.1–3.
 struct Trio {
+    /// `[[cluster.peers]]` tables of the three voters.
+    peers: String,
     nodes: Vec<Option<Proc>>,
     configs: Vec<tempfile::NamedTempFile>,
     data: Vec<tempfile::TempDir>,
@@ -139,6 +141,7 @@ impl Trio {
             data.push(tempfile::tempdir().unwrap());
         }
         let mut t = Trio {
+            peers,
             nodes: vec![],
             configs,
             data,
@@ -575,4 +578,113 @@ async fn presence_converges_and_a_dead_nodes_clients_leave() {
         )
         .await;
     }
+}
+
+/// `switchyard cluster add-learner | promote | remove` through any node's admin listener: a
+/// fourth node not in `cluster.peers` waits, is added as a learner and receives the log, is
+/// promoted to voter, then removed.
+#[tokio::test]
+async fn membership_changes_with_the_cli() {
+    let t = Trio::start();
+    let leader = t.wait_leader().await;
+    for n in 0..5u64 {
+        publish_via(t.node(leader), "chat:m4", json!(n))
+            .await
+            .unwrap();
+    }
+    let cluster_addr = format!("127.0.0.4:{}", free_port("127.0.0.4"));
+    let toml = base_toml()
+        .replace(
+            "[client]\nlisten = \"127.0.0.1:0\"",
+            "[client]\nlisten = \"127.0.0.4:0\"",
+        )
+        .replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            "[admin]\nlisten = \"127.0.0.4:0\"",
+        )
+        .replace(
+            "[cluster]\nlisten = \"127.0.0.1:0\"",
+            &format!("[cluster]\nlisten = \"{cluster_addr}\""),
+        );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    {
+        use std::io::Write;
+        write!(f, "{toml}\n[node]\nid = 4\n{}", t.peers).unwrap();
+    }
+    let fourth = Proc::start(f.path(), &[]);
+    let (st, _) = http_get(fourth.admin_addr, "/readyz").await;
+    assert_eq!(st, 503, "not a member yet");
+
+    // Ask a follower: the change is forwarded to the leader.
+    let follower = (leader + 1) % 3;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("cluster")
+            .args(args)
+            .arg("--admin")
+            .arg(format!("http://{}", t.node(follower).admin_addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let st = cli(&["add-learner", "--id", "4", "--addr", &cluster_addr]);
+    let node4 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == 4)
+        .cloned()
+        .unwrap();
+    assert_eq!(node4["voter"], false, "{st}");
+    let (h, epoch) = t.history(leader, "chat:m4").await;
+    let fourth_history = || async {
+        let (_, b) = api_call(
+            fourth.client_addr,
+            "history",
+            Some(API_KEY),
+            &json!({"channel": "chat:m4", "limit": -1}).to_string(),
+        )
+        .await;
+        b["result"]["publications"]
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    eventually("learner received the log", || async {
+        fourth_history().await == h.len()
+    })
+    .await;
+    let (st, _) = http_get(fourth.admin_addr, "/readyz").await;
+    assert_eq!(st, 200, "a caught-up learner serves clients");
+    // A learner serves clients: publishing through it works (forwarded to the leader).
+    let off = publish_via(&fourth, "chat:m4", json!("via learner"))
+        .await
+        .unwrap();
+    assert_eq!(off, 6);
+    assert!(!epoch.is_empty());
+
+    let st = cli(&["promote", "--id", "4"]);
+    let voters: Vec<u64> = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["voter"] == true)
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3, 4], "{st}");
+
+    let st = cli(&["remove", "--id", "4"]);
+    let ids: Vec<u64> = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3], "{st}");
+    let st = cli(&["status"]);
+    assert_eq!(st["leader"].as_u64().unwrap() as usize, leader + 1);
 }

@@ -29,6 +29,8 @@ pub const SNAPSHOT: &str = "/raft/snapshot";
 pub const PROPOSE: &str = "/cluster/propose";
 /// Liveness check by the leader.
 pub const PING: &str = "/cluster/ping";
+/// Membership changes forwarded to the leader: `/cluster/admin/<op>`.
+pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 
 /// Makes one network client per target node.
 #[derive(Clone, Default)]

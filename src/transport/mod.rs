@@ -154,10 +154,25 @@ async fn route(
                 json(StatusCode::OK, r#"{"ready":true}"#)
             }
         }
-        (Listener::Admin, &Method::GET, "/cluster/status") => json(
+        (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => json(
             StatusCode::OK,
             serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
         ),
+        (Listener::Admin, &Method::POST, p) if p.starts_with("/cluster/") => {
+            let op = p["/cluster/".len()..].to_string();
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            };
+            let (status, body) = node.cluster.admin(&op, &body, true).await;
+            json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            )
+        }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();
             let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)

@@ -111,7 +111,8 @@ impl PeerClient {
                 .map_err(|e| failed(e.to_string()))?
                 .to_bytes();
             if status != StatusCode::OK {
-                return Err(failed(format!("HTTP {status}")));
+                let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                return Err(failed(format!("HTTP {status}: {text}")));
             }
             Ok(body)
         };
