@@ -244,8 +244,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Handlers first: once READY=1 is out, a stop request must drain, not kill.
+        let signals = Signals::install();
         let notifier = systemd_notifier(&server);
-        let signal = wait_for_signal().await;
+        let signal = signals.wait().await;
         tracing::info!(signal, "shutting down");
         if let Some(n) = &notifier {
             let _ = n.stopping("draining client connections");
@@ -301,19 +303,33 @@ fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::N
     Some(notifier)
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    // SIGHUP (`systemctl reload`) must not kill the node (its default action would).
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = int.recv() => return "SIGINT",
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: live configuration reload is not supported yet; restart the node to apply changes"
-            ),
+/// SIGTERM and SIGINT stop the node. SIGHUP (`systemctl reload`) must not kill it (its default
+/// action would): it is logged until live reload lands.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    async fn wait(mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP: live configuration reload is not supported yet; restart the node to apply changes"
+                ),
+            }
         }
     }
 }
