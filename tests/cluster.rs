@@ -103,13 +103,26 @@ impl Trio {
 
     /// Starts three nodes; `cluster_extra` is added to each node's `[cluster]` table.
     fn start_with(cluster_extra: &str) -> Trio {
+        Self::start_via(cluster_extra, None)
+    }
+
+    /// Like [`Trio::start_with`]; with `proxies`, the voter list points at them (proxy i
+    /// forwards to node i), so links can be cut.
+    fn start_via(cluster_extra: &str, proxies: Option<&[Proxy]>) -> Trio {
         let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-        let cluster: Vec<String> = ips
-            .iter()
-            .map(|ip| format!("{ip}:{}", free_port(ip)))
-            .collect();
+        let cluster: Vec<String> = match proxies {
+            None => ips
+                .iter()
+                .map(|ip| format!("{ip}:{}", free_port(ip)))
+                .collect(),
+            Some(p) => p.iter().map(|p| p.target.to_string()).collect(),
+        };
+        let advertised: Vec<String> = match proxies {
+            None => cluster.clone(),
+            Some(p) => p.iter().map(|p| p.addr.to_string()).collect(),
+        };
         let mut peers = String::new();
-        for (i, addr) in cluster.iter().enumerate() {
+        for (i, addr) in advertised.iter().enumerate() {
             peers.push_str(&format!(
                 "[[cluster.peers]]\nid = {}\naddr = \"{addr}\"\n",
                 i + 1
@@ -687,4 +700,135 @@ async fn membership_changes_with_the_cli() {
     assert_eq!(ids, vec![1, 2, 3], "{st}");
     let st = cli(&["status"]);
     assert_eq!(st["leader"].as_u64().unwrap() as usize, leader + 1);
+}
+
+/// A fault-injecting TCP proxy in front of one node's cluster listener: it can refuse (and
+/// cut) connections from given source IPs, or all of them.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    blocked: std::sync::Arc<std::sync::Mutex<(bool, std::collections::HashSet<std::net::IpAddr>)>>,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    /// Listens on `listen_ip:0` and forwards to `target_ip` at a free port (the node's real
+    /// cluster listener, started later).
+    fn spawn(listen_ip: &str, target_ip: &str) -> Proxy {
+        let std_l = std::net::TcpListener::bind((listen_ip, 0)).unwrap();
+        std_l.set_nonblocking(true).unwrap();
+        let addr = std_l.local_addr().unwrap();
+        let target: std::net::SocketAddr = format!("{target_ip}:{}", free_port(target_ip))
+            .parse()
+            .unwrap();
+        let blocked = std::sync::Arc::new(std::sync::Mutex::new((
+            false,
+            std::collections::HashSet::<std::net::IpAddr>::new(),
+        )));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let cut = std::sync::Arc::new(cut);
+        let (b, c) = (blocked.clone(), cut.clone());
+        tokio::spawn(async move {
+            let l = tokio::net::TcpListener::from_std(std_l).unwrap();
+            loop {
+                let Ok((mut inbound, peer)) = l.accept().await else {
+                    return;
+                };
+                let refused = {
+                    let g = b.lock().unwrap();
+                    g.0 || g.1.contains(&peer.ip())
+                };
+                if refused {
+                    continue; // dropped: the connection is reset
+                }
+                let mut rx = c.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            target,
+            blocked,
+            cut,
+        }
+    }
+
+    /// Refuses everything (`all`) or connections from `from`, and cuts live connections.
+    fn block(&self, all: bool, from: &[std::net::IpAddr]) {
+        {
+            let mut g = self.blocked.lock().unwrap();
+            g.0 = all;
+            g.1 = from.iter().copied().collect();
+        }
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+/// The leader is cut off from the other two while all three live: it refuses writes with a
+/// temporary error instead of acknowledging them; the majority elects a new leader and keeps
+/// committing; when the link heals, the old leader converges on the majority's history and
+/// the write it could not commit is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_refuses_writes_and_converges() {
+    let proxies: Vec<Proxy> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| Proxy::spawn(&format!("127.0.1.{}", i + 1), ip))
+        .collect();
+    let t = Trio::start_via("", Some(&proxies));
+    let leader = t.wait_leader().await;
+    for n in 0..3u64 {
+        publish_via(t.node(leader), "chat:part", json!(n))
+            .await
+            .unwrap();
+    }
+    let ip = |i: usize| -> std::net::IpAddr { format!("127.0.0.{}", i + 1).parse().unwrap() };
+
+    // --- cut the leader off: nobody reaches it, and its connections to the others are refused.
+    proxies[leader].block(true, &[]);
+    for (i, p) in proxies.iter().enumerate() {
+        if i != leader {
+            p.block(false, &[ip(leader)]);
+        }
+    }
+    let err = publish_via(t.node(leader), "chat:part", json!("minority"))
+        .await
+        .unwrap_err();
+    assert_eq!(err["error"]["code"], 100, "{err}");
+    assert_eq!(err["error"]["temporary"], true);
+
+    // The majority elects a new leader and commits.
+    let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut committed = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while committed.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "majority did not commit"
+        );
+        committed = publish_via(t.node(majority[0]), "chat:part", json!("majority"))
+            .await
+            .ok();
+    }
+    assert_eq!(committed, Some(4), "the minority's write took no offset");
+
+    // --- heal: the old leader rejoins and converges; its uncommitted write is gone.
+    for p in &proxies {
+        p.block(false, &[]);
+    }
+    let (h, epoch) = t.history(majority[0], "chat:part").await;
+    eventually("old leader converged", || async {
+        t.history(leader, "chat:part").await == (h.clone(), epoch.clone())
+    })
+    .await;
+    assert!(!h.iter().any(|(_, d)| *d == json!("minority")), "{h:?}");
+    assert!(h.contains(&(4, json!("majority"))));
 }

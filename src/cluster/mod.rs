@@ -40,6 +40,8 @@ pub struct Cluster {
     store: Store,
     /// Clients for forwarding proposals to the leader, by node id.
     forward: Mutex<HashMap<NodeId, Arc<PeerClient>>>,
+    /// Local IP for outgoing cluster connections.
+    bind: Option<std::net::IpAddr>,
     /// How long a write may wait.
     propose_timeout: Duration,
     /// Leader-side wall clock, never going backwards across batches.
@@ -82,7 +84,12 @@ impl Cluster {
         }
         .validate()?;
         let id = cfg.node.id;
-        let raft = Raft::new(id, Arc::new(raft_config), Network, store.log_store(), sm).await?;
+        // Outgoing cluster connections leave from the cluster listener's IP when it names one,
+        // so peers (and firewalls) see a node's traffic come from its own address.
+        let listen_ip = cfg.cluster_addr().ip();
+        let bind = (!listen_ip.is_unspecified()).then_some(listen_ip);
+        let network = Network { bind };
+        let raft = Raft::new(id, Arc::new(raft_config), network, store.log_store(), sm).await?;
         let listed = c.peers.is_empty() || c.peers.iter().any(|p| p.id == id);
         if fresh && !listed {
             tracing::warn!(
@@ -119,6 +126,7 @@ impl Cluster {
             id,
             store,
             forward: Mutex::new(HashMap::new()),
+            bind,
             propose_timeout: c.propose_timeout,
             last_time: Mutex::new(0),
         }))
@@ -420,9 +428,9 @@ impl Cluster {
         let mut f = self.forward.lock();
         let c = f
             .entry(id)
-            .or_insert_with(|| Arc::new(PeerClient::new(addr)));
+            .or_insert_with(|| Arc::new(PeerClient::with_bind(addr, self.bind)));
         if c.addr() != addr {
-            *c = Arc::new(PeerClient::new(addr));
+            *c = Arc::new(PeerClient::with_bind(addr, self.bind));
         }
         c.clone()
     }

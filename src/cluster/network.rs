@@ -34,7 +34,10 @@ pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 
 /// Makes one network client per target node.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// Local IP outgoing connections leave from (the cluster listener's, when specific).
+    pub bind: Option<std::net::IpAddr>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -42,7 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            client: Arc::new(PeerClient::new(node.addr.clone())),
+            client: Arc::new(PeerClient::with_bind(node.addr.clone(), self.bind)),
         }
     }
 }

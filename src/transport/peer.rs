@@ -38,14 +38,22 @@ pub enum PeerError {
 /// A client for one peer address.
 pub struct PeerClient {
     addr: String,
+    /// Local address outgoing connections are made from (the node's cluster IP), if any.
+    bind: Option<std::net::IpAddr>,
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl PeerClient {
     /// A client for `addr` (`host:port`); connects lazily.
     pub fn new(addr: impl Into<String>) -> PeerClient {
+        Self::with_bind(addr, None)
+    }
+
+    /// A client whose connections leave from `bind` (port chosen by the kernel).
+    pub fn with_bind(addr: impl Into<String>, bind: Option<std::net::IpAddr>) -> PeerClient {
         PeerClient {
             addr: addr.into(),
+            bind,
             conn: Mutex::new(None),
         }
     }
@@ -60,7 +68,25 @@ impl PeerClient {
             addr: self.addr.clone(),
             why,
         };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.addr))
+        let connect = async {
+            match self.bind {
+                None => TcpStream::connect(&self.addr).await,
+                Some(ip) => {
+                    let target = tokio::net::lookup_host(&self.addr)
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| std::io::Error::other("no address of the bind family"))?;
+                    let sock = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    sock.bind(std::net::SocketAddr::new(ip, 0))?;
+                    sock.connect(target).await
+                }
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
