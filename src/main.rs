@@ -228,6 +228,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    log_nofile_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -263,6 +264,30 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
+/// Descriptors kept for listeners, peer links, the store and logs, beside client connections.
+const NOFILE_RESERVE: u64 = 256;
+/// Below this many descriptors a node cannot hold a production load of connections.
+const NOFILE_WARN_BELOW: u64 = 65_536;
+
+/// Raises the soft open-file limit to the hard one (one descriptor per connection) and logs it.
+fn log_nofile_limit() {
+    match switchyard::sys::raise_nofile_limit() {
+        Ok((soft, hard)) if soft < NOFILE_WARN_BELOW => tracing::warn!(
+            soft,
+            hard,
+            max_connections = soft.saturating_sub(NOFILE_RESERVE),
+            "open-file limit is low: raise LimitNOFILE= (systemd) or the hard `ulimit -n`"
+        ),
+        Ok((soft, hard)) => tracing::info!(
+            soft,
+            hard,
+            max_connections = soft.saturating_sub(NOFILE_RESERVE),
+            "open-file limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// Under systemd (`Type=notify`): tells it the node is ready and, when the unit sets
 /// `WatchdogSec=`, keeps sending `WATCHDOG=1` at half that interval from a runtime task (so a
 /// wedged runtime gets the node restarted). `None` when not started by systemd.
@@ -284,12 +309,17 @@ fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::N
     if let Some(timeout) = watchdog {
         tracing::info!(timeout = ?timeout, "systemd watchdog enabled");
     }
-    if let Err(e) = notifier.ready(&status) {
-        tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
-    }
-    if let Some(timeout) = watchdog {
-        let n = notifier.clone();
-        tokio::spawn(async move {
+    // READY=1 once the node has joined its cluster (member, known leader, caught up), not
+    // merely when it listens: `systemctl start` then means "serving with current state".
+    let (n, node) = (notifier.clone(), server.node.clone());
+    tokio::spawn(async move {
+        node.cluster.wait_ready().await;
+        tracing::info!("node ready: member of the cluster with a known leader");
+        if let Err(e) = n.ready(&status) {
+            tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
+        }
+        // The watchdog applies once start-up is complete: ping from then on.
+        if let Some(timeout) = watchdog {
             let mut tick = tokio::time::interval(timeout / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -298,8 +328,8 @@ fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::N
                     tracing::warn!(error = %e, "cannot notify systemd (WATCHDOG=1)");
                 }
             }
-        });
-    }
+        }
+    });
     Some(notifier)
 }
 

@@ -1,8 +1,8 @@
 //! Operating-system integration for running under systemd: the service notification protocol
 //! (sd_notify(3): `READY=1`, `WATCHDOG=1`, `STOPPING=1`, `STATUS=…` sent as one datagram to
-//! `$NOTIFY_SOCKET`) and the watchdog settings systemd passes in `$WATCHDOG_USEC` /
-//! `$WATCHDOG_PID`. Written against std only; nothing here fails a node that runs without
-//! systemd: with no `$NOTIFY_SOCKET` every send is a no-op.
+//! `$NOTIFY_SOCKET`), the watchdog settings systemd passes in `$WATCHDOG_USEC` /
+//! `$WATCHDOG_PID`, and the open-file limit (one descriptor per client connection). Nothing
+//! here fails a node that runs without systemd: with no `$NOTIFY_SOCKET` every send is a no-op.
 
 use std::ffi::OsStr;
 use std::io;
@@ -142,6 +142,33 @@ pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Opt
     Some(Duration::from_micros(usec))
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (each client connection is a
+/// file descriptor) and returns the `(soft, hard)` limits in force afterwards. If raising is
+/// refused, the unchanged limits are returned; an error only when they cannot be read.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into memory we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the `rlimit` we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    // rlim_t is u64 on 64-bit Linux, narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +264,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = Notifier::new(NotifyAddr::Path(dir.path().join("absent"))).unwrap();
         assert!(n.watchdog().is_err());
+    }
+
+    /// Lowers the soft limit, then checks that raise_nofile_limit brings it back to the hard
+    /// one (in this test process; other tests keep plenty of descriptors meanwhile).
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(clippy::unnecessary_cast)]
+    fn nofile_soft_limit_is_raised_to_hard() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let hard = lim.rlim_max;
+        let lowered = libc::rlimit {
+            rlim_cur: (hard / 2).max(256).min(hard),
+            rlim_max: hard,
+        };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        let (soft, reported_hard) = raise_nofile_limit().unwrap();
+        assert_eq!((soft, reported_hard), (hard as u64, hard as u64));
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, hard, "the kernel has the raised soft limit");
     }
 }

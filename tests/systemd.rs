@@ -26,9 +26,24 @@ impl Node {
     /// `watchdog_usec`, and no `WATCHDOG_PID` unless given (systemd sets it to the main pid,
     /// which the test cannot know before the spawn; unset means "this process").
     fn start(dir: &Path, notify: &Path, watchdog_usec: &str, watchdog_pid: Option<&str>) -> Node {
+        Node::start_with(
+            Command::new(env!("CARGO_BIN_EXE_switchyard")),
+            dir,
+            notify,
+            watchdog_usec,
+            watchdog_pid,
+        )
+    }
+
+    fn start_with(
+        mut cmd: Command,
+        dir: &Path,
+        notify: &Path,
+        watchdog_usec: &str,
+        watchdog_pid: Option<&str>,
+    ) -> Node {
         let cfg = config_file("");
         let log = dir.join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.arg("serve")
             .arg("--config")
             .arg(cfg.path())
@@ -234,5 +249,50 @@ fn watchdog_for_another_pid_is_ignored() {
         "STOPPING=1",
         "no WATCHDOG=1 expected: {next:?}"
     );
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+/// The hard open-file limit of this (test) process, from /proc/self/limits.
+fn hard_nofile() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+}
+
+/// Started with a soft open-file limit below the hard one (as from a login shell), the node
+/// raises the soft limit to the hard one and logs both.
+#[test]
+fn nofile_soft_limit_is_raised_and_logged() {
+    let hard = hard_nofile();
+    assert!(
+        hard > 512,
+        "this test needs a hard nofile limit above 512, got {hard}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::bind(dir.path());
+    // sh lowers its soft limit, then execs the node with it.
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "ulimit -Sn 512 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_switchyard"));
+    let mut node = Node::start_with(sh, dir.path(), &manager.path, "0", None);
+    let ready = manager.recv_until(&mut node, "READY=1", |m| m.starts_with("READY=1"));
+    assert!(ready.starts_with("READY=1"));
+    let log = node.log();
+    let line: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("open-file limit"))
+        })
+        .unwrap_or_else(|| panic!("no open-file limit line in the log:\n{log}"));
+    assert_eq!(line["fields"]["soft"], hard, "{line}");
+    assert_eq!(line["fields"]["hard"], hard, "{line}");
+    assert_eq!(line["fields"]["max_connections"], hard - 256, "{line}");
+    node.signal("TERM");
     assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }

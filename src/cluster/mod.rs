@@ -450,6 +450,16 @@ impl Cluster {
         member && m.current_leader.is_some() && caught_up
     }
 
+    /// Resolves once [`Cluster::is_ready`] holds.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.raft.metrics();
+        while !self.is_ready() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Cluster status for operators.
     pub fn status(&self) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();
