@@ -29,6 +29,8 @@ start_node() {
   # Channel options and secrets come from the shipped config.toml; identity, addresses and
   # the voter list are layered on top as SWITCHYARD_* environment variables.
   (
+    # SWITCHYARD_* variables are config keys to the node: not this script's own.
+    unset SWITCHYARD_BIN
     set -a
     SWITCHYARD_NODE__ID=$n
     SWITCHYARD_NODE__DATA_DIR="$DIR/node-$n/data"
