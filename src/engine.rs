@@ -36,6 +36,13 @@ impl Engine {
     pub fn apply(&self, entry: &Entry) -> Vec<OpResult> {
         let mut sm = self.sm.write();
         let (results, events) = sm.apply(entry);
+        let published = events
+            .iter()
+            .filter(|e| matches!(e, Event::Publication { .. }))
+            .count();
+        if published > 0 {
+            metrics::counter!(crate::metrics::PUBLICATIONS_COMMITTED).increment(published as u64);
+        }
         for ev in &events {
             match ev {
                 // A replayed log must not act on today's connections.

@@ -140,14 +140,21 @@ impl Hub {
             Event::User { .. } | Event::NodeDown { .. } => return,
         };
         let mut delivered = 0u64;
+        let now = std::time::Instant::now();
         for sub in subs.values() {
             if join_leave_only && !sub.join_leave {
                 continue;
             }
-            match sub.out.push(bytes.clone()) {
+            let pushed = if join_leave_only {
+                sub.out.push(bytes.clone())
+            } else {
+                sub.out.push_timed(bytes.clone(), now)
+            };
+            match pushed {
                 Ok(()) => delivered += 1,
                 Err(PushError::Overflow) => {
                     self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::metrics::SLOW_DISCONNECTS).increment(1);
                     tracing::warn!(channel = %channel, "slow consumer: outbound queue full, disconnecting with 3008");
                 }
                 Err(PushError::Closed) => {}

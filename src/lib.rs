@@ -13,6 +13,7 @@
 //! - [`hub`] — local channel → subscriber index and fan-out.
 //! - [`outbound`] — a connection's bounded outbound queue.
 //! - [`sys`] — running under systemd: sd_notify readiness/watchdog/stopping messages.
+//! - [`metrics`] — every metric name, registered at zero; Prometheus rendering.
 //! - [`auth`], [`channels`], [`node`], [`server`].
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod hub;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod outbound;

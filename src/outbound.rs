@@ -19,6 +19,8 @@ pub struct Batch {
     pub pongs: Vec<Bytes>,
     /// Protocol messages, in order.
     pub messages: Vec<Bytes>,
+    /// When each publication among them was applied (for the delivery latency metric).
+    pub applied_at: Vec<std::time::Instant>,
     /// Send a close frame with this code and reason after the messages, then stop.
     pub close: Option<(u16, String)>,
 }
@@ -69,6 +71,7 @@ impl Outbound {
         if st.bytes + msg.len() > self.limit {
             // Drop what is queued: the client is told 3008 right away and will recover.
             st.batch.messages.clear();
+            st.batch.applied_at.clear();
             st.bytes = 0;
             st.closing = true;
             st.batch.close = Some((codes::SLOW.code, codes::SLOW.reason.to_string()));
@@ -80,6 +83,13 @@ impl Outbound {
         st.batch.messages.push(msg);
         drop(st);
         self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Queues a publication push applied at `applied_at` (its delivery latency is measured).
+    pub fn push_timed(&self, msg: Bytes, applied_at: std::time::Instant) -> Result<(), PushError> {
+        self.push(msg)?;
+        self.state.lock().batch.applied_at.push(applied_at);
         Ok(())
     }
 

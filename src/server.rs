@@ -58,6 +58,7 @@ impl Server {
     /// Binds the listeners and starts serving.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let cfg = Arc::new(cfg);
+        crate::metrics::install();
         let verifier = Verifier::new(&cfg.auth)?;
         let client = TcpListener::bind(cfg.client_addr())
             .await

@@ -61,6 +61,7 @@ impl Session {
             if self.conn.out.is_closing() {
                 return Ok(());
             }
+            metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
             let cmd = match decode_command(line) {
                 Ok(c) => c,
                 Err(e) => {
@@ -104,6 +105,8 @@ impl Session {
             Ok(None) => Ok(()),
             Err(Fail::Error(e)) => {
                 tracing::debug!(conn = self.conn.id, method, code = e.code, "command error");
+                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
+                    .increment(1);
                 let _ = self.conn.out.push(encode_error(id, &e).into());
                 Ok(())
             }

@@ -154,6 +154,20 @@ async fn route(
                 json(StatusCode::OK, r#"{"ready":true}"#)
             }
         }
+        (Listener::Admin, &Method::GET, "/metrics") => match crate::metrics::install() {
+            Some(h) => {
+                let mut r = respond(StatusCode::OK, crate::metrics::render(&node, &h));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            None => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics recorder not installed",
+            ),
+        },
         (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => json(
             StatusCode::OK,
             serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
@@ -237,6 +251,8 @@ fn upgrade(mut req: Request<Incoming>, node: Arc<Node>, tracker: TaskTracker) ->
         return respond(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
     if node.shutdown.is_cancelled() {
+        metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
+            .increment(1);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "");
     }
     let asked: Vec<String> = req
@@ -257,9 +273,12 @@ fn upgrade(mut req: Request<Incoming>, node: Arc<Node>, tracker: TaskTracker) ->
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade refused");
+            metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "bad_upgrade")
+                .increment(1);
             return respond(StatusCode::BAD_REQUEST, "bad WebSocket upgrade");
         }
     };
+    metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
     tracker.spawn(async move {
         match fut.await {
             Ok(ws) => ws::serve(node, ws, proto).await,

@@ -140,6 +140,7 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
             );
             break;
         }
+        metrics::counter!(crate::metrics::BYTES_IN).increment(msg.len() as u64);
         if std::str::from_utf8(&msg).is_err() {
             conn.out.close_with(1007, "invalid UTF-8");
             break;
@@ -256,9 +257,22 @@ async fn write_loop(
                 } else {
                     join(&batch.messages)
                 };
+                let len = payload.len() as u64;
                 wr.write_frame(Frame::text(Payload::Owned(payload))).await?;
+                metrics::counter!(crate::metrics::MESSAGES_OUT)
+                    .increment(batch.messages.len() as u64);
+                metrics::counter!(crate::metrics::BYTES_OUT).increment(len);
+                if !batch.applied_at.is_empty() {
+                    let h = metrics::histogram!(crate::metrics::DELIVERY_LATENCY);
+                    let now = std::time::Instant::now();
+                    for t in &batch.applied_at {
+                        h.record(now.duration_since(*t).as_secs_f64());
+                    }
+                }
             }
             if let Some((code, reason)) = &batch.close {
+                metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string())
+                    .increment(1);
                 wr.write_frame(Frame::close(*code, reason.as_bytes()))
                     .await?;
             }

@@ -1,0 +1,209 @@
+//! Metrics: every name in one place, registered at zero at start-up so dashboards and tests see
+//! every series from the first scrape; rendered in the Prometheus text format on the admin
+//! listener's `/metrics`. Counters are bumped where things happen; gauges that describe state
+//! (connections, subscriptions, Raft, store, process) are set at scrape time.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::node::Node;
+use crate::protocol::codes;
+
+/// Connected clients (completed `connect`).
+pub const CONNECTIONS: &str = "switchyard_connections";
+/// WebSocket upgrades accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "switchyard_connections_accepted_total";
+/// Connections refused before the upgrade, by `reason`.
+pub const CONNECTIONS_REJECTED: &str = "switchyard_connections_rejected_total";
+/// Subscriptions of local connections.
+pub const SUBSCRIPTIONS: &str = "switchyard_subscriptions";
+/// Channels with local subscribers.
+pub const CHANNELS: &str = "switchyard_channels";
+/// Commands received from clients.
+pub const MESSAGES_IN: &str = "switchyard_messages_in_total";
+/// Messages (replies and pushes) written to clients.
+pub const MESSAGES_OUT: &str = "switchyard_messages_out_total";
+/// WebSocket payload bytes received from clients.
+pub const BYTES_IN: &str = "switchyard_bytes_in_total";
+/// WebSocket payload bytes written to clients.
+pub const BYTES_OUT: &str = "switchyard_bytes_out_total";
+/// Publications applied on this node (committed through Raft).
+pub const PUBLICATIONS_COMMITTED: &str = "switchyard_publications_committed_total";
+/// Time from a publication's apply on this node to its write to a subscriber's socket.
+pub const DELIVERY_LATENCY: &str = "switchyard_delivery_latency_seconds";
+/// Subscribers disconnected with 3008 because their outbound queue overflowed.
+pub const SLOW_DISCONNECTS: &str = "switchyard_slow_consumer_disconnects_total";
+/// Requests refused by a rate limit, by `limit` (limits arrive with the hardening work).
+pub const RATE_LIMITED: &str = "switchyard_rate_limited_total";
+/// Error replies to client commands, by `code`.
+pub const COMMAND_ERRORS: &str = "switchyard_command_errors_total";
+/// Connections closed by the server, by close `code`.
+pub const DISCONNECTS: &str = "switchyard_disconnects_total";
+/// Raft term.
+pub const RAFT_TERM: &str = "switchyard_raft_term";
+/// Raft leader's node id (0 when unknown).
+pub const RAFT_LEADER: &str = "switchyard_raft_leader";
+/// 1 when this node is the leader.
+pub const RAFT_IS_LEADER: &str = "switchyard_raft_is_leader";
+/// Index of the last log entry on this node.
+pub const RAFT_LAST_LOG_INDEX: &str = "switchyard_raft_last_log_index";
+/// Index of the last applied entry on this node.
+pub const RAFT_APPLIED_INDEX: &str = "switchyard_raft_applied_index";
+/// Entries a follower is behind the leader, by `node` (reported by the leader).
+pub const RAFT_FOLLOWER_LAG: &str = "switchyard_raft_follower_lag";
+/// Bytes the sled store occupies on disk.
+pub const STORE_BYTES: &str = "switchyard_store_bytes";
+/// Resident memory of the process.
+pub const PROCESS_RSS: &str = "switchyard_process_resident_memory_bytes";
+/// Open file descriptors of the process.
+pub const PROCESS_FDS: &str = "switchyard_process_open_fds";
+
+/// Buckets of the delivery latency histogram, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Reasons counted under [`CONNECTIONS_REJECTED`].
+pub const REJECT_REASONS: &[&str] = &["shutting_down", "bad_upgrade"];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls, e.g. several nodes in one test
+/// process, share it) and registers every series at zero.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(h) => {
+                    register_all();
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn register_all() {
+    for (name, help) in [
+        (CONNECTIONS_ACCEPTED, "WebSocket upgrades accepted"),
+        (MESSAGES_IN, "commands received from clients"),
+        (MESSAGES_OUT, "messages written to clients"),
+        (BYTES_IN, "payload bytes received from clients"),
+        (BYTES_OUT, "payload bytes written to clients"),
+        (PUBLICATIONS_COMMITTED, "publications applied on this node"),
+        (
+            SLOW_DISCONNECTS,
+            "subscribers disconnected as slow consumers (3008)",
+        ),
+    ] {
+        describe_counter!(name, help);
+        counter!(name).absolute(0);
+    }
+    describe_counter!(
+        CONNECTIONS_REJECTED,
+        "connections refused before the upgrade"
+    );
+    for reason in REJECT_REASONS {
+        counter!(CONNECTIONS_REJECTED, "reason" => *reason).absolute(0);
+    }
+    describe_counter!(RATE_LIMITED, "requests refused by a rate limit");
+    describe_counter!(COMMAND_ERRORS, "error replies to client commands, by code");
+    for e in [
+        codes::INTERNAL,
+        codes::UNKNOWN_CHANNEL,
+        codes::PERMISSION_DENIED,
+        codes::METHOD_NOT_FOUND,
+        codes::ALREADY_SUBSCRIBED,
+        codes::LIMIT_EXCEEDED,
+        codes::BAD_REQUEST,
+        codes::NOT_AVAILABLE,
+        codes::TOKEN_EXPIRED,
+        codes::UNRECOVERABLE_POSITION,
+    ] {
+        counter!(COMMAND_ERRORS, "code" => e.code.to_string()).absolute(0);
+    }
+    describe_counter!(
+        DISCONNECTS,
+        "connections closed by the server, by close code"
+    );
+    for d in [
+        codes::SHUTDOWN,
+        codes::SLOW,
+        codes::NO_PONG,
+        codes::STALE,
+        codes::INVALID_TOKEN,
+        codes::BAD_REQUEST_DISCONNECT,
+        codes::MESSAGE_TOO_BIG,
+    ] {
+        counter!(DISCONNECTS, "code" => d.code.to_string()).absolute(0);
+    }
+    for (name, help) in [
+        (CONNECTIONS, "connected clients"),
+        (SUBSCRIPTIONS, "subscriptions of local connections"),
+        (CHANNELS, "channels with local subscribers"),
+        (RAFT_TERM, "Raft term"),
+        (RAFT_LEADER, "Raft leader node id (0: unknown)"),
+        (RAFT_IS_LEADER, "1 when this node leads"),
+        (RAFT_LAST_LOG_INDEX, "last log index on this node"),
+        (RAFT_APPLIED_INDEX, "last applied index on this node"),
+        (STORE_BYTES, "sled store size on disk"),
+        (PROCESS_RSS, "resident memory of the process"),
+        (PROCESS_FDS, "open file descriptors of the process"),
+    ] {
+        describe_gauge!(name, help);
+        gauge!(name).set(0.0);
+    }
+    describe_gauge!(
+        RAFT_FOLLOWER_LAG,
+        "entries a follower is behind (leader only)"
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        metrics::Unit::Seconds,
+        "publication apply on this node to socket write"
+    );
+    let _ = histogram!(DELIVERY_LATENCY);
+}
+
+/// Sets the state gauges and renders the Prometheus text.
+pub fn render(node: &Node, handle: &PrometheusHandle) -> String {
+    gauge!(CONNECTIONS).set(node.registry.num_clients() as f64);
+    gauge!(SUBSCRIPTIONS).set(node.engine.hub.num_subscriptions() as f64);
+    gauge!(CHANNELS).set(node.engine.hub.channels().len() as f64);
+    let st = node.cluster.status();
+    gauge!(RAFT_TERM).set(st["term"].as_f64().unwrap_or(0.0));
+    gauge!(RAFT_LEADER).set(st["leader"].as_f64().unwrap_or(0.0));
+    gauge!(RAFT_IS_LEADER).set(if st["leader"] == st["id"] { 1.0 } else { 0.0 });
+    gauge!(RAFT_LAST_LOG_INDEX).set(st["last_log_index"].as_f64().unwrap_or(0.0));
+    gauge!(RAFT_APPLIED_INDEX).set(st["applied_index"].as_f64().unwrap_or(0.0));
+    if let Some(lag) = st["follower_lag"].as_object() {
+        for (id, v) in lag {
+            gauge!(RAFT_FOLLOWER_LAG, "node" => id.clone()).set(v.as_f64().unwrap_or(0.0));
+        }
+    }
+    gauge!(STORE_BYTES).set(st["store_bytes"].as_f64().unwrap_or(0.0));
+    if let Some(rss) = process_rss_bytes() {
+        gauge!(PROCESS_RSS).set(rss as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!(PROCESS_FDS).set(fds.count() as f64);
+    }
+    handle.run_upkeep();
+    handle.render()
+}
+
+fn process_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
