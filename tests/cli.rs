@@ -155,4 +155,31 @@ async fn sigterm_closes_clients_with_3001_and_exits_zero() {
         log.contains("shutting down") && log.contains("SIGTERM"),
         "{log}"
     );
+
+    // Restarted on the same data directory, it serves the same history.
+    let data = p.data.take().expect("test-made data dir");
+    let dir = data.path().display().to_string();
+    let p2 = Proc::start(
+        cfg.path(),
+        &[
+            ("SWITCHYARD_AUTH__API_KEY", "12345"),
+            ("SWITCHYARD_NODE__DATA_DIR", dir.as_str()),
+        ],
+    );
+    let (_, h) = api_call(
+        p2.client_addr,
+        "history",
+        Some("12345"),
+        &json!({"channel": "chat:x", "limit": -1}).to_string(),
+    )
+    .await;
+    let pubs = h["result"]["publications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pubs.len(), 1, "{h}");
+    assert_eq!(
+        (pubs[0]["offset"].clone(), pubs[0]["data"].clone()),
+        (json!(1), json!(1))
+    );
 }
