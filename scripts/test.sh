@@ -11,9 +11,23 @@ need node "Node.js 18+ for the centrifuge-js compatibility test"
 need npm "npm for the centrifuge-js compatibility test"
 need python3 "Python 3.9+ for the centrifuge-python compatibility test"
 need openssl "openssl CLI, used to make RSA/ECDSA test keys"
+# Also needed: Debian's chromium (installed below when running as root).
 
 echo "--- installing centrifuge-js (tests/compat/js)"
 (cd tests/compat/js && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "--- installing playwright-core (tests/status-page), for the status page test"
+(cd tests/status-page && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "--- apt-get install chromium (the status page test drives it headless)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "scripts/test.sh: chromium is required for the status page test: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
 
 echo "--- installing centrifuge-python (tests/compat/python/.venv)"
 if [ ! -x tests/compat/python/.venv/bin/python ]; then

@@ -6,6 +6,7 @@
 //! - [`protocol`] — client protocol v2 types, JSON codec, error/disconnect code table (pure).
 //! - [`session`] — one client: connect/auth, command dispatch, subscriptions.
 //! - [`api`] — the server HTTP API.
+//! - [`admin`] — the status page (HTML compiled in) and its JSON endpoints.
 //! - [`ops`] — publish/history/presence shared by `session` and `api`.
 //! - [`log`] — the write path's seam: batching proposals into log entries.
 //! - [`engine`] — state machine + hub under one lock: apply and deliver in log order.
@@ -16,6 +17,7 @@
 //! - [`metrics`] — every metric name, registered at zero; Prometheus rendering.
 //! - [`auth`], [`channels`], [`node`], [`server`].
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod channels;

@@ -154,6 +154,31 @@ async fn route(
                 json(StatusCode::OK, r#"{"ready":true}"#)
             }
         }
+        (Listener::Admin, &Method::GET, "/" | "/status") => {
+            let mut r = respond(StatusCode::OK, crate::admin::STATUS_HTML);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        (Listener::Admin, &Method::GET, "/status/channels") => {
+            json(StatusCode::OK, crate::admin::top_channels(&node))
+        }
+        (Listener::Admin, &Method::POST, "/status/presence") => {
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            };
+            let (status, body) = crate::admin::presence(&node, &body);
+            json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                body,
+            )
+        }
         (Listener::Admin, &Method::GET, "/metrics") => match crate::metrics::install() {
             Some(h) => {
                 let mut r = respond(StatusCode::OK, crate::metrics::render(&node, &h));
