@@ -18,9 +18,13 @@ use crate::state::{Op, OpResult, UserAction};
 
 /// Whether `key` is the configured API key (constant-time); an empty config key allows none.
 pub fn authorized(node: &Node, key: Option<&str>) -> bool {
-    let want = node.cfg.auth.api_key.as_bytes();
+    key_matches(key, &node.cfg.auth.api_key)
+}
+
+/// Whether `key` equals `want` (constant-time); an empty `want` matches nothing.
+pub fn key_matches(key: Option<&str>, want: &str) -> bool {
     match key {
-        Some(k) if !want.is_empty() => constant_time_eq(k.as_bytes(), want),
+        Some(k) if !want.is_empty() => constant_time_eq(k.as_bytes(), want.as_bytes()),
         _ => false,
     }
 }
@@ -239,7 +243,18 @@ fn position(offset: u64, epoch: String) -> Value {
     Value::Object(m)
 }
 
+/// Refuses publication data larger than `api.max_publication_size` (107).
+fn check_size(node: &Node, data: &Raw) -> Result<(), Fail> {
+    if data.get().len() > node.cfg.api.max_publication_size {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "api_publication_size")
+            .increment(1);
+        return Err(codes::BAD_REQUEST.into());
+    }
+    Ok(())
+}
+
 async fn publish(node: &Node, r: PublishReq) -> Out {
+    check_size(node, &r.data)?;
     let opts = node.channels.resolve(&r.channel)?.clone();
     let (offset, epoch) = node
         .publish(&r.channel, &opts, r.data, None, r.tags, r.skip_history)
@@ -249,6 +264,7 @@ async fn publish(node: &Node, r: PublishReq) -> Out {
 
 async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
     // Valid channels go into one proposal (one log entry); invalid ones get their error.
+    check_size(node, &r.data)?;
     let mut slots: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(r.channels.len());
     let mut ops = Vec::new();
     for ch in &r.channels {

@@ -43,10 +43,12 @@ impl Channels {
     /// The options of `channel`: 107 for an empty or too long name (or one with a control
     /// character), 102 for an unknown namespace.
     pub fn resolve(&self, channel: &str) -> Result<&ChannelOptions, ErrorCode> {
-        if channel.is_empty()
-            || channel.len() > self.max_length
-            || channel.chars().any(char::is_control)
-        {
+        if channel.len() > self.max_length {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "channel_max_length")
+                .increment(1);
+            return Err(codes::BAD_REQUEST);
+        }
+        if channel.is_empty() || channel.chars().any(char::is_control) {
             return Err(codes::BAD_REQUEST);
         }
         let name = channel.strip_prefix(PRIVATE_PREFIX).unwrap_or(channel);

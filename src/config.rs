@@ -96,6 +96,37 @@ pub struct ClientConfig {
     pub recovery_max_publications: usize,
     /// Most publications one `history` call returns.
     pub history_max_publications: usize,
+    /// PEM certificate chain for `wss://` / `https://` on the client listener (with `tls_key`;
+    /// both unset = plain TCP). Reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Longest time a new connection may take to finish its TLS handshake and send its HTTP
+    /// request head (slowloris protection); the connection is closed after it.
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+    /// Largest HTTP request head (request line and headers), in bytes; larger: HTTP 431.
+    pub max_header_size: usize,
+    /// Most WebSocket connections this node serves at once; beyond it an upgrade is answered
+    /// HTTP 503 (0 = no cap).
+    pub max_connections: usize,
+    /// Most simultaneous TCP connections from one IP address to the client listener; beyond
+    /// it requests are answered HTTP 503 (0 = no cap).
+    pub max_connections_per_ip: usize,
+    /// New TCP connections per second accepted from one IP address (sustained rate); beyond
+    /// it requests are answered HTTP 429 (0 = no limit).
+    pub connection_rate_per_ip: u32,
+    /// How many connections one IP address may open in a burst above the rate.
+    pub connection_burst_per_ip: u32,
+    /// Commands per second one connection may send (sustained); beyond it a command is
+    /// answered with error 111, and a client that keeps on is closed with 3013 (0 = no limit).
+    pub command_rate: u32,
+    /// How many commands one connection may send in a burst above the rate.
+    pub command_burst: u32,
+    /// Origins allowed to open WebSocket connections (`Origin` header): exact origins such as
+    /// `https://app.example.com`, or `*`. Empty: requests without an `Origin` (non-browser
+    /// clients) and same-origin requests (Origin host = Host header) only.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -112,6 +143,17 @@ impl Default for ClientConfig {
             channel_max_length: 255,
             recovery_max_publications: 300,
             history_max_publications: 1000,
+            tls_cert: None,
+            tls_key: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_header_size: 32 * 1024,
+            max_connections: 100_000,
+            max_connections_per_ip: 5_000,
+            connection_rate_per_ip: 200,
+            connection_burst_per_ip: 1_000,
+            command_rate: 50,
+            command_burst: 200,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -122,12 +164,18 @@ impl Default for ClientConfig {
 pub struct AdminConfig {
     /// Address of the admin listener; keep it on loopback or a management network.
     pub listen: String,
+    /// When non-empty, membership changes (`POST /cluster/<op>`) and presence lookups on the
+    /// admin listener need `X-API-Key: KEY` (or `Authorization: apikey KEY`). `switchyard
+    /// cluster` sends it from the same config file.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
+    pub api_key: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8001".into(),
+            api_key: String::new(),
         }
     }
 }
@@ -162,6 +210,15 @@ pub struct ClusterConfig {
     /// clients is cleared (leave pushes go out).
     #[serde(with = "duration_str")]
     pub presence_lease: Duration,
+    /// PEM CA certificate(s) of the cluster. With `tls_cert` and `tls_key`, cluster traffic is
+    /// mutual TLS: a peer must present a certificate signed by this CA to append, vote or
+    /// forward, and peers' server certificates must name the address they are dialled at.
+    /// `switchyard cert ca|node` makes them. Reloaded on SIGHUP.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node (server and client authentication).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -176,6 +233,9 @@ impl Default for ClusterConfig {
             propose_timeout: Duration::from_secs(5),
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -239,12 +299,16 @@ impl Default for AuthConfig {
 pub struct ApiConfig {
     /// Largest request body accepted by `/api/*`, in bytes (larger: HTTP 413).
     pub max_body_size: usize,
+    /// Largest publication `data` accepted by `publish` / `broadcast`, in bytes (larger:
+    /// error 107 "bad request"). Keeps one API call from pushing more than a client may be sent.
+    pub max_publication_size: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_size: 1024 * 1024,
+            max_publication_size: 262_144,
         }
     }
 }
@@ -506,12 +570,46 @@ impl Config {
                 return bad(format!("namespace {:?} is defined twice", ns.name));
             }
         }
+        if self.client.tls_cert.is_some() != self.client.tls_key.is_some() {
+            return bad("client.tls_cert and client.tls_key go together".into());
+        }
+        let c = &self.cluster;
+        let set = [&c.tls_ca, &c.tls_cert, &c.tls_key]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if set != 0 && set != 3 {
+            return bad("cluster.tls_ca, cluster.tls_cert and cluster.tls_key go together".into());
+        }
+        if self.client.handshake_timeout.is_zero() {
+            return bad("client.handshake_timeout must be > 0".into());
+        }
+        if !(1024..=1024 * 1024).contains(&self.client.max_header_size) {
+            return bad("client.max_header_size must be between 1024 and 1048576".into());
+        }
+        if (self.client.command_rate > 0 && self.client.command_burst == 0)
+            || (self.client.connection_rate_per_ip > 0 && self.client.connection_burst_per_ip == 0)
+        {
+            return bad("client.command_burst and client.connection_burst_per_ip must be > 0 when their rate is set".into());
+        }
+        for o in &self.client.allowed_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return bad(format!(
+                    "client.allowed_origins: {o:?} must be \"*\" or an origin such as \"https://app.example.com\""
+                ));
+            }
+        }
         for (key, path) in [
             ("auth.token_rsa_public_key", &self.auth.token_rsa_public_key),
             (
                 "auth.token_ecdsa_public_key",
                 &self.auth.token_ecdsa_public_key,
             ),
+            ("client.tls_cert", &self.client.tls_cert),
+            ("client.tls_key", &self.client.tls_key),
+            ("cluster.tls_ca", &self.cluster.tls_ca),
+            ("cluster.tls_cert", &self.cluster.tls_cert),
+            ("cluster.tls_key", &self.cluster.tls_key),
         ] {
             if let Some(p) = path
                 && !p.exists()
@@ -520,6 +618,39 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The sections whose changes from `self` to `new` need a restart: everything except the
+    /// limits and origins of `[client]` and `log.level`, which a reload (SIGHUP) applies.
+    /// (TLS files are re-read on reload; changing their paths needs a restart.)
+    pub fn restart_needed(&self, new: &Config) -> Vec<String> {
+        const LIVE: &[(&str, &str)] = &[
+            ("client", "max_connections"),
+            ("client", "max_connections_per_ip"),
+            ("client", "connection_rate_per_ip"),
+            ("client", "connection_burst_per_ip"),
+            ("client", "command_rate"),
+            ("client", "command_burst"),
+            ("client", "allowed_origins"),
+            ("log", "level"),
+        ];
+        let strip = |c: &Config| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            for (section, key) in LIVE {
+                if let Some(s) = v.get_mut(*section).and_then(|s| s.as_object_mut()) {
+                    s.remove(*key);
+                }
+            }
+            v
+        };
+        let (old, new) = (strip(self), strip(new));
+        let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+            return vec!["?".into()];
+        };
+        o.iter()
+            .filter(|(k, v)| n.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// The client listener address (validated).

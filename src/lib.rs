@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod hub;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod node;
@@ -36,6 +37,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod sys;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

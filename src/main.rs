@@ -30,6 +30,8 @@ enum Cmd {
     Token(TokenArgs),
     /// Inspect or change cluster membership through a node's admin listener.
     Cluster(ClusterArgs),
+    /// Make TLS certificates: a cluster CA, and node certificates signed by it.
+    Cert(CertArgs),
     /// Print the version.
     Version,
 }
@@ -41,6 +43,54 @@ struct ClusterArgs {
     /// The admin listener of any node (changes are forwarded to the leader).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8001")]
     admin: String,
+    /// Config file whose admin.api_key is sent (default: ./config.toml when present).
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CertArgs {
+    #[command(subcommand)]
+    op: CertOp,
+}
+
+#[derive(Subcommand)]
+enum CertOp {
+    /// Make a self-signed CA: <out>/ca.pem and <out>/ca.key.
+    Ca {
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Switchyard cluster CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Make a certificate signed by the CA, for a node's cluster listener (server and client
+    /// authentication) or its client listener: <out>/<name>.pem and <out>/<name>.key.
+    Node {
+        /// Name (common name and file name), e.g. node1.
+        #[arg(long)]
+        name: String,
+        /// An address or DNS name the node is reached at (repeat): what peers dial, e.g. the
+        /// host part of its cluster.advertise.
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        /// The CA certificate.
+        #[arg(long, default_value = "ca.pem")]
+        ca_cert: PathBuf,
+        /// The CA private key.
+        #[arg(long, default_value = "ca.key")]
+        ca_key: PathBuf,
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,7 +183,61 @@ fn main() -> ExitCode {
         },
         Cmd::Serve(args) => serve(args),
         Cmd::Cluster(args) => cluster(args),
+        Cmd::Cert(args) => match cert(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard cert: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// Writes `text` to `path`, refusing to overwrite; `private` files are mode 0600.
+fn write_new(path: &std::path::Path, text: &str, private: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    use switchyard::tls::certs;
+    match args.op {
+        CertOp::Ca { out, name, days } => {
+            let p = certs::ca(&name, days)?;
+            std::fs::create_dir_all(&out)?;
+            write_new(&out.join("ca.pem"), &p.cert_pem, false)?;
+            write_new(&out.join("ca.key"), &p.key_pem, true)?;
+        }
+        CertOp::Node {
+            name,
+            sans,
+            ca_cert,
+            ca_key,
+            out,
+            days,
+        } => {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                anyhow::bail!("--name {name:?} must be a plain file name");
+            }
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            };
+            let p = certs::node(&name, &sans, &read(&ca_cert)?, &read(&ca_key)?, days)?;
+            std::fs::create_dir_all(&out)?;
+            write_new(&out.join(format!("{name}.pem")), &p.cert_pem, false)?;
+            write_new(&out.join(format!("{name}.key")), &p.key_pem, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn cluster(args: ClusterArgs) -> ExitCode {
@@ -161,7 +265,19 @@ fn cluster(args: ClusterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = switchyard::transport::peer::PeerClient::new(addr);
+    let mut client = switchyard::transport::peer::PeerClient::new(addr);
+    // The admin key, when the config sets one (a missing default config.toml is fine).
+    match Config::load(args.config.as_deref()) {
+        Ok(cfg) if !cfg.admin.api_key.is_empty() => {
+            client = client.with_header("x-api-key", cfg.admin.api_key);
+        }
+        Ok(_) => {}
+        Err(e) if args.config.is_some() => {
+            eprintln!("switchyard cluster: {e}");
+            return ExitCode::from(2);
+        }
+        Err(_) => {}
+    }
     let body = serde_json::to_vec(&body).expect("json");
     match rt.block_on(client.post(path, body, Duration::from_secs(60))) {
         Ok(b) => {
@@ -216,6 +332,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(v) = args.log_level {
         overrides.push(("log.level", v.into()));
     }
+    let reload_overrides = overrides.clone();
     let cfg = match Config::load_with(args.config.as_deref(), overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -227,7 +344,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
+    let log_reload = init_logging(&cfg);
     log_nofile_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -246,9 +363,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         // Handlers first: once READY=1 is out, a stop request must drain, not kill.
-        let signals = Signals::install();
+        let mut signals = Signals::install();
         let notifier = systemd_notifier(&server);
-        let signal = signals.wait().await;
+        let signal = loop {
+            match signals.next().await {
+                Sig::Stop(name) => break name,
+                Sig::Reload => reload(
+                    &server,
+                    args.config.as_deref(),
+                    &reload_overrides,
+                    &log_reload,
+                ),
+            }
+        };
         tracing::info!(signal, "shutting down");
         if let Some(n) = &notifier {
             let _ = n.stopping("draining client connections");
@@ -333,8 +460,46 @@ fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::N
     Some(notifier)
 }
 
-/// SIGTERM and SIGINT stop the node. SIGHUP (`systemctl reload`) must not kill it (its default
-/// action would): it is logged until live reload lands.
+/// SIGHUP (`systemctl reload`): re-reads the configuration the node started with and applies
+/// what can change live (TLS certificates, limits, origins, log level); a bad file changes
+/// nothing. Sections that changed and need a restart are named in a warning.
+fn reload(
+    server: &Server,
+    path: Option<&std::path::Path>,
+    overrides: &[(&'static str, Value)],
+    log_reload: &LogReload,
+) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let new = match Config::load_with(path, overrides.to_vec()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the configuration is invalid; nothing changed");
+            return;
+        }
+    };
+    match server.reload(&new) {
+        Ok(restart) if !restart.is_empty() => tracing::warn!(
+            sections = ?restart,
+            "reload applied; these sections changed and take effect only after a restart"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; the previous certificates stay in use");
+            return;
+        }
+    }
+    match log_reload(&new.log.level) {
+        Ok(()) => tracing::info!(level = %new.log.level, "reload done"),
+        Err(e) => tracing::error!(error = %e, "log.level not applied"),
+    }
+}
+
+enum Sig {
+    Stop(&'static str),
+    Reload,
+}
+
+/// SIGTERM and SIGINT stop the node; SIGHUP reloads (its default action would kill).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -351,28 +516,38 @@ impl Signals {
         }
     }
 
-    async fn wait(mut self) -> &'static str {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
-                _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP: live configuration reload is not supported yet; restart the node to apply changes"
-                ),
-            }
+    async fn next(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.term.recv() => Sig::Stop("SIGTERM"),
+            _ = self.int.recv() => Sig::Stop("SIGINT"),
+            _ = self.hup.recv() => Sig::Reload,
         }
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// Sets a new `log.level` filter.
+type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+fn init_logging(cfg: &Config) -> LogReload {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let parse = |level: &str| EnvFilter::try_new(level).map_err(|e| e.to_string());
     match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let b = builder.json().with_filter_reloading();
+            let h = b.reload_handle();
+            b.init();
+            Box::new(move |level| h.reload(parse(level)?).map_err(|e| e.to_string()))
+        }
+        LogFormat::Text => {
+            let b = builder.with_filter_reloading();
+            let h = b.reload_handle();
+            b.init();
+            Box::new(move |level| h.reload(parse(level)?).map_err(|e| e.to_string()))
+        }
     }
 }

@@ -66,7 +66,28 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Reasons counted under [`CONNECTIONS_REJECTED`].
-pub const REJECT_REASONS: &[&str] = &["shutting_down", "bad_upgrade"];
+pub const REJECT_REASONS: &[&str] = &[
+    "shutting_down",
+    "bad_upgrade",
+    "max_connections",
+    "max_connections_per_ip",
+    "connection_rate_per_ip",
+    "origin",
+    "tls_handshake",
+];
+
+/// Limits counted under [`RATE_LIMITED`] when they fire (config key names where there is one).
+pub const LIMITS: &[&str] = &[
+    "max_connections",
+    "max_connections_per_ip",
+    "connection_rate_per_ip",
+    "command_rate",
+    "max_channels",
+    "channel_max_length",
+    "max_message_size",
+    "api_publication_size",
+    "handshake_timeout",
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -115,7 +136,13 @@ fn register_all() {
     for reason in REJECT_REASONS {
         counter!(CONNECTIONS_REJECTED, "reason" => *reason).absolute(0);
     }
-    describe_counter!(RATE_LIMITED, "requests refused by a rate limit");
+    describe_counter!(
+        RATE_LIMITED,
+        "times a configured limit refused a connection, command or request, by limit"
+    );
+    for limit in LIMITS {
+        counter!(RATE_LIMITED, "limit" => *limit).absolute(0);
+    }
     describe_counter!(COMMAND_ERRORS, "error replies to client commands, by code");
     for e in [
         codes::INTERNAL,
@@ -127,6 +154,7 @@ fn register_all() {
         codes::BAD_REQUEST,
         codes::NOT_AVAILABLE,
         codes::TOKEN_EXPIRED,
+        codes::TOO_MANY_REQUESTS,
         codes::UNRECOVERABLE_POSITION,
     ] {
         counter!(COMMAND_ERRORS, "code" => e.code.to_string()).absolute(0);

@@ -39,8 +39,23 @@ pub struct Node {
     /// This process's incarnation (start time in ms): presence it records carries it, so a
     /// restart can clear what an earlier incarnation left.
     pub incarnation: u64,
+    /// Connection and command limits (reloadable).
+    pub limits: Arc<crate::limits::Limits>,
+    /// The client listener's TLS, when configured (reloadable).
+    pub client_tls: Option<crate::tls::ClientTls>,
+    /// Mutual TLS between nodes, when configured (reloadable).
+    pub cluster_tls: Option<Arc<crate::tls::ClusterTls>>,
     /// Next connection number.
     next_conn: AtomicU64,
+}
+
+/// The TLS a node serves with.
+#[derive(Default)]
+pub struct NodeTls {
+    /// `client.tls_*`.
+    pub client: Option<crate::tls::ClientTls>,
+    /// `cluster.tls_*`.
+    pub cluster: Option<Arc<crate::tls::ClusterTls>>,
 }
 
 impl Node {
@@ -52,9 +67,13 @@ impl Node {
         cluster: Arc<Cluster>,
         verifier: Verifier,
         shutdown: CancellationToken,
+        tls: NodeTls,
     ) -> Node {
         let channels = Channels::new(&cfg.channel, cfg.client.channel_max_length);
         Node {
+            limits: crate::limits::Limits::new(&cfg.client),
+            client_tls: tls.client,
+            cluster_tls: tls.cluster,
             cfg,
             engine,
             log,

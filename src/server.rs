@@ -60,6 +60,10 @@ impl Server {
         let cfg = Arc::new(cfg);
         crate::metrics::install();
         let verifier = Verifier::new(&cfg.auth)?;
+        let tls = crate::node::NodeTls {
+            client: crate::tls::ClientTls::from_config(&cfg)?,
+            cluster: crate::tls::ClusterTls::from_config(&cfg)?,
+        };
         let client = TcpListener::bind(cfg.client_addr())
             .await
             .with_context(|| format!("binding client.listen {}", cfg.client.listen))?;
@@ -73,9 +77,14 @@ impl Server {
         let admin_addr = admin.local_addr()?;
         let cluster_addr = cluster_l.local_addr()?;
         let engine = Arc::new(Engine::default());
-        let cluster = Cluster::start(&cfg, engine.clone(), cfg.cluster_advertise(cluster_addr))
-            .await
-            .context("starting the cluster")?;
+        let cluster = Cluster::start(
+            &cfg,
+            engine.clone(),
+            cfg.cluster_advertise(cluster_addr),
+            tls.cluster.clone(),
+        )
+        .await
+        .context("starting the cluster")?;
         let log = Replicator::start(cluster.clone());
         let shutdown = CancellationToken::new();
         let node: Arc<Node> = Arc::new(Node::new(
@@ -85,6 +94,7 @@ impl Server {
             cluster,
             verifier,
             shutdown,
+            tls,
         ));
         let weak = Arc::downgrade(&node);
         node.engine.set_event_sink(Arc::new(move |event| {
@@ -135,9 +145,9 @@ impl Server {
         node.cluster
             .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
         tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
-        tracing::info!(listener = "client", addr = %client_addr, "listening");
+        tracing::info!(listener = "client", addr = %client_addr, tls = node.client_tls.is_some(), "listening");
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
-        tracing::info!(listener = "cluster", addr = %cluster_addr, "listening");
+        tracing::info!(listener = "cluster", addr = %cluster_addr, mutual_tls = node.cluster_tls.is_some(), "listening");
         tracing::info!(node = cfg.node.id, name = %cfg.node_name(), version = crate::session::VERSION, "node started");
         Ok(Server {
             client_addr,
@@ -147,6 +157,30 @@ impl Server {
             tracker,
             cluster_stop,
         })
+    }
+
+    /// Applies what can change while running (SIGHUP): re-reads the TLS certificates and keys,
+    /// applies `[client]` limits and origins. Returns the sections of `new` that differ and
+    /// need a restart. On a TLS error nothing of that TLS changes and the error is returned.
+    pub fn reload(&self, new: &Config) -> anyhow::Result<Vec<String>> {
+        if let Some(t) = &self.node.client_tls {
+            t.reload()?;
+            tracing::info!("client TLS certificate reloaded");
+        }
+        if let Some(t) = &self.node.cluster_tls {
+            t.reload()?;
+            tracing::info!("cluster TLS certificates reloaded");
+        }
+        if self.node.limits.reload(&new.client) {
+            tracing::info!(
+                max_connections = new.client.max_connections,
+                max_connections_per_ip = new.client.max_connections_per_ip,
+                connection_rate_per_ip = new.client.connection_rate_per_ip,
+                command_rate = new.client.command_rate,
+                "limits reloaded"
+            );
+        }
+        Ok(self.node.cfg.restart_needed(new))
     }
 
     /// Starts the shutdown: listeners stop accepting, clients are closed with 3001.

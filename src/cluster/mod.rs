@@ -23,7 +23,7 @@ use crate::engine::{Engine, wall_ms};
 use crate::log::ProposeError;
 use crate::state::{Op, OpResult};
 use crate::store::Store;
-use crate::transport::peer::{PeerClient, PeerError};
+use crate::transport::peer::{Link, PeerClient, PeerError};
 use network::Network;
 use types::{Batch, NodeId, TypeConfig};
 
@@ -40,8 +40,8 @@ pub struct Cluster {
     store: Store,
     /// Clients for forwarding proposals to the leader, by node id.
     forward: Mutex<HashMap<NodeId, Arc<PeerClient>>>,
-    /// Local IP for outgoing cluster connections.
-    bind: Option<std::net::IpAddr>,
+    /// How outgoing cluster connections are made (source IP, mutual TLS).
+    link: Link,
     /// How long a write may wait.
     propose_timeout: Duration,
     /// Leader-side wall clock, never going backwards across batches.
@@ -67,6 +67,7 @@ impl Cluster {
         cfg: &Config,
         engine: Arc<Engine>,
         advertise: String,
+        tls: Option<Arc<crate::tls::ClusterTls>>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let c = &cfg.cluster;
         let store = Store::open(&cfg.node.data_dir.join("raft")).await?;
@@ -88,7 +89,8 @@ impl Cluster {
         // so peers (and firewalls) see a node's traffic come from its own address.
         let listen_ip = cfg.cluster_addr().ip();
         let bind = (!listen_ip.is_unspecified()).then_some(listen_ip);
-        let network = Network { bind };
+        let link = Link { bind, tls };
+        let network = Network { link: link.clone() };
         let raft = Raft::new(id, Arc::new(raft_config), network, store.log_store(), sm).await?;
         let listed = c.peers.is_empty() || c.peers.iter().any(|p| p.id == id);
         if fresh && !listed {
@@ -126,7 +128,7 @@ impl Cluster {
             id,
             store,
             forward: Mutex::new(HashMap::new()),
-            bind,
+            link,
             propose_timeout: c.propose_timeout,
             last_time: Mutex::new(0),
         }))
@@ -428,9 +430,9 @@ impl Cluster {
         let mut f = self.forward.lock();
         let c = f
             .entry(id)
-            .or_insert_with(|| Arc::new(PeerClient::with_bind(addr, self.bind)));
+            .or_insert_with(|| Arc::new(PeerClient::with_link(addr, self.link.clone())));
         if c.addr() != addr {
-            *c = Arc::new(PeerClient::with_bind(addr, self.bind));
+            *c = Arc::new(PeerClient::with_link(addr, self.link.clone()));
         }
         c.clone()
     }

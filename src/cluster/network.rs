@@ -17,7 +17,7 @@ use openraft::raft::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::types::{NodeId, TypeConfig};
-use crate::transport::peer::{PeerClient, PeerError};
+use crate::transport::peer::{Link, PeerClient, PeerError};
 
 /// Paths of the inbound handlers (`cluster::rpc`).
 pub const APPEND: &str = "/raft/append";
@@ -35,8 +35,8 @@ pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 /// Makes one network client per target node.
 #[derive(Clone, Default)]
 pub struct Network {
-    /// Local IP outgoing connections leave from (the cluster listener's, when specific).
-    pub bind: Option<std::net::IpAddr>,
+    /// How outgoing connections are made (source IP, mutual TLS).
+    pub link: Link,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -45,7 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            client: Arc::new(PeerClient::with_bind(node.addr.clone(), self.bind)),
+            client: Arc::new(PeerClient::with_link(node.addr.clone(), self.link.clone())),
         }
     }
 }

@@ -47,12 +47,19 @@ type Handled = Result<Option<Vec<u8>>, Fail>;
 pub struct Session {
     node: Arc<Node>,
     conn: Arc<Conn>,
+    /// `client.command_rate`, when set.
+    limiter: Option<crate::limits::CommandLimiter>,
 }
 
 impl Session {
     /// A session for a freshly upgraded connection.
     pub fn new(node: Arc<Node>, conn: Arc<Conn>) -> Session {
-        Session { node, conn }
+        let limiter = node.limits.command_limiter();
+        Session {
+            node,
+            conn,
+            limiter,
+        }
     }
 
     /// Handles one text message (one or more newline-separated commands), in order.
@@ -69,6 +76,30 @@ impl Session {
                     return Err(codes::BAD_REQUEST_DISCONNECT);
                 }
             };
+            // Pongs are the server's own keep-alive: never limited.
+            if !matches!(cmd.method, Method::Pong)
+                && let Some(l) = &mut self.limiter
+            {
+                match l.check() {
+                    crate::limits::Verdict::Allow => {}
+                    crate::limits::Verdict::Refuse => {
+                        let e = codes::TOO_MANY_REQUESTS;
+                        metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
+                            .increment(1);
+                        if cmd.id > 0 {
+                            let _ = self.conn.out.push(encode_error(cmd.id, &e).into());
+                        }
+                        continue;
+                    }
+                    crate::limits::Verdict::Disconnect => {
+                        tracing::info!(
+                            conn = self.conn.id,
+                            "command flood past the rate limit: disconnecting"
+                        );
+                        return Err(codes::TOO_MANY_REQUESTS_DISCONNECT);
+                    }
+                }
+            }
             self.handle(cmd).await?;
         }
         Ok(())
@@ -168,6 +199,7 @@ impl Session {
             }
         }
         if server_subs.len() > self.node.cfg.client.max_channels {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_channels").increment(1);
             return Err(Fail::Disconnect(codes::CHANNEL_LIMIT));
         }
         for (ch, opts) in &server_subs {
@@ -238,6 +270,7 @@ impl Session {
             (st.user.clone(), st.client.clone(), st.subs.len())
         };
         if count >= self.node.cfg.client.max_channels {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_channels").increment(1);
             return Err(codes::LIMIT_EXCEEDED.into());
         }
         let mut grant = Grant::default();

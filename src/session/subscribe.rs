@@ -203,6 +203,7 @@ pub async fn server_subscribe(
         return Ok(());
     }
     if conn.state.lock().subs.len() >= node.cfg.client.max_channels {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_channels").increment(1);
         return Err(codes::LIMIT_EXCEEDED);
     }
     let req = StreamRequest {

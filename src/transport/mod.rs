@@ -39,11 +39,11 @@ pub enum Listener {
     Cluster,
 }
 
-/// Longest time a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time a peer node may take to finish its TLS handshake and send request headers.
+const CLUSTER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body on the cluster listener (append-entries batches, snapshot chunks).
 const CLUSTER_MAX_BODY: usize = 256 * 1024 * 1024;
-/// Largest request head accepted.
+/// Largest request head accepted on the admin and cluster listeners.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until the node shuts down; each is served in a tracked task.
@@ -66,8 +66,13 @@ pub async fn accept_loop_until(
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
     loop {
         let (stream, peer) = tokio::select! {
+            _ = housekeeping.tick(), if which == Listener::Client => {
+                node.limits.housekeeping();
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -82,11 +87,13 @@ pub async fn accept_loop_until(
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let t = tracker.clone();
-        tracker.spawn(serve_http(stream, peer, which, node, t, stop.clone()));
+        tracker.spawn(serve_tcp(stream, peer, which, node, t, stop.clone()));
     }
 }
 
-async fn serve_http(
+/// One accepted TCP connection: limits (client listener), the TLS handshake when configured,
+/// then HTTP.
+async fn serve_tcp(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     which: Listener,
@@ -94,16 +101,103 @@ async fn serve_http(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let (slot, reject) = if which == Listener::Client {
+        let (slot, reject) = node.limits.admit_tcp(peer.ip());
+        (Some(Arc::new(slot)), reject)
+    } else {
+        (None, None)
+    };
+    if let Some(r) = reject {
+        r.count();
+        tracing::debug!(peer = %peer, limit = r.name(), "connection refused by a limit");
+    }
+    let (acceptor, timeout) = match which {
+        Listener::Client => (
+            node.client_tls.as_ref().map(|t| t.acceptor()),
+            node.cfg.client.handshake_timeout,
+        ),
+        Listener::Cluster => (
+            node.cluster_tls.as_ref().map(|t| t.acceptor()),
+            CLUSTER_HANDSHAKE_TIMEOUT,
+        ),
+        Listener::Admin => (None, node.cfg.client.handshake_timeout),
+    };
+    let ctx = ConnCtx {
+        peer,
+        which,
+        reject,
+        tls: acceptor.is_some(),
+        slot: slot.clone(),
+    };
+    match acceptor {
+        None => serve_http(stream, ctx, timeout, node, tracker, shutdown).await,
+        Some(acceptor) => {
+            let hs = tokio::select! {
+                r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match hs {
+                Ok(Ok(tls)) => serve_http(tls, ctx, timeout, node, tracker, shutdown).await,
+                Ok(Err(e)) => {
+                    metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "tls_handshake")
+                        .increment(1);
+                    // A peer node without a certificate from the cluster CA ends here.
+                    if which == Listener::Cluster {
+                        tracing::warn!(peer = %peer, error = %e, "cluster TLS handshake refused");
+                    } else {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    }
+                }
+                Err(_) => {
+                    metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "handshake_timeout")
+                        .increment(1);
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// What the router knows about the connection a request came on.
+#[derive(Clone)]
+struct ConnCtx {
+    /// Counts the connection against its IP's limit while any holder lives (an upgraded
+    /// WebSocket outlives the HTTP connection task).
+    slot: Option<Arc<crate::limits::IpSlot>>,
+    peer: SocketAddr,
+    which: Listener,
+    /// A limit refused this connection: every request on it gets the refusal.
+    reject: Option<crate::limits::Reject>,
+    tls: bool,
+}
+
+async fn serve_http<I>(
+    io: I,
+    ctx: ConnCtx,
+    head_timeout: Duration,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let max_head = match ctx.which {
+        Listener::Client => node.cfg.client.max_header_size,
+        _ => MAX_HEAD_BYTES,
+    };
     let svc = service_fn(move |req| {
         let node = node.clone();
         let tracker = tracker.clone();
-        async move { Ok::<_, Infallible>(route(req, which, node, tracker, peer).await) }
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(route(req, ctx, node, tracker).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), svc)
+        .header_read_timeout(head_timeout)
+        .max_header_size(max_head)
+        .max_buf_size(max_head.max(8192))
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -132,17 +226,41 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// A refusal: the status, a short reason, `Connection: close` (and `Retry-After` for 429/503).
+fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
+    let mut r = json(status, format!(r#"{{"error":"{why}"}}"#));
+    r.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Whether the admin request carries `admin.api_key` (always, when none is configured).
+fn admin_authorized(req: &Request<Incoming>, node: &Node) -> bool {
+    let want = &node.cfg.admin.api_key;
+    want.is_empty() || api::key_matches(request_key(req).as_deref(), want)
+}
+
 async fn route(
     req: Request<Incoming>,
-    which: Listener,
+    ctx: ConnCtx,
     node: Arc<Node>,
     tracker: TaskTracker,
-    _peer: SocketAddr,
 ) -> Response<Body> {
+    if let Some(r) = ctx.reject {
+        let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return refuse(status, r.name());
+    }
+    let which = ctx.which;
     let path = req.uri().path().to_string();
     match (which, req.method(), path.as_str()) {
         (_, &Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
-        (Listener::Client, &Method::GET, "/connection/websocket") => upgrade(req, node, tracker),
+        (Listener::Client, &Method::GET, "/connection/websocket") => {
+            upgrade(req, ctx, node, tracker)
+        }
         (Listener::Client, &Method::POST, p) if p.starts_with("/api/") => {
             let method = p["/api/".len()..].to_string();
             api_call(req, &method, &node).await
@@ -198,6 +316,9 @@ async fn route(
             serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
         ),
         (Listener::Admin, &Method::POST, p) if p.starts_with("/cluster/") => {
+            if !admin_authorized(&req, &node) {
+                return respond(StatusCode::UNAUTHORIZED, "");
+            }
             let op = p["/cluster/".len()..].to_string();
             let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
                 .collect()
@@ -240,9 +361,10 @@ async fn route(
 }
 
 /// `POST /api/<method>`: key check before the body is read, then a size-limited body.
-async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response<Body> {
+/// The key a request carries: `X-API-Key: KEY` or `Authorization: apikey KEY`.
+fn request_key(req: &Request<Incoming>) -> Option<String> {
     let headers = req.headers();
-    let key = headers
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
@@ -252,7 +374,11 @@ async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("apikey "))
                 .map(|k| k.trim().to_string())
-        });
+        })
+}
+
+async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response<Body> {
+    let key = request_key(&req);
     if !api::authorized(node, key.as_deref()) {
         return respond(StatusCode::UNAUTHORIZED, "");
     }
@@ -271,15 +397,69 @@ async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response
     )
 }
 
-fn upgrade(mut req: Request<Incoming>, node: Arc<Node>, tracker: TaskTracker) -> Response<Body> {
+/// Whether a WebSocket upgrade with this `Origin` may proceed (see `client.allowed_origins`).
+fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        // Not a browser: origins protect browsers' users, other clients can send anything.
+        return true;
+    };
+    if allowed.iter().any(|a| a == "*") {
+        return true;
+    }
+    let origin = origin.trim_end_matches('/');
+    if allowed.is_empty() {
+        // Same origin only: the Origin's host[:port] is the Host the request was sent to.
+        let Some(rest) = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+        else {
+            return false;
+        };
+        return host.is_some_and(|h| h.eq_ignore_ascii_case(rest));
+    }
+    allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+fn upgrade(
+    mut req: Request<Incoming>,
+    ctx: ConnCtx,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return respond(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
     if node.shutdown.is_cancelled() {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
             .increment(1);
-        return respond(StatusCode::SERVICE_UNAVAILABLE, "");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
     }
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let origin = header(hyper::header::ORIGIN);
+    let host = header(hyper::header::HOST);
+    if !origin_allowed(
+        &node.limits.allowed_origins(),
+        origin.as_deref(),
+        host.as_deref(),
+    ) {
+        metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "origin").increment(1);
+        tracing::info!(peer = %ctx.peer, origin = ?origin, tls = ctx.tls, "WebSocket origin not allowed");
+        return refuse(StatusCode::FORBIDDEN, "origin");
+    }
+    let slot = match node.limits.admit_websocket() {
+        Ok(s) => s,
+        Err(r) => {
+            r.count();
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, r.name());
+        }
+    };
     let asked: Vec<String> = req
         .headers()
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -304,11 +484,14 @@ fn upgrade(mut req: Request<Incoming>, node: Arc<Node>, tracker: TaskTracker) ->
         }
     };
     metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
+    let ip_slot = ctx.slot.clone();
     tracker.spawn(async move {
         match fut.await {
             Ok(ws) => ws::serve(node, ws, proto).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
+        drop(slot);
+        drop(ip_slot);
     });
     let (mut parts, _) = resp.into_parts();
     if let Some(p) = echo {

@@ -1,6 +1,7 @@
 //! An HTTP/1.1 client to one peer node's cluster listener: one kept-alive connection,
 //! re-established after any error. Used for Raft RPC and for forwarding proposals.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+use crate::tls::ClusterTls;
 
 /// Largest response accepted from a peer (snapshots travel in chunks well below this).
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
@@ -35,27 +38,57 @@ pub enum PeerError {
     },
 }
 
+/// How connections to peers are made.
+#[derive(Clone, Default)]
+pub struct Link {
+    /// Local address outgoing connections are made from (the node's cluster IP), if any.
+    pub bind: Option<std::net::IpAddr>,
+    /// Mutual TLS with the cluster CA, if configured.
+    pub tls: Option<Arc<ClusterTls>>,
+}
+
+async fn handshake<I>(io: I) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 /// A client for one peer address.
 pub struct PeerClient {
     addr: String,
-    /// Local address outgoing connections are made from (the node's cluster IP), if any.
-    bind: Option<std::net::IpAddr>,
+    link: Link,
+    /// Extra headers sent with every request (e.g. the admin API key).
+    headers: Vec<(&'static str, String)>,
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl PeerClient {
-    /// A client for `addr` (`host:port`); connects lazily.
+    /// A plain-HTTP client for `addr` (`host:port`); connects lazily.
     pub fn new(addr: impl Into<String>) -> PeerClient {
-        Self::with_bind(addr, None)
+        Self::with_link(addr, Link::default())
     }
 
-    /// A client whose connections leave from `bind` (port chosen by the kernel).
-    pub fn with_bind(addr: impl Into<String>, bind: Option<std::net::IpAddr>) -> PeerClient {
+    /// A client whose connections are made as `link` says.
+    pub fn with_link(addr: impl Into<String>, link: Link) -> PeerClient {
         PeerClient {
             addr: addr.into(),
-            bind,
+            link,
+            headers: Vec::new(),
             conn: Mutex::new(None),
         }
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn with_header(mut self, name: &'static str, value: String) -> PeerClient {
+        self.headers.push((name, value));
+        self
     }
 
     /// The peer's address.
@@ -69,7 +102,7 @@ impl PeerClient {
             why,
         };
         let connect = async {
-            match self.bind {
+            match self.link.bind {
                 None => TcpStream::connect(&self.addr).await,
                 Some(ip) => {
                     let target = tokio::net::lookup_host(&self.addr)
@@ -91,13 +124,15 @@ impl PeerClient {
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let Some(tls) = &self.link.tls else {
+            return handshake(stream).await.map_err(unreachable);
+        };
+        let name = crate::tls::server_name(&self.addr).map_err(|e| unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(timeout, tls.connector().connect(name, stream))
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+            .map_err(|_| unreachable("TLS handshake timed out".into()))?
+            .map_err(|e| unreachable(format!("TLS handshake: {e}")))?;
+        handshake(stream).await.map_err(unreachable)
     }
 
     /// POSTs `body` to `path`; returns the response body of a 200 answer.
@@ -120,9 +155,13 @@ impl PeerClient {
             addr: self.addr.clone(),
             why,
         };
-        let req = Request::post(path)
+        let mut req = Request::post(path)
             .header(hyper::header::HOST, &self.addr)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in &self.headers {
+            req = req.header(*name, value);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| failed(e.to_string()))?;
         let call = async {

@@ -591,3 +591,42 @@ pub fn config_file(extra: &str) -> tempfile::NamedTempFile {
     write!(f, "{}\n{}", base_toml(), extra).unwrap();
     f
 }
+
+/// Opens a WebSocket to `addr` from source IP `src` (any of 127.0.0.0/8), with an optional
+/// `Origin`; `Err(status)` when the server answers the upgrade with an HTTP error.
+pub async fn try_open_from(
+    addr: SocketAddr,
+    src: &str,
+    origin: Option<&str>,
+) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/connection/websocket")
+        .into_client_request()
+        .unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await {
+        Ok((ws, _)) => Ok(Client::from_ws(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected WebSocket error: {e}"),
+    }
+}
+
+/// The value of one series in a Prometheus text exposition (`name{labels}` exactly as
+/// rendered, e.g. `switchyard_rate_limited_total{limit="command_rate"}`), or 0.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (st, body) = http_get(admin, "/metrics").await;
+    assert_eq!(st, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
