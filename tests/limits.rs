@@ -314,6 +314,26 @@ async fn handshake_timeout_and_header_size() {
         assert!(r.is_ok(), "closed within the timeout");
         assert!(t.elapsed() >= Duration::from_millis(900), "not before it");
     }
+    // An idle keep-alive connection (after a complete request) is closed too.
+    let mut idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(closed.is_ok(), "an idle keep-alive connection is closed");
+    assert!(t.elapsed() >= Duration::from_millis(900));
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let head = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
