@@ -32,7 +32,10 @@ pub struct Node {
     pub channels: Channels,
     /// Connected clients by user.
     pub registry: Registry,
-    /// Cancelled when the node shuts down.
+    /// Cancelled when the node starts stopping: listeners stop accepting, readiness goes
+    /// false (before leadership is handed over and clients are closed).
+    pub stopping: CancellationToken,
+    /// Cancelled when client connections are to be closed (3001): after `stopping`.
     pub shutdown: CancellationToken,
     /// When the node started.
     pub started: Instant,
@@ -81,6 +84,7 @@ impl Node {
             verifier,
             channels,
             registry: Registry::default(),
+            stopping: shutdown.child_token(),
             shutdown,
             started: Instant::now(),
             incarnation: crate::engine::wall_ms(),

@@ -183,15 +183,25 @@ impl Server {
         Ok(self.node.cfg.restart_needed(new))
     }
 
-    /// Starts the shutdown: listeners stop accepting, clients are closed with 3001.
+    /// Starts the shutdown: listeners stop accepting and readiness goes false. [`Server::wait`]
+    /// does the rest.
     pub fn shutdown(&self) {
-        self.node.shutdown.cancel();
+        self.node.stopping.cancel();
     }
 
-    /// Waits for every client connection to finish (at most `drain`; their leaves are
-    /// committed meanwhile), then stops Raft and the cluster listener. Returns whether all
-    /// client connections finished in time.
+    /// The rest of the shutdown, in order: a leader hands leadership over (bounded by twice
+    /// the followers' lease plus a second), clients are closed with 3001, their connections
+    /// finish (at most `drain`; their leaves are committed meanwhile), then Raft and the
+    /// cluster listener stop and the store is flushed. Returns whether all client connections
+    /// finished in time.
     pub async fn wait(self, drain: Duration) -> bool {
+        self.node.stopping.cancel();
+        let lease = self.node.cfg.cluster.election_timeout_max;
+        self.node
+            .cluster
+            .step_down(lease * 2 + Duration::from_secs(1))
+            .await;
+        self.node.shutdown.cancel();
         self.tracker.close();
         let clean = tokio::time::timeout(drain, self.tracker.wait())
             .await

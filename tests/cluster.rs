@@ -832,3 +832,67 @@ async fn partitioned_leader_refuses_writes_and_converges() {
     assert!(!h.iter().any(|(_, d)| *d == json!("minority")), "{h:?}");
     assert!(h.contains(&(4, json!("majority"))));
 }
+
+/// SIGTERM on the leader: it hands leadership to another voter *before* closing its clients,
+/// so when a client sees 3001 and reconnects elsewhere, writes already have a leader; its
+/// clients' leaves are committed and the process exits 0.
+#[tokio::test]
+async fn sigterm_leader_hands_over_before_closing_clients() {
+    let mut t = Trio::start();
+    let leader = t.wait_leader().await;
+    let others = [(leader + 1) % 3, (leader + 2) % 3];
+    let mut watcher = Client::open(&t.node(others[0]).ws_url()).await;
+    watcher.connect(&token("watcher")).await;
+    watcher
+        .call(
+            "subscribe",
+            json!({"channel": "chat:handover", "join_leave": true}),
+        )
+        .await;
+    let mut leaving = Client::open(&t.node(leader).ws_url()).await;
+    leaving.connect(&token("leaving")).await;
+    leaving
+        .call("subscribe", json!({"channel": "chat:handover"}))
+        .await;
+    loop {
+        let p = watcher.push().await;
+        if p["join"]["info"]["user"] == "leaving" {
+            break;
+        }
+    }
+
+    t.node(leader).signal("TERM");
+    assert_eq!(
+        leaving.closed().await,
+        Closed::Code(3001, "shutdown".into())
+    );
+    // At this moment the survivors already agree on a new leader.
+    for i in others {
+        let s = t.status(i).await;
+        let l = s["leader"].as_u64().unwrap_or(0) as usize;
+        assert!(
+            l != 0 && l - 1 != leader,
+            "node {} already follows a new leader when clients are closed: {s}",
+            i + 1
+        );
+    }
+    let started = std::time::Instant::now();
+    publish_via(t.node(others[1]), "chat:handover", json!({"after": true}))
+        .await
+        .expect("a write right after the hand-over succeeds");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no leaderless gap: the write took {:?}",
+        started.elapsed()
+    );
+    loop {
+        let p = watcher.push().await;
+        if p["leave"]["info"]["user"] == "leaving" {
+            break;
+        }
+    }
+    let mut p = t.nodes[leader].take().unwrap();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(log.contains("leadership handed over"), "{log}");
+}

@@ -29,6 +29,8 @@ pub const SNAPSHOT: &str = "/raft/snapshot";
 pub const PROPOSE: &str = "/cluster/propose";
 /// Liveness check by the leader.
 pub const PING: &str = "/cluster/ping";
+/// A leader stepping down asks its successor to campaign now.
+pub const ELECT: &str = "/cluster/elect";
 /// Membership changes forwarded to the leader: `/cluster/admin/<op>`.
 pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 

@@ -53,7 +53,7 @@ pub async fn accept_loop(
     node: Arc<Node>,
     tracker: TaskTracker,
 ) {
-    let stop = node.shutdown.clone();
+    let stop = node.stopping.clone();
     accept_loop_until(listener, which, node, tracker, stop).await
 }
 
@@ -266,7 +266,7 @@ async fn route(
             api_call(req, &method, &node).await
         }
         (Listener::Admin, &Method::GET, "/readyz") => {
-            if node.shutdown.is_cancelled() || !node.cluster.is_ready() {
+            if node.stopping.is_cancelled() || !node.cluster.is_ready() {
                 json(StatusCode::SERVICE_UNAVAILABLE, r#"{"ready":false}"#)
             } else {
                 json(StatusCode::OK, r#"{"ready":true}"#)
@@ -431,7 +431,7 @@ fn upgrade(
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return respond(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
-    if node.shutdown.is_cancelled() {
+    if node.stopping.is_cancelled() {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
             .increment(1);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");

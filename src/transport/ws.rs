@@ -276,6 +276,9 @@ async fn write_loop(
                 wr.write_frame(Frame::close(*code, reason.as_bytes()))
                     .await?;
             }
+            // write_frame does not flush: over TLS the last records can stay in rustls's
+            // buffer (when the socket was briefly full) until the next write, minutes later.
+            wr.flush().await?;
             Ok::<(), WebSocketError>(())
         };
         match tokio::time::timeout(cfg.write_timeout, write).await {
