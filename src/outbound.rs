@@ -32,6 +32,8 @@ struct State {
     bytes: usize,
     /// A close was requested: accept nothing more.
     closing: bool,
+    /// The code and reason of that close (kept for the disconnect log line).
+    closed_with: Option<(u16, String)>,
 }
 
 /// Why a push was refused.
@@ -120,8 +122,14 @@ impl Outbound {
             end -= 1;
         }
         st.batch.close = Some((code, reason[..end].to_string()));
+        st.closed_with = st.batch.close.clone();
         drop(st);
         self.notify.notify_one();
+    }
+
+    /// The code and reason the connection was closed with, once a close was requested.
+    pub fn closed_with(&self) -> Option<(u16, String)> {
+        self.state.lock().closed_with.clone()
     }
 
     /// Whether a close has been requested.

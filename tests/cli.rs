@@ -183,3 +183,60 @@ async fn sigterm_closes_clients_with_3001_and_exits_zero() {
         (json!(1), json!(1))
     );
 }
+
+/// JSON logs: one line per connection lifecycle event, carrying the connection id, client id,
+/// user and (on disconnect) the close code; nothing per message at info level.
+#[tokio::test]
+async fn json_logs_one_line_per_lifecycle_event() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    let mut c = Client::open(&p.ws_url()).await;
+    let r = c.connect(&token("log-user")).await;
+    let client_id = r["connect"]["client"].as_str().unwrap().to_string();
+    c.subscribe("open:logs").await;
+    for i in 0..20 {
+        let body = json!({"channel": "open:logs", "data": {"i": i}}).to_string();
+        let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
+        assert_eq!(st, 200);
+        c.publication("open:logs").await;
+    }
+    c.close().await;
+    let lines = || -> Vec<serde_json::Value> {
+        p.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    eventually("the disconnect is logged", || async {
+        lines()
+            .iter()
+            .any(|v| v["fields"]["message"] == "client disconnected")
+    })
+    .await;
+    let all = lines();
+    let mine: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|v| v["fields"]["user"] == "log-user")
+        .collect();
+    assert_eq!(mine.len(), 2, "connected + disconnected only: {mine:?}");
+    let (conn, disc) = (mine[0], mine[1]);
+    assert_eq!(conn["fields"]["message"], "client connected");
+    assert_eq!(conn["level"], "INFO");
+    assert_eq!(conn["fields"]["client"], client_id.as_str());
+    assert!(conn["fields"]["conn"].is_u64());
+    assert_eq!(disc["fields"]["message"], "client disconnected");
+    assert_eq!(disc["fields"]["conn"], conn["fields"]["conn"]);
+    assert_eq!(disc["fields"]["client"], client_id.as_str());
+    assert_eq!(disc["fields"]["code"], 1000, "the client's normal close");
+    assert_eq!(disc["fields"]["channels"], 1);
+    assert!(
+        all.iter().all(|v| v["level"] != "INFO"
+            || !v["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("publi")),
+        "no info line per publication"
+    );
+}

@@ -461,9 +461,13 @@ impl Session {
 
     /// Leaves every channel and forgets the connection; called once when it ends.
     pub async fn close(&mut self) {
-        let (user, channels): (String, Vec<String>) = {
+        let (user, client, channels): (String, String, Vec<String>) = {
             let st = self.conn.state.lock();
-            (st.user.clone(), st.subs.keys().cloned().collect())
+            (
+                st.user.clone(),
+                st.client.clone(),
+                st.subs.keys().cloned().collect(),
+            )
         };
         let leaves: Vec<_> = channels
             .iter()
@@ -471,7 +475,16 @@ impl Session {
             .collect();
         if self.conn.connected.load(Ordering::Acquire) {
             self.node.registry.remove(&user, self.conn.id);
-            tracing::info!(conn = self.conn.id, user = %user, "client disconnected");
+            let (code, reason) = self.conn.out.closed_with().unwrap_or((1006, String::new()));
+            tracing::info!(
+                conn = self.conn.id,
+                client = %client,
+                user = %user,
+                code,
+                reason = %reason,
+                channels = channels.len(),
+                "client disconnected"
+            );
         }
         if !leaves.is_empty() {
             propose_leaves(&self.node, leaves).await;
