@@ -270,18 +270,18 @@ async fn sighup_reloads_certificates_and_limits_without_dropping_connections() {
     };
     install(&a);
     let cfg_path = dir.path().join("node.toml");
-    let write_cfg = |max: usize| {
+    let write_cfg = |max: usize, level: &str, history_max: usize| {
         let toml = base_toml().replace(
             "[client]",
             &format!(
-                "[client]\ntls_cert = {:?}\ntls_key = {:?}\nmax_connections = {max}",
+                "[log]\nlevel = {level:?}\n[client]\ntls_cert = {:?}\ntls_key = {:?}\nmax_connections = {max}\nhistory_max_publications = {history_max}",
                 live.join("server.pem"),
                 live.join("server.key")
             ),
         );
         std::fs::write(&cfg_path, toml).unwrap();
     };
-    write_cfg(1);
+    write_cfg(1, "info", 1000);
     let p = Proc::start(&cfg_path, &[]);
     let (ca_a, ca_b) = (a.join("ca.pem"), b.join("ca.pem"));
     let mut ws = wss_client(p.client_addr, &ca_a, "kept").await;
@@ -297,17 +297,33 @@ async fn sighup_reloads_certificates_and_limits_without_dropping_connections() {
         other => panic!("expected HTTP 503, got {other:?}"),
     }
 
+    let subscribed_lines = || {
+        p.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(r#""message":"subscribed""#))
+            .count()
+    };
+    assert_eq!(subscribed_lines(), 0, "no debug lines at level info");
+
     install(&b);
-    write_cfg(10);
+    write_cfg(10, "info,switchyard=debug", 999);
     p.signal("HUP");
     wait_log(&p, "client TLS certificate reloaded").await;
     wait_log(&p, "limits reloaded").await;
+    wait_log(&p, "take effect only after a restart").await;
+    wait_log(&p, "reload done").await;
     // The established connection is untouched.
     round_trip(&mut ws, "open:reload", 2).await;
     // New handshakes present the new certificate.
     assert!(tls_connect(p.client_addr, &ca_a, false).await.is_err());
     let mut second = wss_client(p.client_addr, &ca_b, "second").await;
     round_trip(&mut second, "open:reload", 3).await;
+    assert!(
+        subscribed_lines() >= 1,
+        "log.level reloaded: debug lines now"
+    );
 
     // A broken certificate file: the reload is refused and the current certificate stays.
     std::fs::write(live.join("server.pem"), "not a certificate").unwrap();
