@@ -345,7 +345,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_reload = init_logging(&cfg);
-    log_nofile_limit();
+    log_nofile_limit(cfg.client.max_connections as u64);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -393,17 +393,18 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// Descriptors kept for listeners, peer links, the store and logs, beside client connections.
 const NOFILE_RESERVE: u64 = 256;
-/// Below this many descriptors a node cannot hold a production load of connections.
-const NOFILE_WARN_BELOW: u64 = 65_536;
-
-/// Raises the soft open-file limit to the hard one (one descriptor per connection) and logs it.
-fn log_nofile_limit() {
+/// Raises the soft open-file limit to the hard one (one descriptor per connection) and logs
+/// it, warning when it cannot hold `client.max_connections` (`cap`; 0 = no cap, then below
+/// 65,536 descriptors).
+fn log_nofile_limit(cap: u64) {
+    let want = if cap == 0 { 65_536 } else { cap + NOFILE_RESERVE };
     match switchyard::sys::raise_nofile_limit() {
-        Ok((soft, hard)) if soft < NOFILE_WARN_BELOW => tracing::warn!(
+        Ok((soft, hard)) if soft < want => tracing::warn!(
             soft,
             hard,
             max_connections = soft.saturating_sub(NOFILE_RESERVE),
-            "open-file limit is low: raise LimitNOFILE= (systemd) or the hard `ulimit -n`"
+            configured_max_connections = cap,
+            "open-file limit is below client.max_connections: raise LimitNOFILE= (systemd) or the hard `ulimit -n`, or lower client.max_connections"
         ),
         Ok((soft, hard)) => tracing::info!(
             soft,
