@@ -397,7 +397,11 @@ const NOFILE_RESERVE: u64 = 256;
 /// it, warning when it cannot hold `client.max_connections` (`cap`; 0 = no cap, then below
 /// 65,536 descriptors).
 fn log_nofile_limit(cap: u64) {
-    let want = if cap == 0 { 65_536 } else { cap + NOFILE_RESERVE };
+    let want = if cap == 0 {
+        65_536
+    } else {
+        cap + NOFILE_RESERVE
+    };
     match switchyard::sys::raise_nofile_limit() {
         Ok((soft, hard)) if soft < want => tracing::warn!(
             soft,
