@@ -36,6 +36,8 @@ pub struct Config {
     pub channel: ChannelConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Test-only endpoints (conformance suites); all off by default.
+    pub testing: TestingConfig,
 }
 
 /// `[node]`
@@ -332,6 +334,27 @@ impl Default for LogConfig {
     }
 }
 
+/// `[testing]`: endpoints that exist only for conformance testing. Never enable in production.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Serve `GET /autobahn/echo` on the client listener: a WebSocket that echoes every message,
+    /// through the same frame reader as client connections (for the Autobahn suite,
+    /// `scripts/autobahn.sh`). It needs no token.
+    pub echo_endpoint: bool,
+    /// Largest message the echo endpoint accepts, in bytes (larger: close 1009).
+    pub echo_max_message_size: usize,
+}
+
+impl Default for TestingConfig {
+    fn default() -> Self {
+        Self {
+            echo_endpoint: false,
+            echo_max_message_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -543,6 +566,9 @@ impl Config {
         }
         if self.client.write_timeout.is_zero() {
             return bad("client.write_timeout must be > 0".into());
+        }
+        if self.testing.echo_endpoint && self.testing.echo_max_message_size < 1024 {
+            return bad("testing.echo_max_message_size must be at least 1024".into());
         }
         if self.client.max_message_size < 1024 {
             return bad("client.max_message_size must be at least 1024".into());

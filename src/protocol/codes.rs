@@ -114,6 +114,11 @@ pub const NOT_AVAILABLE_DISCONNECT: Disconnect = dis(3508, "not available");
 pub const TOO_MANY_ERRORS: Disconnect = dis(3509, "too many errors");
 /// 1009: message too big (WebSocket standard code; centrifuge-js does not reconnect).
 pub const MESSAGE_TOO_BIG: Disconnect = dis(1009, "message too big");
+/// 1002: the client broke the WebSocket protocol (RFC 6455: bad framing, an unmasked frame, a
+/// bad close frame, …). The reason names the violation.
+pub const PROTOCOL_ERROR: Disconnect = dis(1002, "protocol error");
+/// 1007: a text message (or a close reason) that is not valid UTF-8.
+pub const INVALID_PAYLOAD: Disconnect = dis(1007, "invalid UTF-8");
 
 /// Unsubscribe push code: the server unsubscribed the client (no resubscribe).
 pub const UNSUBSCRIBE_SERVER: u32 = 2000;

@@ -2,7 +2,9 @@
 //!
 //! Invariant: the only module that knows sockets, HTTP framing and WebSocket frames.
 
+pub mod echo;
 pub mod peer;
+pub mod reader;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -260,6 +262,9 @@ async fn route(
         (_, &Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (Listener::Client, &Method::GET, "/connection/websocket") => {
             upgrade(req, ctx, node, tracker)
+        }
+        (Listener::Client, &Method::GET, "/autobahn/echo") if node.cfg.testing.echo_endpoint => {
+            echo::upgrade(req, node, tracker)
         }
         (Listener::Client, &Method::POST, p) if p.starts_with("/api/") => {
             let method = p["/api/".len()..].to_string();

@@ -1,15 +1,16 @@
-//! A WebSocket connection: a reader task (frames → whole messages → the session) and a writer
-//! task (outbound queue → one frame per drain; ping, pong, stale and expiry timers).
+//! A client WebSocket connection: a reader task (the shared [`MessageReader`]: frames → whole,
+//! validated messages → the session) and a writer task (outbound queue → one frame per drain;
+//! ping, pong, stale and expiry timers).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
+use fastwebsockets::{Frame, Payload, Role, WebSocket, WebSocketError, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::WriteHalf;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,10 @@ use crate::protocol::{Disconnect, codes, json::PING};
 use crate::session::Session;
 use crate::session::conn::Conn;
 
-type Io = TokioIo<Upgraded>;
+use super::reader::{Event, MessageReader, ReadError};
+
+/// An upgraded client connection.
+pub type Io = TokioIo<Upgraded>;
 
 /// How long the reader keeps draining for the client's close frame after ours was sent.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -34,16 +38,24 @@ pub enum Subprotocol {
     Protobuf,
 }
 
+/// Splits an upgraded connection into the shared message reader and a fastwebsockets writer.
+pub fn split(ws: WebSocket<Io>, max_message_size: usize) -> (MessageReader<ReadHalf<Io>>, Writer) {
+    let (rd, wr) = tokio::io::split(ws.into_inner());
+    // Only the write half of fastwebsockets is used: reading is `MessageReader`'s.
+    let (_, wr) = fastwebsockets::after_handshake_split(tokio::io::empty(), wr, Role::Server);
+    (MessageReader::new(rd, max_message_size), wr)
+}
+
+/// The write half of an upgraded connection.
+pub type Writer = WebSocketWrite<WriteHalf<Io>>;
+
 /// Serves one upgraded connection until it ends.
 pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
     let conn = Arc::new(Conn::new(
         node.next_conn_id(),
         node.cfg.client.outbound_queue_bytes,
     ));
-    let (mut rd, wr) = ws.split(tokio::io::split);
-    rd.set_auto_close(false);
-    rd.set_auto_pong(false);
-    rd.set_max_message_size(node.cfg.client.max_message_size + 1);
+    let (mut rd, wr) = split(ws, node.cfg.client.max_message_size);
     let writer_done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         node.clone(),
@@ -58,91 +70,45 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
         );
     }
     let mut session = Session::new(node.clone(), conn.clone());
-    let max = node.cfg.client.max_message_size;
-    // A message being reassembled from fragments: (is text, bytes so far).
-    let mut partial: Option<(bool, Vec<u8>)> = None;
-    let mut noop = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
     loop {
-        let frame = tokio::select! {
-            f = rd.read_frame(&mut noop) => f,
+        // `MessageReader::next` is cancel-safe.
+        let event = tokio::select! {
+            e = rd.next() => e,
             _ = writer_done.cancelled() => break,
         };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                let d = read_error_close(&e);
-                if let Some((code, reason)) = d {
-                    tracing::debug!(conn = conn.id, error = %e, code, "closing on read error");
-                    conn.out.close_with(code, reason);
-                } else {
-                    conn.out.close(codes::NORMAL);
-                }
-                break;
+        let (text, msg) = match event {
+            Ok(Event::Message { text, data }) => (text, data),
+            Ok(Event::Ping(p)) => {
+                conn.out.pong(p);
+                continue;
             }
-        };
-        let message: Option<(bool, Vec<u8>)> = match frame.opcode {
-            OpCode::Text | OpCode::Binary => {
-                if partial.is_some() {
-                    conn.out
-                        .close_with(1002, "new message inside a fragmented one");
-                    break;
-                }
-                let text = frame.opcode == OpCode::Text;
-                if frame.fin {
-                    Some((text, frame.payload.to_vec()))
-                } else {
-                    partial = Some((text, frame.payload.to_vec()));
-                    None
-                }
-            }
-            OpCode::Continuation => {
-                let Some((text, mut buf)) = partial.take() else {
-                    conn.out.close_with(1002, "continuation without a message");
-                    break;
-                };
-                if buf.len() + frame.payload.len() > max {
-                    conn.out.close(codes::MESSAGE_TOO_BIG);
-                    break;
-                }
-                buf.extend_from_slice(&frame.payload);
-                if frame.fin {
-                    Some((text, buf))
-                } else {
-                    partial = Some((text, buf));
-                    None
-                }
-            }
-            OpCode::Ping => {
-                conn.out.pong(Bytes::copy_from_slice(&frame.payload));
-                None
-            }
-            OpCode::Pong => None,
-            OpCode::Close => {
+            Ok(Event::Pong(_)) => continue,
+            Ok(ev @ Event::Close { .. }) => {
                 // Echo the client's code (1000 when it sent none) and stop.
-                let code = match frame.payload.len() {
-                    0 => 1000,
-                    1 => 1002,
-                    _ => u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
-                };
-                conn.out.close_with(code, "");
+                conn.out.close_with(ev.close_reply().unwrap_or(1000), "");
+                break;
+            }
+            Err(ReadError::Violation(d)) => {
+                tracing::debug!(
+                    conn = conn.id,
+                    code = d.code,
+                    reason = d.reason,
+                    "protocol violation"
+                );
+                conn.out.close(d);
+                break;
+            }
+            Err(ReadError::Gone) => {
+                conn.out.close(codes::NORMAL);
                 break;
             }
         };
-        let Some((text, msg)) = message else { continue };
-        if msg.len() > max {
-            conn.out.close(codes::MESSAGE_TOO_BIG);
-            break;
-        }
+        metrics::counter!(crate::metrics::BYTES_IN).increment(msg.len() as u64);
         if !text {
             conn.out.close_with(
                 codes::BAD_REQUEST_DISCONNECT.code,
                 "binary frame on a JSON connection",
             );
-            break;
-        }
-        metrics::counter!(crate::metrics::BYTES_IN).increment(msg.len() as u64);
-        if std::str::from_utf8(&msg).is_err() {
-            conn.out.close_with(1007, "invalid UTF-8");
             break;
         }
         if let Err(d) = session.handle_message(&msg).await {
@@ -158,17 +124,21 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
     // Give the client a moment to answer our close frame, so it reads the code before the
     // socket goes away; never wait long.
     let _ = tokio::time::timeout(CLOSE_GRACE * 3, writer_done.cancelled()).await;
+    drain_until_close(&mut rd).await;
+    writer.abort();
+}
+
+/// After our close frame: reads (and drops) what the client still sends until its close
+/// frame, a violation or [`CLOSE_GRACE`], so the server is the side that ends the TCP stream.
+pub async fn drain_until_close<R: tokio::io::AsyncRead + Unpin>(rd: &mut MessageReader<R>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        loop {
-            match rd.read_frame(&mut noop).await {
-                Ok(f) if f.opcode == OpCode::Close => break,
-                Ok(_) => continue,
-                Err(_) => break,
+        while let Ok(ev) = rd.next().await {
+            if matches!(ev, Event::Close { .. }) {
+                break;
             }
         }
     })
     .await;
-    writer.abort();
 }
 
 fn close_with(conn: &Conn, d: Disconnect) {
@@ -181,23 +151,7 @@ fn close_with(conn: &Conn, d: Disconnect) {
     conn.out.close(d);
 }
 
-/// The close code for a read error, or `None` when the peer is simply gone.
-fn read_error_close(e: &WebSocketError) -> Option<(u16, &'static str)> {
-    use WebSocketError::*;
-    match e {
-        FrameTooLarge => Some((codes::MESSAGE_TOO_BIG.code, codes::MESSAGE_TOO_BIG.reason)),
-        InvalidUTF8 => Some((1007, "invalid UTF-8")),
-        UnexpectedEOF | ConnectionClosed | IoError(_) => None,
-        _ => Some((1002, "protocol error")),
-    }
-}
-
-async fn write_loop(
-    node: Arc<Node>,
-    conn: Arc<Conn>,
-    mut wr: WebSocketWrite<WriteHalf<Io>>,
-    done: CancellationToken,
-) {
+async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: CancellationToken) {
     let cfg = &node.cfg.client;
     let started = Instant::now();
     let stale_at = started + cfg.stale_timeout;
