@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora (fuzz/seeds/<target>/) from real client frames: what centrifuge-js
+and centrifuge-python send (connect with subs, subscribe with recovery, publish, history,
+presence, rpc, send, refresh, pong, newline-batched frames). Re-run after changing it; the
+output is committed."""
+import json, os, shutil, struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "seeds")
+
+def j(v):
+    return json.dumps(v, separators=(",", ":"))
+
+CONNECT = j({"id": 1, "connect": {"name": "js", "version": "5.0.0", "data": {"x": 1},
+                                  "subs": {"chat:a": {"recover": True, "offset": 3, "epoch": "e"}}}})
+COMMANDS = [
+    j({"id": 2, "subscribe": {"channel": "chat:a", "recoverable": True, "positioned": True, "join_leave": True}}),
+    j({"id": 3, "subscribe": {"channel": "news", "recover": True, "offset": 1, "epoch": "abc"}}),
+    j({"id": 4, "publish": {"channel": "chat:a", "data": {"text": "hi", "n": [1, 2.5, None, True]}}}),
+    j({"id": 5, "publish": {"channel": "news", "data": "plain"}}),
+    j({"id": 6, "history": {"channel": "chat:a", "limit": 10, "since": {"offset": 0, "epoch": "e"}, "reverse": True}}),
+    j({"id": 7, "history": {"channel": "news", "limit": -1}}),
+    j({"id": 8, "presence": {"channel": "chat:a"}}),
+    j({"id": 9, "presence_stats": {"channel": "chat:a"}}),
+    j({"id": 10, "rpc": {"method": "m", "data": {"a": 1}}}),
+    j({"send": {"data": {"a": 1}}}),
+    j({"id": 11, "refresh": {"token": "x.y.z"}}),
+    j({"id": 12, "sub_refresh": {"channel": "chat:a", "token": "x.y.z"}}),
+    j({"id": 13, "unsubscribe": {"channel": "chat:a"}}),
+    j({"id": 14, "subscribe": {"channel": "news#42,43"}}),
+    j({"id": 15, "subscribe": {"channel": "$private", "token": "x.y.z"}}),
+    "{}",
+]
+
+def write(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+def frame(b0, payload, mask=b"\x11\x22\x33\x44"):
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+shutil.rmtree(OUT, ignore_errors=True)
+for i, c in enumerate([CONNECT] + COMMANDS):
+    write("json_command", f"cmd{i:02}", c.encode())
+write("json_command", "batched", "\n".join([CONNECT] + COMMANDS[:4]).encode())
+
+# session: messages separated by NUL, each message possibly newline-batched.
+write("session", "all_commands", b"\0".join(c.encode() for c in [CONNECT] + COMMANDS))
+write("session", "batched", "\n".join([CONNECT] + COMMANDS).encode())
+for i, c in enumerate(COMMANDS):
+    write("session", f"connect_then_{i:02}", (CONNECT + "\0" + c).encode())
+write("session", "no_connect", COMMANDS[2].encode())
+
+# ws_frames: masked client frames.
+msgs = [CONNECT] + COMMANDS[:5]
+write("ws_frames", "text_frames", b"".join(frame(0x81, m.encode()) for m in msgs))
+batched = "\n".join(msgs).encode()
+write("ws_frames", "batched_frame", frame(0x81, batched))
+third = len(batched) // 3
+write("ws_frames", "fragmented_with_ping",
+      frame(0x01, batched[:third]) + frame(0x89, b"ping") + frame(0x00, batched[third:2 * third])
+      + frame(0x80, batched[2 * third:]))
+write("ws_frames", "binary_ping_pong_close",
+      frame(0x82, bytes(range(200))) + frame(0x89, b"") + frame(0x8A, b"p") + frame(0x88, struct.pack(">H", 1000) + b"bye"))
+write("ws_frames", "long_frame", frame(0x81, ("x" * 5000).encode()))
+write("ws_frames", "utf8", frame(0x01, "caf\u00e9 \u20ac".encode()[:5]) + frame(0x80, "caf\u00e9 \u20ac".encode()[5:]))
