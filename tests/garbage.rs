@@ -437,3 +437,66 @@ async fn garbage_corpus_against_the_binary() {
     })
     .await;
 }
+
+/// `GET /autobahn/echo` exists only when `[testing] echo_endpoint` is on; then it echoes text
+/// and binary messages (fragmented ones reassembled) and still refuses protocol violations.
+#[tokio::test]
+async fn echo_endpoint_only_when_enabled() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let off = TestServer::start().await;
+    let url = format!("ws://{}/autobahn/echo", off.addr);
+    assert!(
+        tokio_tungstenite::connect_async(&url).await.is_err(),
+        "the echo endpoint is off by default"
+    );
+
+    let on =
+        TestServer::start_with("[testing]\necho_endpoint = true\necho_max_message_size = 2048")
+            .await;
+    let url = format!("ws://{}/autobahn/echo", on.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text("héllo")).await.unwrap();
+    ws.send(Message::binary(vec![0u8, 255, 7])).await.unwrap();
+    let got = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Message::text("héllo"));
+    let got = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Message::binary(vec![0u8, 255, 7]));
+    drop(ws);
+
+    // Raw: a fragmented text message is echoed whole; then an oversized one closes with 1009.
+    let mut s = TcpStream::connect(on.addr).await.unwrap();
+    let req = format!(
+        "GET /autobahn/echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        on.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s.write_all(&[frame(0x01, b"ab"), frame(0x00, b"cd"), frame(0x80, b"e")].concat())
+        .await
+        .unwrap();
+    match read_frame(&mut s).await {
+        Some(ServerFrame::Text(t)) => assert_eq!(t, "abcde"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    s.write_all(&frame(0x82, &[0u8; 2049])).await.unwrap();
+    match read_frame(&mut s).await {
+        Some(ServerFrame::Close(code)) => assert_eq!(code, Some(1009)),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
