@@ -866,15 +866,23 @@ async fn sigterm_leader_hands_over_before_closing_clients() {
         leaving.closed().await,
         Closed::Code(3001, "shutdown".into())
     );
-    // At this moment the survivors already agree on a new leader.
-    for i in others {
-        let s = t.status(i).await;
-        let l = s["leader"].as_u64().unwrap_or(0) as usize;
+    // By now the survivors agree on a new leader: the new leader knows at once, the other
+    // voter at its first append from it (milliseconds). Without the hand-off the old leader
+    // would still lead here, and an election would take its lease plus a timeout afterwards.
+    let closed_at = std::time::Instant::now();
+    'agree: loop {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in others {
+            seen.insert(t.status(i).await["leader"].as_u64().unwrap_or(0) as usize);
+        }
+        if seen.len() == 1 && !seen.contains(&0) && !seen.contains(&(leader + 1)) {
+            break 'agree;
+        }
         assert!(
-            l != 0 && l - 1 != leader,
-            "node {} already follows a new leader when clients are closed: {s}",
-            i + 1
+            closed_at.elapsed() < Duration::from_millis(200),
+            "the survivors follow a new leader when clients are closed: {seen:?}"
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = std::time::Instant::now();
     publish_via(t.node(others[1]), "chat:handover", json!({"after": true}))

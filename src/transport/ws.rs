@@ -95,6 +95,10 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
                     reason = d.reason,
                     "protocol violation"
                 );
+                if d.code == codes::MESSAGE_TOO_BIG.code {
+                    metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_message_size")
+                        .increment(1);
+                }
                 conn.out.close(d);
                 break;
             }
