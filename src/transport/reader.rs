@@ -21,6 +21,9 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 const MAX_HEAD: usize = 14;
 /// Bytes asked of the socket per read when no frame size is known yet.
 const READ_CHUNK: usize = 8 * 1024;
+/// Buffer kept by a connection between messages: most commands fit; an idle connection (the
+/// common case, by far) holds this little instead of a whole read chunk.
+const IDLE_CHUNK: usize = 512;
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -196,7 +199,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn new(io: R, max_message_size: usize) -> MessageReader<R> {
         MessageReader {
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             max: max_message_size,
             partial: None,
         }
@@ -208,7 +211,14 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             if let Some(ev) = self.step()? {
                 return Ok(ev);
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            if self.buf.is_empty() && self.partial.is_none() {
+                // Between messages: wait for the next one with a small buffer (a big one left
+                // by a burst is given back); a read that fills it asks for a whole chunk next.
+                if self.buf.capacity() > IDLE_CHUNK * 4 {
+                    self.buf = BytesMut::new();
+                }
+                self.buf.reserve(IDLE_CHUNK);
+            } else if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
                 self.buf.reserve(READ_CHUNK);
             }
             match self.io.read_buf(&mut self.buf).await {
