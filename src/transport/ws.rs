@@ -115,7 +115,9 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
             );
             break;
         }
-        if let Err(d) = session.handle_message(&msg).await {
+        // Boxed: the command futures are large, and an unboxed one would make every idle
+        // connection's task that large for its whole life.
+        if let Err(d) = Box::pin(session.handle_message(&msg)).await {
             close_with(&conn, d);
             break;
         }
@@ -124,7 +126,7 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
         }
     }
     // Leave channels first, so presence is cleaned even if the client lingers.
-    session.close().await;
+    Box::pin(session.close()).await;
     // Give the client a moment to answer our close frame, so it reads the code before the
     // socket goes away; never wait long.
     let _ = tokio::time::timeout(CLOSE_GRACE * 3, writer_done.cancelled()).await;
