@@ -376,3 +376,19 @@ pub fn points(seconds: &[stats::Second]) -> Vec<report::Point> {
         })
         .collect()
 }
+
+/// Parses a scenario from command-line words (`["fanout", "--url", …]`), as
+/// `switchyard bench` would.
+pub fn parse<I, T>(words: I) -> Result<Scenario, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    #[derive(clap::Parser)]
+    struct Words {
+        #[command(subcommand)]
+        scenario: Scenario,
+    }
+    let all = std::iter::once(std::ffi::OsString::from("bench")).chain(words.into_iter().map(Into::into));
+    <Words as clap::Parser>::try_parse_from(all).map(|w| w.scenario)
+}
