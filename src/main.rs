@@ -35,7 +35,7 @@ enum Cmd {
     /// Load-test a node or cluster (connect, fanout, churn, soak); see README "Load testing".
     Bench {
         #[command(subcommand)]
-        scenario: switchyard::bench::Scenario,
+        scenario: Box<switchyard::bench::Scenario>,
     },
     /// Print the version.
     Version,
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Bench { scenario } => switchyard::bench::main(scenario),
+        Cmd::Bench { scenario } => switchyard::bench::main(*scenario),
     }
 }
 

@@ -274,8 +274,12 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
     if via == Via::Client {
         let mut c = Conn::open(ctx.url(0), None).await?;
         let ch = ctx.channel.clone();
-        c.connect_subscribe(&ctx.token("bench-churn-pub")?, Some((&ch, json!({}))), ctx.timeout)
-            .await?;
+        c.connect_subscribe(
+            &ctx.token("bench-churn-pub")?,
+            Some((&ch, json!({}))),
+            ctx.timeout,
+        )
+        .await?;
         pconn = Some(c);
     }
     let ch = json!(ctx.channel).to_string();
@@ -284,7 +288,10 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
         let data = payload(0, k, a.payload);
         let ok: Result<Option<u64>, String> = if let Some(api) = api.as_mut() {
             match api
-                .call("publish", format!("{{\"channel\":{ch},\"data\":{data}}}").into_bytes())
+                .call(
+                    "publish",
+                    format!("{{\"channel\":{ch},\"data\":{data}}}").into_bytes(),
+                )
                 .await
             {
                 Ok(v) if v.get("result").is_some() => Ok(v["result"]["offset"].as_u64()),
@@ -295,7 +302,11 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
             let id = c.id();
             let cmd = format!("{{\"id\":{id},\"publish\":{{\"channel\":{ch},\"data\":{data}}}}}");
             match c.send(cmd.as_bytes()).await {
-                Ok(()) => c.reply(id, ctx.timeout).await.map(|_| None).map_err(|e| format!("{e:#}")),
+                Ok(()) => c
+                    .reply(id, ctx.timeout)
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| format!("{e:#}")),
                 Err(e) => Err(format!("{e:#}")),
             }
         } else {
@@ -362,13 +373,38 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
     r.fig("clients", "clients", a.clients as f64, "");
     r.fig("cycles", "connects (incl. reconnects)", cycles_n as f64, "");
     r.fig("recovered", "reconnects recovered", rec_ok as f64, "");
-    r.fig("not_recovered", "reconnects not recovered", rec_fail as f64, "");
+    r.fig(
+        "not_recovered",
+        "reconnects not recovered",
+        rec_fail as f64,
+        "",
+    );
     r.fig("connect_errors", "connection errors", errors as f64, "");
-    r.fig("publications", "publications acknowledged", published.load(Ordering::Relaxed) as f64, "");
-    r.fig("publications_failed", "publications failed", pub_failed as f64, "");
+    r.fig(
+        "publications",
+        "publications acknowledged",
+        published.load(Ordering::Relaxed) as f64,
+        "",
+    );
+    r.fig(
+        "publications_failed",
+        "publications failed",
+        pub_failed as f64,
+        "",
+    );
     r.fig("stream_top", "stream top offset", top as f64, "");
-    r.fig("deliveries_expected", "offsets expected (all clients)", expected as f64, "");
-    r.fig("deliveries_received", "offsets received", received as f64, "");
+    r.fig(
+        "deliveries_expected",
+        "offsets expected (all clients)",
+        expected as f64,
+        "",
+    );
+    r.fig(
+        "deliveries_received",
+        "offsets received",
+        received as f64,
+        "",
+    );
     r.fig("lost", "lost", missing as f64, "");
     r.fig("duplicates", "duplicates", dups as f64, "");
     let rc = Percentiles::of(&reconnect);
@@ -393,7 +429,9 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
         errors == 0 && pub_failed == 0,
         format!(
             "{errors} connection errors, {pub_failed} failed publications{}",
-            first_error.map(|e| format!("; first error: {e}")).unwrap_or_default()
+            first_error
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
         ),
     );
     Ok(r)

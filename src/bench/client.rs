@@ -149,7 +149,11 @@ impl Conn {
     /// see the other lines (a message that held only pings yields an empty text).
     pub async fn recv(&mut self) -> anyhow::Result<Incoming> {
         loop {
-            let frame = self.ws.read_frame().await.map_err(|e| anyhow!("read: {e}"))?;
+            let frame = self
+                .ws
+                .read_frame()
+                .await
+                .map_err(|e| anyhow!("read: {e}"))?;
             match frame.opcode {
                 OpCode::Text | OpCode::Binary => {
                     let text = frame.payload.to_vec();
@@ -231,8 +235,9 @@ impl Conn {
         within: Duration,
     ) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>>)> {
         let cid = self.id();
-        let mut frame = serde_json::json!({"id": cid, "connect": {"token": token, "name": "switchyard-bench"}})
-            .to_string();
+        let mut frame =
+            serde_json::json!({"id": cid, "connect": {"token": token, "name": "switchyard-bench"}})
+                .to_string();
         let Some((channel, extra)) = channel else {
             self.send(frame.as_bytes()).await?;
             return self.reply(cid, within).await;
@@ -251,10 +256,7 @@ impl Conn {
 
     /// Sends a normal close frame (best effort).
     pub async fn close(mut self) {
-        let _ = self
-            .ws
-            .write_frame(Frame::close(1000, b""))
-            .await;
+        let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
     }
 }
 

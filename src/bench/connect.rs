@@ -481,18 +481,37 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let attempts = c.ok + c.failed;
     let max_open = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let mut r = Report::new("connect", &a);
-    r.fig("connections_target", "peak connections asked for", peak as f64, "");
+    r.fig(
+        "connections_target",
+        "peak connections asked for",
+        peak as f64,
+        "",
+    );
     r.fig("attempts", "connect attempts", attempts as f64, "");
     r.fig("connected", "connected + subscribed", c.ok as f64, "");
     r.fig("failed", "failed", c.failed as f64, "");
-    r.fig("closed_by_server", "closed by the server while held", c.closed as f64, "");
+    r.fig(
+        "closed_by_server",
+        "closed by the server while held",
+        c.closed as f64,
+        "",
+    );
     r.fig(
         "success_rate",
         "success rate",
-        if attempts > 0 { 100.0 * c.ok as f64 / attempts as f64 } else { 0.0 },
+        if attempts > 0 {
+            100.0 * c.ok as f64 / attempts as f64
+        } else {
+            0.0
+        },
         "%",
     );
-    r.fig("max_open", "most open at once (1 s samples)", max_open as f64, "");
+    r.fig(
+        "max_open",
+        "most open at once (1 s samples)",
+        max_open as f64,
+        "",
+    );
     if c.ok == peak && peak > 0 && last_done > start_micros {
         r.fig(
             "time_to_all_connected_secs",
@@ -512,8 +531,18 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
             .filter(|s| s.2.is_some())
             .max_by_key(|s| (s.1, (s.0 * 1000.0) as u64))
         {
-            r.fig("server_rss_baseline_bytes", "server RSS before", base.rss_bytes as f64, "B");
-            r.fig("server_rss_peak_bytes", "server RSS at peak", s.rss_bytes as f64, "B");
+            r.fig(
+                "server_rss_baseline_bytes",
+                "server RSS before",
+                base.rss_bytes as f64,
+                "B",
+            );
+            r.fig(
+                "server_rss_peak_bytes",
+                "server RSS at peak",
+                s.rss_bytes as f64,
+                "B",
+            );
             r.fig("server_fds_peak", "server FDs at peak", s.fds as f64, "");
             if *open > 0 {
                 r.fig(
@@ -553,11 +582,21 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
         format!(
             "{} of {attempts} ok{}",
             c.ok,
-            error.map(|e| format!("; first error: {e}")).unwrap_or_default()
+            error
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
         ),
     );
-    r.check("reached the peak", c.ok >= peak, format!("{} connected of {peak}", c.ok));
-    r.check("no connection closed by the server", c.closed == 0, format!("{} closed", c.closed));
+    r.check(
+        "reached the peak",
+        c.ok >= peak,
+        format!("{} connected of {peak}", c.ok),
+    );
+    r.check(
+        "no connection closed by the server",
+        c.closed == 0,
+        format!("{} closed", c.closed),
+    );
     Ok(r)
 }
 

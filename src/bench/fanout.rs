@@ -151,24 +151,73 @@ impl Outcome {
 
     /// Adds the figures and checks to `r`.
     pub fn fill(&self, r: &mut Report) {
-        r.fig("subscribers", "subscribers connected", self.subscribed as f64, "");
-        r.fig("subscribers_failed", "subscribers failed", self.sub_failed as f64, "");
-        r.fig("subscribers_closed", "subscribers closed by server", self.sub_closed as f64, "");
-        r.fig("publications_acked", "publications acknowledged", self.acked as f64, "");
-        r.fig("publications_failed", "publications failed", self.pub_failed as f64, "");
+        r.fig(
+            "subscribers",
+            "subscribers connected",
+            self.subscribed as f64,
+            "",
+        );
+        r.fig(
+            "subscribers_failed",
+            "subscribers failed",
+            self.sub_failed as f64,
+            "",
+        );
+        r.fig(
+            "subscribers_closed",
+            "subscribers closed by server",
+            self.sub_closed as f64,
+            "",
+        );
+        r.fig(
+            "publications_acked",
+            "publications acknowledged",
+            self.acked as f64,
+            "",
+        );
+        r.fig(
+            "publications_failed",
+            "publications failed",
+            self.pub_failed as f64,
+            "",
+        );
         r.fig(
             "publications_per_sec",
             "publications acknowledged/s",
-            if self.publish_secs > 0.0 { self.acked as f64 / self.publish_secs } else { 0.0 },
+            if self.publish_secs > 0.0 {
+                self.acked as f64 / self.publish_secs
+            } else {
+                0.0
+            },
             "/s",
         );
-        r.fig("deliveries_expected", "deliveries expected", self.expected as f64, "");
-        r.fig("deliveries_received", "deliveries received", self.received as f64, "");
+        r.fig(
+            "deliveries_expected",
+            "deliveries expected",
+            self.expected as f64,
+            "",
+        );
+        r.fig(
+            "deliveries_received",
+            "deliveries received",
+            self.received as f64,
+            "",
+        );
         r.fig("lost", "lost", self.lost as f64, "");
         r.fig("duplicates", "duplicates", self.duplicates as f64, "");
         r.fig("reordered", "reordered", self.reordered as f64, "");
-        r.fig("unacked_received", "received but not acknowledged", self.unacked_received as f64, "");
-        r.fig("delivered_per_sec", "delivered msgs/s", self.delivered_per_sec(), "/s");
+        r.fig(
+            "unacked_received",
+            "received but not acknowledged",
+            self.unacked_received as f64,
+            "",
+        );
+        r.fig(
+            "delivered_per_sec",
+            "delivered msgs/s",
+            self.delivered_per_sec(),
+            "/s",
+        );
         r.fig("publish_secs", "publishing time", self.publish_secs, "s");
         r.fig("latency_p50_ms", "latency p50", self.latency.p50, "ms");
         r.fig("latency_p90_ms", "latency p90", self.latency.p90, "ms");
@@ -181,11 +230,21 @@ impl Outcome {
             r.fig("server_cpu_secs", "server CPU", cpu, "s");
             let m = (self.received + self.unacked_received) as f64 / 1e6;
             if m > 0.0 {
-                r.fig("server_cpu_secs_per_million", "server CPU per million deliveries", cpu / m, "s");
+                r.fig(
+                    "server_cpu_secs_per_million",
+                    "server CPU per million deliveries",
+                    cpu / m,
+                    "s",
+                );
             }
         }
         if let Some(last) = self.server.last() {
-            r.fig("server_rss_bytes", "server RSS (end)", last.rss_bytes as f64, "B");
+            r.fig(
+                "server_rss_bytes",
+                "server RSS (end)",
+                last.rss_bytes as f64,
+                "B",
+            );
         }
         r.latency_label = "publish→delivery".into();
         r.latency = Some(self.latency);
@@ -195,7 +254,10 @@ impl Outcome {
         r.check(
             "deliveries add up",
             self.expected == self.received + self.lost,
-            format!("expected {} = received {} + lost {}", self.expected, self.received, self.lost),
+            format!(
+                "expected {} = received {} + lost {}",
+                self.expected, self.received, self.lost
+            ),
         );
         r.check(
             "something was delivered",
@@ -208,12 +270,23 @@ impl Outcome {
             format!(
                 "{} failed{}",
                 self.pub_failed,
-                self.first_error.as_deref().map(|e| format!("; first error: {e}")).unwrap_or_default()
+                self.first_error
+                    .as_deref()
+                    .map(|e| format!("; first error: {e}"))
+                    .unwrap_or_default()
             ),
         );
         r.check("no loss", self.lost == 0, format!("{} lost", self.lost));
-        r.check("no duplicates", self.duplicates == 0, format!("{} duplicates", self.duplicates));
-        r.check("in order", self.reordered == 0, format!("{} reordered", self.reordered));
+        r.check(
+            "no duplicates",
+            self.duplicates == 0,
+            format!("{} duplicates", self.duplicates),
+        );
+        r.check(
+            "in order",
+            self.reordered == 0,
+            format!("{} reordered", self.reordered),
+        );
         r.check(
             "every subscriber connected and stayed",
             self.sub_failed == 0 && self.sub_closed == 0,
@@ -221,7 +294,10 @@ impl Outcome {
                 "{} failed, {} closed{}",
                 self.sub_failed,
                 self.sub_closed,
-                self.first_error.as_deref().map(|e| format!("; first error: {e}")).unwrap_or_default()
+                self.first_error
+                    .as_deref()
+                    .map(|e| format!("; first error: {e}"))
+                    .unwrap_or_default()
             ),
         );
     }
@@ -259,9 +335,15 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<Report> {
         let lossy = o.lost > 0 || o.duplicates > 0;
         if over || lossy || !kept_up {
             stop_reason = if lossy {
-                format!("loss at {rate:.0}/s ({} lost, {} dup)", o.lost, o.duplicates)
+                format!(
+                    "loss at {rate:.0}/s ({} lost, {} dup)",
+                    o.lost, o.duplicates
+                )
             } else if over {
-                format!("p99 {:.1} ms > {bound_ms:.0} ms at {rate:.0}/s", o.latency.p99)
+                format!(
+                    "p99 {:.1} ms > {bound_ms:.0} ms at {rate:.0}/s",
+                    o.latency.p99
+                )
             } else {
                 format!("publishers could not keep {rate:.0}/s (acked {})", o.acked)
             };
@@ -274,7 +356,12 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<Report> {
         rate *= a.step_factor.max(1.01);
     }
     let best = best.expect("at least one step");
-    r.fig("step_best_rate", "highest rate within bounds", best.rate, "/s");
+    r.fig(
+        "step_best_rate",
+        "highest rate within bounds",
+        best.rate,
+        "/s",
+    );
     best.fill(&mut r);
     r.check("step mode ended", true, stop_reason);
     Ok(r)
@@ -306,7 +393,12 @@ pub async fn once(
     let stop = CancellationToken::new();
 
     let progress = {
-        let (d, p, s, n) = (delivered.clone(), published.clone(), subscribed.clone(), a.subscribers);
+        let (d, p, s, n) = (
+            delivered.clone(),
+            published.clone(),
+            subscribed.clone(),
+            a.subscribers,
+        );
         Progress::start(ctx.progress, move || {
             format!(
                 "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {}",
@@ -357,7 +449,12 @@ pub async fn once(
         };
         subscribed.fetch_add(1, Ordering::Relaxed);
         subs_per_channel[i % channels] += 1;
-        let (tl, d, last, stop) = (timeline.clone(), delivered.clone(), last_delivery.clone(), stop.clone());
+        let (tl, d, last, stop) = (
+            timeline.clone(),
+            delivered.clone(),
+            last_delivery.clone(),
+            stop.clone(),
+        );
         readers.spawn(async move {
             let mut rec = super::stats::Recorder::new(tl);
             let mut streams: HashMap<u32, StreamSeen> = HashMap::new();
@@ -394,7 +491,6 @@ pub async fn once(
                     }
                 }
             }
-            drop(account);
             rec.flush();
             if closed.is_none() {
                 conn.close().await;
@@ -410,7 +506,12 @@ pub async fn once(
 
     // Phase 2: publishers.
     let sampler_stop = CancellationToken::new();
-    let sampler = spawn_sampler(ctx.probe.clone(), clock, a.sample_every, sampler_stop.clone());
+    let sampler = spawn_sampler(
+        ctx.probe.clone(),
+        clock,
+        a.sample_every,
+        sampler_stop.clone(),
+    );
     let cpu_before = if ctx.probe.pids.is_empty() {
         None
     } else {
@@ -477,7 +578,12 @@ pub async fn once(
                 let ok = match &mut sender {
                     Sender::Api(api) => {
                         let body = format!("{{\"channel\":{},\"data\":{data}}}", json!(ch));
-                        match tokio::time::timeout(ctx.timeout, api.call("publish", body.into_bytes())).await {
+                        match tokio::time::timeout(
+                            ctx.timeout,
+                            api.call("publish", body.into_bytes()),
+                        )
+                        .await
+                        {
                             Ok(Ok(v)) if v.get("result").is_some() => Ok(()),
                             Ok(Ok(v)) => Err(format!("publish refused: {v}")),
                             Ok(Err(e)) => Err(format!("{e:#}")),
@@ -492,14 +598,19 @@ pub async fn once(
                         );
                         match conn.send(cmd.as_bytes()).await {
                             Err(e) => Err(format!("{e:#}")),
-                            Ok(()) => conn.reply(id, ctx.timeout).await.map(|_| ()).map_err(|e| format!("{e:#}")),
+                            Ok(()) => conn
+                                .reply(id, ctx.timeout)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| format!("{e:#}")),
                         }
                     }
                 };
                 match ok {
                     Ok(()) => {
                         res.acked.insert(k);
-                        res.ack.saturating_record(now_micros().saturating_sub(t0).max(1));
+                        res.ack
+                            .saturating_record(now_micros().saturating_sub(t0).max(1));
                         published.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
@@ -552,14 +663,18 @@ pub async fn once(
 
     // Phase 4: account.
     let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
-    let (mut expected, mut received, mut lost, mut unacked, mut dups, mut reord) = (0, 0, 0, 0, 0, 0);
+    let (mut expected, mut received, mut lost, mut unacked, mut dups, mut reord) =
+        (0, 0, 0, 0, 0, 0);
     let mut sub_closed = 0;
     for s in &subs {
         if let Some(e) = &s.closed {
             sub_closed += 1;
             first_error.get_or_insert(e.clone());
         }
-        for r in pub_results.iter().filter(|r| r.p as usize % channels == s.channel) {
+        for r in pub_results
+            .iter()
+            .filter(|r| r.p as usize % channels == s.channel)
+        {
             let empty = StreamSeen::default();
             let seen = s.streams.get(&r.p).unwrap_or(&empty);
             expected += r.acked.len();

@@ -55,7 +55,11 @@ pub enum Scenario {
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     /// Client WebSocket URLs (repeat or comma-separate); connections are spread over them.
-    #[arg(long = "url", value_delimiter = ',', default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8000/connection/websocket"
+    )]
     pub urls: Vec<String>,
     /// Server API base URLs (`http://host:port`, repeat or comma-separate) for `--via api`.
     #[arg(long = "api", value_delimiter = ',')]
@@ -389,6 +393,7 @@ where
         #[command(subcommand)]
         scenario: Scenario,
     }
-    let all = std::iter::once(std::ffi::OsString::from("bench")).chain(words.into_iter().map(Into::into));
+    let all =
+        std::iter::once(std::ffi::OsString::from("bench")).chain(words.into_iter().map(Into::into));
     <Words as clap::Parser>::try_parse_from(all).map(|w| w.scenario)
 }

@@ -283,7 +283,11 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             h.push_str(&chart("seconds", "count", &series, false));
         }
         if !self.percentiles.is_empty() {
-            let _ = write!(h, "<h2>Latency by percentile ({})</h2>", esc(&self.latency_label));
+            let _ = write!(
+                h,
+                "<h2>Latency by percentile ({})</h2>",
+                esc(&self.latency_label)
+            );
             h.push_str(&chart(
                 "percentile",
                 "ms",
@@ -299,15 +303,30 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
                 .map(|s| (s.t, s.rss_bytes as f64 / 1048576.0))
                 .collect();
             let fds: Vec<(f64, f64)> = self.server.iter().map(|s| (s.t, s.fds as f64)).collect();
-            h.push_str(&chart("seconds", "RSS MiB", &[("RSS MiB", "#8c564b", mib)], false));
-            h.push_str(&chart("seconds", "open FDs", &[("FDs", "#7f7f7f", fds)], false));
+            h.push_str(&chart(
+                "seconds",
+                "RSS MiB",
+                &[("RSS MiB", "#8c564b", mib)],
+                false,
+            ));
+            h.push_str(&chart(
+                "seconds",
+                "open FDs",
+                &[("FDs", "#7f7f7f", fds)],
+                false,
+            ));
             if self.server.iter().any(|s| s.store_bytes > 0) {
                 let st: Vec<(f64, f64)> = self
                     .server
                     .iter()
                     .map(|s| (s.t, s.store_bytes as f64 / 1048576.0))
                     .collect();
-                h.push_str(&chart("seconds", "store MiB", &[("sled MiB", "#17becf", st)], false));
+                h.push_str(&chart(
+                    "seconds",
+                    "store MiB",
+                    &[("sled MiB", "#17becf", st)],
+                    false,
+                ));
             }
         }
         if !self.steps.is_empty() {
@@ -317,9 +336,9 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             }
             h.push_str("</pre>");
         }
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<h2>Arguments</h2><pre>{}</pre></body></html>\n",
+            "<h2>Arguments</h2><pre>{}</pre></body></html>",
             esc(&serde_json::to_string_pretty(&self.args).unwrap_or_default())
         );
         h
@@ -333,11 +352,25 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One line of a chart: name, colour, points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// An SVG line chart. With `nines`, x is a percentile drawn on a "number of nines" scale
 /// (0, 90, 99, 99.9, …) the way latency percentile plots usually are.
-fn chart(x_label: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f64)>)], nines: bool) -> String {
+fn chart(
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+    nines: bool,
+) -> String {
     let (w, hgt, ml, mr, mt, mb) = (900.0, 300.0, 70.0, 20.0, 20.0, 40.0);
-    let tx = |x: f64| if nines { -(1.0 - x / 100.0).max(1e-6).log10() } else { x };
+    let tx = |x: f64| {
+        if nines {
+            -(1.0 - x / 100.0).max(1e-6).log10()
+        } else {
+            x
+        }
+    };
     let all: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.2.iter().map(|&(x, y)| (tx(x), y)))
@@ -382,7 +415,9 @@ fn chart(x_label: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f64)>)],
                 "<line x1=\"{px:.1}\" x2=\"{px:.1}\" y1=\"{mt}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{}%</text>",
                 hgt - mb,
                 hgt - mb + 14.0,
-                format!("{label:.4}").trim_end_matches('0').trim_end_matches('.'),
+                format!("{label:.4}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.'),
                 px = sx(n)
             );
             n += 1.0;

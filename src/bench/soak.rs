@@ -41,7 +41,12 @@ fn growth(points: &[(f64, f64)]) -> f64 {
         return 0.0;
     }
     let first = mean(&points[..n].iter().map(|p| p.1).collect::<Vec<_>>());
-    let last = mean(&points[points.len() - n..].iter().map(|p| p.1).collect::<Vec<_>>());
+    let last = mean(
+        &points[points.len() - n..]
+            .iter()
+            .map(|p| p.1)
+            .collect::<Vec<_>>(),
+    );
     if first > 0.0 {
         100.0 * (last - first) / first
     } else {
@@ -73,15 +78,55 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<Report> {
         .map(|p| (p.t, p.p99))
         .collect();
     let rss_growth = growth(&rss);
-    r.fig("soak_samples", "server samples after warm-up", settled.len() as f64, "");
-    r.fig("rss_start_bytes", "RSS after warm-up", rss.first().map_or(0.0, |p| p.1), "B");
-    r.fig("rss_end_bytes", "RSS at the end", rss.last().map_or(0.0, |p| p.1), "B");
-    r.fig("rss_growth_pct", "RSS growth (last vs first tenth)", rss_growth, "%");
-    r.fig("rss_slope_bytes_per_hour", "RSS slope", slope(&rss) * 3600.0, "B/h");
+    r.fig(
+        "soak_samples",
+        "server samples after warm-up",
+        settled.len() as f64,
+        "",
+    );
+    r.fig(
+        "rss_start_bytes",
+        "RSS after warm-up",
+        rss.first().map_or(0.0, |p| p.1),
+        "B",
+    );
+    r.fig(
+        "rss_end_bytes",
+        "RSS at the end",
+        rss.last().map_or(0.0, |p| p.1),
+        "B",
+    );
+    r.fig(
+        "rss_growth_pct",
+        "RSS growth (last vs first tenth)",
+        rss_growth,
+        "%",
+    );
+    r.fig(
+        "rss_slope_bytes_per_hour",
+        "RSS slope",
+        slope(&rss) * 3600.0,
+        "B/h",
+    );
     r.fig("fds_slope_per_hour", "FD slope", slope(&fds) * 3600.0, "/h");
-    r.fig("store_end_bytes", "store size at the end", store.last().map_or(0.0, |p| p.1), "B");
-    r.fig("store_slope_bytes_per_hour", "store size slope", slope(&store) * 3600.0, "B/h");
-    r.fig("p99_slope_ms_per_hour", "p99 latency slope", slope(&p99) * 3600.0, "ms/h");
+    r.fig(
+        "store_end_bytes",
+        "store size at the end",
+        store.last().map_or(0.0, |p| p.1),
+        "B",
+    );
+    r.fig(
+        "store_slope_bytes_per_hour",
+        "store size slope",
+        slope(&store) * 3600.0,
+        "B/h",
+    );
+    r.fig(
+        "p99_slope_ms_per_hour",
+        "p99 latency slope",
+        slope(&p99) * 3600.0,
+        "ms/h",
+    );
     r.check(
         "flat RSS",
         rss_growth < a.max_growth,

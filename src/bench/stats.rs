@@ -27,7 +27,10 @@ pub fn histogram() -> Histogram<u64> {
 /// The JSON payload of publication `seq` of publisher `p`, padded to about `size` bytes:
 /// `{"p":P,"seq":N,"ts":<micros>,"pad":"xx…"}`. Key order is fixed: [`parse_pub`] relies on it.
 pub fn payload(p: u32, seq: u64, size: usize) -> String {
-    let mut s = format!("{{\"p\":{p},\"seq\":{seq},\"ts\":{},\"pad\":\"", now_micros());
+    let mut s = format!(
+        "{{\"p\":{p},\"seq\":{seq},\"ts\":{},\"pad\":\"",
+        now_micros()
+    );
     let pad = size.saturating_sub(s.len() + 2);
     s.extend(std::iter::repeat_n('x', pad));
     s.push_str("\"}");
@@ -73,7 +76,8 @@ pub fn parse_pub(line: &[u8]) -> Option<PubMsg> {
     let (seq, n) = digits(rest)?;
     let rest = rest[n..].strip_prefix(b",\"ts\":")?;
     let (ts, _) = digits(rest)?;
-    let offset = memmem::find(&line[..at], OFFSET).and_then(|i| digits(&line[i + OFFSET.len()..]).map(|d| d.0));
+    let offset = memmem::find(&line[..at], OFFSET)
+        .and_then(|i| digits(&line[i + OFFSET.len()..]).map(|d| d.0));
     Some(PubMsg {
         p: u32::try_from(p).ok()?,
         seq,
