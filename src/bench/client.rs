@@ -95,7 +95,18 @@ pub struct Conn {
 
 /// Splits a text message into its non-empty lines.
 pub fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+    std::iter::from_fn(move || {
+        loop {
+            let end = ends.next()?;
+            let line = &text[start..end];
+            start = end + 1;
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+    })
 }
 
 impl Conn {
@@ -157,7 +168,10 @@ impl Conn {
             match frame.opcode {
                 OpCode::Text | OpCode::Binary => {
                     let text = frame.payload.to_vec();
-                    if lines(&text).any(|l| l == b"{}") {
+                    // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
+                    if memchr::memmem::find(&text, b"{}").is_some()
+                        && lines(&text).any(|l| l == b"{}")
+                    {
                         self.send(b"{}").await?;
                         let rest: Vec<&[u8]> = lines(&text).filter(|l| *l != b"{}").collect();
                         return Ok(Incoming::Text(rest.join(&b'\n')));

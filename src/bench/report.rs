@@ -357,13 +357,8 @@ type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// An SVG line chart. With `nines`, x is a percentile drawn on a "number of nines" scale
 /// (0, 90, 99, 99.9, …) the way latency percentile plots usually are.
-fn chart(
-    x_label: &str,
-    y_label: &str,
-    series: &[Series<'_>],
-    nines: bool,
-) -> String {
-    let (w, hgt, ml, mr, mt, mb) = (900.0, 300.0, 70.0, 20.0, 20.0, 40.0);
+fn chart(x_label: &str, y_label: &str, series: &[Series<'_>], nines: bool) -> String {
+    let (w, hgt, ml, mr, mt, mb) = (900.0, 300.0, 70.0, 45.0, 20.0, 40.0);
     let tx = |x: f64| {
         if nines {
             -(1.0 - x / 100.0).max(1e-6).log10()
