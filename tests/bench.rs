@@ -16,7 +16,15 @@ async fn run(server: &TestServer, words: &[&str]) -> Report {
     let mut all: Vec<String> = words.iter().map(|s| s.to_string()).collect();
     all.extend(
         [
-            "--url", &url, "--api", &api, "--api-key", API_KEY, "--token-secret", SECRET, "--quiet",
+            "--url",
+            &url,
+            "--api",
+            &api,
+            "--api-key",
+            API_KEY,
+            "--token-secret",
+            SECRET,
+            "--quiet",
         ]
         .map(String::from),
     );
@@ -28,7 +36,8 @@ async fn run(server: &TestServer, words: &[&str]) -> Report {
 }
 
 fn fig(r: &Report, key: &str) -> f64 {
-    r.get(key).unwrap_or_else(|| panic!("figure {key} missing: {}", r.table()))
+    r.get(key)
+        .unwrap_or_else(|| panic!("figure {key} missing: {}", r.table()))
 }
 
 /// Client publishes over two channels: every expected delivery arrives once, in order, and
@@ -42,13 +51,32 @@ async fn fanout_deliveries_add_up_and_reports_are_written() {
     let r = run(
         &server,
         &[
-            "fanout", "--subscribers", "10", "--channels", "2", "--publishers", "2", "--rate", "40",
-            "--duration", "1500ms", "--via", "client", "--pid", &pid, "--channel", "chat:fan",
+            "fanout",
+            "--subscribers",
+            "10",
+            "--channels",
+            "2",
+            "--publishers",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "1500ms",
+            "--via",
+            "client",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:fan",
         ],
     )
     .await;
     assert!(r.passed(), "{}", r.table());
-    let (exp, got, lost) = (fig(&r, "deliveries_expected"), fig(&r, "deliveries_received"), fig(&r, "lost"));
+    let (exp, got, lost) = (
+        fig(&r, "deliveries_expected"),
+        fig(&r, "deliveries_received"),
+        fig(&r, "lost"),
+    );
     // 2 publishers × 30 publications, each to one channel of 5 subscribers.
     assert_eq!(exp, 300.0, "{}", r.table());
     assert_eq!(exp, got + lost);
@@ -83,8 +111,23 @@ async fn fanout_catches_an_injected_drop() {
     let r = run(
         &server,
         &[
-            "fanout", "--subscribers", "4", "--publishers", "1", "--rate", "20", "--duration",
-            "1s", "--via", "api", "--inject-drop", "3", "--drain", "1s", "--channel", "chat:drop",
+            "fanout",
+            "--subscribers",
+            "4",
+            "--publishers",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--via",
+            "api",
+            "--inject-drop",
+            "3",
+            "--drain",
+            "1s",
+            "--channel",
+            "chat:drop",
         ],
     )
     .await;
@@ -105,8 +148,22 @@ async fn fanout_step_mode_reports_each_step() {
     let r = run(
         &server,
         &[
-            "fanout", "--subscribers", "3", "--publishers", "2", "--rate", "10", "--duration", "1s",
-            "--step", "--max-steps", "2", "--p99-bound", "5s", "--channel", "chat:step",
+            "fanout",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+            "--step",
+            "--max-steps",
+            "2",
+            "--p99-bound",
+            "5s",
+            "--channel",
+            "chat:step",
         ],
     )
     .await;
@@ -123,8 +180,15 @@ async fn connect_ramps_holds_and_measures_the_server() {
     let r = run(
         &server,
         &[
-            "connect", "--stages", "500ms:60,1500ms:60,200ms:0", "--source-addrs", "2", "--pid",
-            &pid, "--channel", "chat:conn",
+            "connect",
+            "--stages",
+            "500ms:60,1500ms:60,200ms:0",
+            "--source-addrs",
+            "2",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:conn",
         ],
     )
     .await;
@@ -142,8 +206,25 @@ async fn connect_over_worker_processes() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("c.json");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["bench", "connect", "--connections", "40", "--rate", "200", "--hold", "1s"])
-        .args(["--workers", "2", "--channel", "chat:workers", "--quiet", "--token-secret", SECRET])
+        .args([
+            "bench",
+            "connect",
+            "--connections",
+            "40",
+            "--rate",
+            "200",
+            "--hold",
+            "1s",
+        ])
+        .args([
+            "--workers",
+            "2",
+            "--channel",
+            "chat:workers",
+            "--quiet",
+            "--token-secret",
+            SECRET,
+        ])
         .arg("--url")
         .arg(server.ws_url())
         .arg("--json")
@@ -154,7 +235,11 @@ async fn connect_over_worker_processes() {
         .expect("bench finished in time")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["figures"]["connected"], 40.0, "{stdout}");
     assert_eq!(v["figures"]["workers"], 2.0);
@@ -167,8 +252,19 @@ async fn churn_recovers_exactly_what_was_missed() {
     let r = run(
         &server,
         &[
-            "churn", "--clients", "8", "--cycle-rate", "16", "--offline", "150ms", "--duration",
-            "2s", "--rate", "30", "--channel", "chat:churn",
+            "churn",
+            "--clients",
+            "8",
+            "--cycle-rate",
+            "16",
+            "--offline",
+            "150ms",
+            "--duration",
+            "2s",
+            "--rate",
+            "30",
+            "--channel",
+            "chat:churn",
         ],
     )
     .await;
@@ -189,8 +285,21 @@ async fn soak_samples_the_server_over_time() {
     let r = run(
         &server,
         &[
-            "soak", "--subscribers", "3", "--rate", "20", "--duration", "2s", "--warmup", "0s",
-            "--sample-every", "200ms", "--pid", &pid, "--channel", "chat:soak",
+            "soak",
+            "--subscribers",
+            "3",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--sample-every",
+            "200ms",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:soak",
         ],
     )
     .await;
