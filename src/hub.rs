@@ -234,6 +234,30 @@ mod tests {
     }
 
     #[test]
+    fn quiet_delivery_asks_to_wake_each_subscriber_once_per_batch() {
+        let hub = Hub::default();
+        let a = Arc::new(Outbound::new(1000));
+        hub.subscribe(
+            "c",
+            1,
+            Subscriber {
+                out: a.clone(),
+                join_leave: false,
+            },
+        );
+        let mut woken = Vec::new();
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        assert_eq!(woken.len(), 1, "one wake for the whole batch");
+        for o in woken.drain(..) {
+            o.wake();
+        }
+        assert_eq!(a.take().messages.len(), 2);
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        assert_eq!(woken.len(), 1, "a new batch needs a new wake");
+    }
+
+    #[test]
     fn slow_subscriber_is_cut_off_without_affecting_others() {
         let hub = Hub::default();
         let slow = Arc::new(Outbound::new(100));
