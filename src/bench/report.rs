@@ -264,14 +264,22 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             let pts = |f: fn(&Point) -> f64| -> Vec<(f64, f64)> {
                 self.timeline.iter().map(|p| (p.t, f(p))).collect()
             };
+            // Latency lines only where something was measured (no false zeros).
+            let lat = |f: fn(&Point) -> f64| -> Vec<(f64, f64)> {
+                self.timeline
+                    .iter()
+                    .filter(|p| p.rate > 0.0)
+                    .map(|p| (p.t, f(p)))
+                    .collect()
+            };
             h.push_str("<h2>Latency over time</h2>");
             h.push_str(&chart(
                 "seconds",
                 "ms",
                 &[
-                    ("p50", "#1f77b4", pts(|p| p.p50)),
-                    ("p99", "#ff7f0e", pts(|p| p.p99)),
-                    ("max", "#d62728", pts(|p| p.max)),
+                    ("p50", "#1f77b4", lat(|p| p.p50)),
+                    ("p99", "#ff7f0e", lat(|p| p.p99)),
+                    ("max", "#d62728", lat(|p| p.max)),
                 ],
                 false,
             ));
