@@ -43,6 +43,9 @@ impl Engine {
         if published > 0 {
             metrics::counter!(crate::metrics::PUBLICATIONS_COMMITTED).increment(published as u64);
         }
+        // Every event of the entry is queued first and each subscriber's writer woken once
+        // after the last: it then writes the entry's publications as one frame.
+        let mut woken = Vec::new();
         for ev in &events {
             match ev {
                 // A replayed log must not act on today's connections.
@@ -52,8 +55,11 @@ impl Engine {
                         sink(ev);
                     }
                 }
-                _ => self.hub.deliver(ev),
+                _ => self.hub.deliver_quiet(ev, &mut woken),
             }
+        }
+        for out in woken {
+            out.wake();
         }
         results
     }

@@ -121,6 +121,17 @@ impl Hub {
 
     /// Delivers one event to the local subscribers of its channel (encoded once).
     pub fn deliver(&self, event: &Event) {
+        let mut woken = Vec::new();
+        self.deliver_quiet(event, &mut woken);
+        for out in woken {
+            out.wake();
+        }
+    }
+
+    /// Like [`Hub::deliver`], without waking the subscribers' writers: the queues that need a
+    /// wake are added to `woken` (each once until woken), for the caller to wake after the
+    /// last event of a batch, so each writer sends a whole entry's publications in one frame.
+    pub fn deliver_quiet(&self, event: &Event, woken: &mut Vec<Arc<Outbound>>) {
         let (channel, join_leave_only) = match event {
             Event::Publication { channel, .. } => (channel, false),
             Event::Join { channel, .. } | Event::Leave { channel, .. } => (channel, true),
@@ -140,18 +151,18 @@ impl Hub {
             Event::User { .. } | Event::NodeDown { .. } => return,
         };
         let mut delivered = 0u64;
-        let now = std::time::Instant::now();
+        let applied_at = (!join_leave_only).then(std::time::Instant::now);
         for sub in subs.values() {
             if join_leave_only && !sub.join_leave {
                 continue;
             }
-            let pushed = if join_leave_only {
-                sub.out.push(bytes.clone())
-            } else {
-                sub.out.push_timed(bytes.clone(), now)
-            };
-            match pushed {
-                Ok(()) => delivered += 1,
+            match sub.out.push_quiet(bytes.clone(), applied_at) {
+                Ok(first) => {
+                    delivered += 1;
+                    if first {
+                        woken.push(sub.out.clone());
+                    }
+                }
                 Err(PushError::Overflow) => {
                     self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(crate::metrics::SLOW_DISCONNECTS).increment(1);
@@ -220,6 +231,30 @@ mod tests {
         });
         assert!(a.take().messages.is_empty(), "a did not ask for join/leave");
         assert_eq!(b.take().messages.len(), 1);
+    }
+
+    #[test]
+    fn quiet_delivery_asks_to_wake_each_subscriber_once_per_batch() {
+        let hub = Hub::default();
+        let a = Arc::new(Outbound::new(1000));
+        hub.subscribe(
+            "c",
+            1,
+            Subscriber {
+                out: a.clone(),
+                join_leave: false,
+            },
+        );
+        let mut woken = Vec::new();
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        assert_eq!(woken.len(), 1, "one wake for the whole batch");
+        for o in woken.drain(..) {
+            o.wake();
+        }
+        assert_eq!(a.take().messages.len(), 2);
+        hub.deliver_quiet(&publication("c"), &mut woken);
+        assert_eq!(woken.len(), 1, "a new batch needs a new wake");
     }
 
     #[test]

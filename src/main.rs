@@ -32,6 +32,11 @@ enum Cmd {
     Cluster(ClusterArgs),
     /// Make TLS certificates: a cluster CA, and node certificates signed by it.
     Cert(CertArgs),
+    /// Load-test a node or cluster (connect, fanout, churn, soak); see README "Load testing".
+    Bench {
+        #[command(subcommand)]
+        scenario: Box<switchyard::bench::Scenario>,
+    },
     /// Print the version.
     Version,
 }
@@ -190,6 +195,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Bench { scenario } => switchyard::bench::main(*scenario),
     }
 }
 

@@ -6,6 +6,8 @@
 //! the connection with 3008 (slow consumer) instead of growing memory or blocking the producer,
 //! so one slow reader never holds back the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -50,6 +52,8 @@ pub enum PushError {
 pub struct Outbound {
     state: Mutex<State>,
     notify: Notify,
+    /// Quiet pushes are waiting for a [`Outbound::wake`].
+    wake_pending: AtomicBool,
     /// Most bytes of messages held at once.
     limit: usize,
 }
@@ -60,12 +64,45 @@ impl Outbound {
         Outbound {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            wake_pending: AtomicBool::new(false),
             limit,
         }
     }
 
     /// Queues one encoded message.
     pub fn push(&self, msg: Bytes) -> Result<(), PushError> {
+        self.enqueue(msg, None)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues a publication push applied at `applied_at` (its delivery latency is measured).
+    pub fn push_timed(&self, msg: Bytes, applied_at: std::time::Instant) -> Result<(), PushError> {
+        self.enqueue(msg, Some(applied_at))?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues a message without waking the writer, so that a producer delivering several
+    /// messages (all publications of one log entry) wakes each writer once, and the writer
+    /// finds them all and writes them as one frame. Returns true when this is the first quiet
+    /// push since the last [`Outbound::wake`]: the caller must then call `wake` when done.
+    pub fn push_quiet(
+        &self,
+        msg: Bytes,
+        applied_at: Option<std::time::Instant>,
+    ) -> Result<bool, PushError> {
+        self.enqueue(msg, applied_at)?;
+        Ok(!self.wake_pending.swap(true, Ordering::AcqRel))
+    }
+
+    /// Wakes the writer (after quiet pushes).
+    pub fn wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn enqueue(&self, msg: Bytes, applied_at: Option<std::time::Instant>) -> Result<(), PushError> {
         let mut st = self.state.lock();
         if st.closing {
             return Err(PushError::Closed);
@@ -83,15 +120,9 @@ impl Outbound {
         }
         st.bytes += msg.len();
         st.batch.messages.push(msg);
-        drop(st);
-        self.notify.notify_one();
-        Ok(())
-    }
-
-    /// Queues a publication push applied at `applied_at` (its delivery latency is measured).
-    pub fn push_timed(&self, msg: Bytes, applied_at: std::time::Instant) -> Result<(), PushError> {
-        self.push(msg)?;
-        self.state.lock().batch.applied_at.push(applied_at);
+        if let Some(t) = applied_at {
+            st.batch.applied_at.push(t);
+        }
         Ok(())
     }
 
@@ -195,6 +226,16 @@ mod tests {
         assert_eq!(join(&b.messages), b"a\nb");
         assert_eq!(b.close.unwrap().0, 3001);
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn quiet_pushes_ask_for_one_wake() {
+        let q = Outbound::new(100);
+        assert_eq!(q.push_quiet(Bytes::from_static(b"a"), None), Ok(true));
+        assert_eq!(q.push_quiet(Bytes::from_static(b"b"), None), Ok(false));
+        q.wake();
+        assert_eq!(q.push_quiet(Bytes::from_static(b"c"), None), Ok(true));
+        assert_eq!(join(&q.take().messages), b"a\nb\nc");
     }
 
     #[test]

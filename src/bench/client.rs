@@ -1,0 +1,345 @@
+//! The bench's own protocol client: a WebSocket over fastwebsockets' client handshake (optionally
+//! leaving from a chosen loopback source address), JSON commands, server pings answered, and a
+//! tiny kept-alive HTTP/1.1 client for the server API.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::Request;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A parsed `ws://host:port/path` or `http://host:port` URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port`, for the Host header.
+    pub authority: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Request path (`/connection/websocket`, or empty for API bases).
+    pub path: String,
+}
+
+impl Endpoint {
+    /// Parses and resolves a URL. Only plain `ws://` and `http://` are supported.
+    pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let rest = url
+            .strip_prefix("ws://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| anyhow!("{url}: only ws:// and http:// URLs are supported"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+            .with_context(|| format!("{url}: cannot resolve {authority}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{url}: no address"))?;
+        Ok(Endpoint {
+            authority: authority.to_string(),
+            addr,
+            path: path.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// Opens a TCP connection to `addr`, from `source` when given (port chosen by the kernel).
+pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let sock = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(addr).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::spawn(fut);
+    }
+}
+
+/// What a read returned.
+pub enum Incoming {
+    /// A text message (possibly several protocol messages joined by `\n`).
+    Text(Vec<u8>),
+    /// The server closed the connection with this code (0 when it gave none) and reason.
+    Closed(u16, String),
+}
+
+/// One protocol connection.
+pub struct Conn {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+    next_id: u32,
+}
+
+/// Splits a text message into its non-empty lines.
+pub fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+    std::iter::from_fn(move || {
+        loop {
+            let end = ends.next()?;
+            let line = &text[start..end];
+            start = end + 1;
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+    })
+}
+
+impl Conn {
+    /// WebSocket handshake to `ep` (from `source` when given).
+    pub async fn open(ep: &Endpoint, source: Option<IpAddr>) -> anyhow::Result<Conn> {
+        let stream = tcp(ep.addr, source).await?;
+        let path = if ep.path.is_empty() {
+            "/connection/websocket"
+        } else {
+            &ep.path
+        };
+        let req = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("Host", &ep.authority)
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())?;
+        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+            .await
+            .map_err(|e| anyhow!("websocket handshake: {e}"))?;
+        ws.set_auto_pong(true);
+        ws.set_auto_close(true);
+        Ok(Conn {
+            ws: FragmentCollector::new(ws),
+            next_id: 1,
+        })
+    }
+
+    /// A fresh command id.
+    pub fn id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends one text message.
+    pub async fn send(&mut self, text: &[u8]) -> anyhow::Result<()> {
+        self.ws
+            .write_frame(Frame::text(Payload::Borrowed(text)))
+            .await
+            .map_err(|e| anyhow!("write: {e}"))
+    }
+
+    /// Reads the next text message; answers server pings (`{}`) on the way, so callers only
+    /// see the other lines (a message that held only pings yields an empty text).
+    pub async fn recv(&mut self) -> anyhow::Result<Incoming> {
+        loop {
+            let frame = self
+                .ws
+                .read_frame()
+                .await
+                .map_err(|e| anyhow!("read: {e}"))?;
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary => {
+                    let text = frame.payload.to_vec();
+                    // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
+                    if memchr::memmem::find(&text, b"{}").is_some()
+                        && lines(&text).any(|l| l == b"{}")
+                    {
+                        self.send(b"{}").await?;
+                        let rest: Vec<&[u8]> = lines(&text).filter(|l| *l != b"{}").collect();
+                        return Ok(Incoming::Text(rest.join(&b'\n')));
+                    }
+                    return Ok(Incoming::Text(text));
+                }
+                OpCode::Close => {
+                    let p = &frame.payload[..];
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        0
+                    };
+                    let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default()).into();
+                    return Ok(Incoming::Closed(code, reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the reply with `id` arrives; returns it (parsed) and every other line that
+    /// came before or with it (pushes the caller must still account for).
+    pub async fn reply(
+        &mut self,
+        id: u32,
+        within: Duration,
+    ) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>>)> {
+        let (mut replies, other) = self.replies(&[id], within).await?;
+        Ok((replies.pop().unwrap_or_default(), other))
+    }
+
+    /// Reads until the replies with all of `ids` arrived (they may share a frame); returns
+    /// them in the order of `ids` and every other line seen meanwhile.
+    pub async fn replies(
+        &mut self,
+        ids: &[u32],
+        within: Duration,
+    ) -> anyhow::Result<(Vec<serde_json::Value>, Vec<Vec<u8>>)> {
+        let prefixes: Vec<String> = ids.iter().map(|id| format!("{{\"id\":{id},")).collect();
+        let mut found: Vec<Option<serde_json::Value>> = vec![None; ids.len()];
+        let mut other = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while found.iter().any(Option::is_none) {
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| anyhow!("no reply to command(s) {ids:?} within {within:?}"))??;
+            let text = match msg {
+                Incoming::Text(t) => t,
+                Incoming::Closed(code, reason) => bail!("closed by the server: {code} {reason}"),
+            };
+            for line in lines(&text) {
+                match prefixes.iter().position(|p| line.starts_with(p.as_bytes())) {
+                    Some(k) => {
+                        let v: serde_json::Value = serde_json::from_slice(line)?;
+                        if let Some(e) = v.get("error") {
+                            bail!("command {} failed: {e}", ids[k]);
+                        }
+                        found[k] = Some(v);
+                    }
+                    None => other.push(line.to_vec()),
+                }
+            }
+        }
+        Ok((found.into_iter().flatten().collect(), other))
+    }
+
+    /// Sends `connect` (and, in the same frame, `subscribe` to `channel` with `sub` as extra
+    /// request fields); returns the subscribe reply (or the connect reply without a channel)
+    /// and any pushes that came with them.
+    pub async fn connect_subscribe(
+        &mut self,
+        token: &str,
+        channel: Option<(&str, serde_json::Value)>,
+        within: Duration,
+    ) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>>)> {
+        let cid = self.id();
+        let mut frame =
+            serde_json::json!({"id": cid, "connect": {"token": token, "name": "switchyard-bench"}})
+                .to_string();
+        let Some((channel, extra)) = channel else {
+            self.send(frame.as_bytes()).await?;
+            return self.reply(cid, within).await;
+        };
+        let sid = self.id();
+        let mut req = serde_json::json!({ "channel": channel });
+        if let (Some(o), serde_json::Value::Object(e)) = (req.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        frame.push('\n');
+        frame.push_str(&serde_json::json!({"id": sid, "subscribe": req}).to_string());
+        self.send(frame.as_bytes()).await?;
+        let (mut r, rest) = self.replies(&[cid, sid], within).await?;
+        Ok((r.pop().unwrap_or_default(), rest))
+    }
+
+    /// Sends a normal close frame (best effort).
+    pub async fn close(mut self) {
+        let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection to a node's server API.
+pub struct Api {
+    ep: Endpoint,
+    key: String,
+    source: Option<IpAddr>,
+    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Api {
+    /// A client for the API at `url` (`http://host:port`) with `key`; connects lazily.
+    pub fn new(ep: Endpoint, key: String, source: Option<IpAddr>) -> Api {
+        Api {
+            ep,
+            key,
+            source,
+            conn: None,
+        }
+    }
+
+    /// `POST /api/<method>`; returns the parsed JSON body (error when the status is not 200).
+    pub async fn call(&mut self, method: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let io = TokioIo::new(tcp(self.ep.addr, self.source).await?);
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.conn = Some(send);
+        }
+        let send = self.conn.as_mut().expect("connected");
+        send.ready().await?;
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/api/{method}"))
+            .header("Host", &self.ep.authority)
+            .header("Content-Type", "application/json")
+            .header("X-API-Key", &self.key)
+            .body(Full::new(Bytes::from(body)))?;
+        let resp = match send.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.conn = None;
+                return Err(e.into());
+            }
+        };
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status != 200 {
+            bail!("API {method}: HTTP {status}");
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// `GET` a path over a fresh connection (for `/metrics` on an admin listener).
+pub async fn http_get(ep: &Endpoint, path: &str) -> anyhow::Result<Vec<u8>> {
+    let io = TokioIo::new(tcp(ep.addr, None).await?);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("Host", &ep.authority)
+        .body(Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    Ok(resp.into_body().collect().await?.to_bytes().to_vec())
+}

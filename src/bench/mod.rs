@@ -1,0 +1,399 @@
+//! `switchyard bench`: load generation and measurement against any Switchyard node or cluster
+//! over the real client protocol and server API.
+//!
+//! Scenarios, one file each: [`connect`] (ramp to N subscribed connections, spread over
+//! nodes, source addresses and worker processes), [`fanout`] (publishers → subscribers with
+//! per-stream loss/duplicate/reorder accounting and end-to-end latency, plus a step mode),
+//! [`churn`] (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that
+//! samples server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
+//! table, JSON and a self-contained HTML page. Loopback targets only: this is a tool for nodes
+//! you run, not for other people's servers.
+
+pub mod churn;
+pub mod client;
+pub mod connect;
+pub mod fanout;
+pub mod report;
+pub mod soak;
+pub mod stats;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{MintRequest, mint};
+use client::Endpoint;
+pub use report::Report;
+use stats::Probe;
+
+/// What to run.
+#[derive(clap::Subcommand, Debug, Clone, Serialize, Deserialize)]
+pub enum Scenario {
+    /// Ramp to N concurrent subscribed connections (k6-like stages), hold, ramp down.
+    Connect(connect::ConnectArgs),
+    /// S subscribers over C channels, publishers at rate R: loss, duplicates, order, latency.
+    Fanout(fanout::FanoutArgs),
+    /// Connect/disconnect cycles under publishing; every reconnect must recover exactly what it missed.
+    Churn(churn::ChurnArgs),
+    /// A long steady fan-out sampling server RSS, FDs, store size and latency; reports slopes.
+    Soak(soak::SoakArgs),
+    /// Internal: one share of a `connect` run in a child process (JSON spec in, JSON lines out).
+    #[command(hide = true)]
+    Worker {
+        /// The share to run, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+/// Where the nodes are and how to talk to them; common to every scenario.
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// Client WebSocket URLs (repeat or comma-separate); connections are spread over them.
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8000/connection/websocket"
+    )]
+    pub urls: Vec<String>,
+    /// Server API base URLs (`http://host:port`, repeat or comma-separate) for `--via api`.
+    #[arg(long = "api", value_delimiter = ',')]
+    pub apis: Vec<String>,
+    /// Server API key (`X-API-Key`).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// HMAC secret to mint connection tokens in-process (one user per connection).
+    #[arg(long)]
+    pub token_secret: Option<String>,
+    /// A ready connection token used by every connection (instead of --token-secret).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Channel name (prefix when several channels are used: `<channel>-<n>`).
+    #[arg(long, default_value = "chat:bench")]
+    pub channel: String,
+    /// Spread outgoing connections over this many source addresses 127.0.0.2, .3, … (0 = let
+    /// the kernel choose): each source address has its own range of ephemeral ports.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u8,
+    /// Server process ids to sample (RSS, FDs, CPU) from /proc (repeat or comma-separate).
+    #[arg(long = "pid", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Admin listeners (`http://host:port`) to scrape /metrics from (RSS, FDs, store size).
+    #[arg(long = "admin", value_delimiter = ',')]
+    pub admins: Vec<String>,
+    /// Connection attempts in flight at once (per process).
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
+    /// How long one connect or command may take.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HTML report (latency over time, percentile plot) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// [`Target`] resolved: endpoints parsed, secrets checked.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Client WebSocket endpoints.
+    pub urls: Vec<Endpoint>,
+    /// Server API endpoints.
+    pub apis: Vec<Endpoint>,
+    /// API key.
+    pub api_key: Option<String>,
+    secret: Option<String>,
+    token: Option<String>,
+    /// Channel (prefix).
+    pub channel: String,
+    sources: Vec<IpAddr>,
+    /// Server probes.
+    pub probe: Probe,
+    /// Connects in flight at once.
+    pub concurrency: usize,
+    /// Per-operation timeout.
+    pub timeout: Duration,
+    /// Show a progress line.
+    pub progress: bool,
+}
+
+fn loopback(ep: &Endpoint, url: &str) -> anyhow::Result<()> {
+    if !ep.addr.ip().is_loopback() {
+        bail!("{url}: switchyard bench only targets loopback addresses (nodes you run here)");
+    }
+    Ok(())
+}
+
+impl Ctx {
+    /// Resolves a [`Target`].
+    pub fn new(t: &Target) -> anyhow::Result<Ctx> {
+        let parse = |list: &[String]| -> anyhow::Result<Vec<Endpoint>> {
+            list.iter()
+                .map(|u| {
+                    let ep = Endpoint::parse(u)?;
+                    loopback(&ep, u)?;
+                    Ok(ep)
+                })
+                .collect()
+        };
+        let urls = parse(&t.urls)?;
+        if urls.is_empty() {
+            bail!("give at least one --url");
+        }
+        if t.token.is_none() && t.token_secret.is_none() {
+            bail!("give --token-secret (tokens are minted per connection) or --token");
+        }
+        let admins = parse(&t.admins)?;
+        let sources = (0..t.source_addrs)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+            .collect();
+        Ok(Ctx {
+            urls,
+            apis: parse(&t.apis)?,
+            api_key: t.api_key.clone(),
+            secret: t.token_secret.clone(),
+            token: t.token.clone(),
+            channel: t.channel.clone(),
+            sources,
+            probe: Probe {
+                pids: t.pids.clone(),
+                admins,
+            },
+            concurrency: t.concurrency.max(1),
+            timeout: t.timeout,
+            progress: !t.quiet,
+        })
+    }
+
+    /// A connection token for `user`.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        mint(
+            self.secret.as_deref().unwrap_or_default(),
+            MintRequest {
+                user: user.into(),
+                ttl: Some(Duration::from_secs(24 * 3600)),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The node connection `i` goes to (round robin).
+    pub fn url(&self, i: usize) -> &Endpoint {
+        &self.urls[i % self.urls.len()]
+    }
+
+    /// The source address connection `i` leaves from (round robin), if any.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+
+    /// Channel `n` of `count` (the bare name when there is only one).
+    pub fn channel(&self, n: usize, count: usize) -> String {
+        if count <= 1 {
+            self.channel.clone()
+        } else {
+            format!("{}-{n}", self.channel)
+        }
+    }
+}
+
+/// How publications are sent.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Via {
+    /// `POST /api/publish` with `X-API-Key` (needs --api and --api-key).
+    Api,
+    /// The client protocol's `publish` command over WebSocket.
+    Client,
+}
+
+/// A live progress line on stderr (indicatif), refreshed from `msg` until dropped.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// Starts refreshing `msg()` five times a second (nothing when `enabled` is false).
+    pub fn start(enabled: bool, msg: impl Fn() -> String + Send + 'static) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !enabled {
+            return Progress { bar: None, stop };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let (b, s) = (bar.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                b.set_message(msg());
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress {
+            bar: Some(bar),
+            stop,
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Runs a scenario and returns its report (the library entry point; tests call this).
+pub async fn run(s: Scenario) -> anyhow::Result<Report> {
+    match s {
+        Scenario::Connect(a) => connect::run(a).await,
+        Scenario::Fanout(a) => fanout::run(a).await,
+        Scenario::Churn(a) => churn::run(a).await,
+        Scenario::Soak(a) => soak::run(a).await,
+        Scenario::Worker { spec } => {
+            connect::worker(&spec).await?;
+            Ok(Report::default())
+        }
+    }
+}
+
+/// The `switchyard bench` command: runs the scenario, prints the summary table, writes the
+/// JSON and HTML files. Exit code 0 when every check passed, 1 when one failed, 2 on error.
+pub fn main(s: Scenario) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let worker = matches!(s, Scenario::Worker { .. });
+    let outputs = match &s {
+        Scenario::Connect(a) => Some(a.target.clone()),
+        Scenario::Fanout(a) => Some(a.target.clone()),
+        Scenario::Churn(a) => Some(a.target.clone()),
+        Scenario::Soak(a) => Some(a.fanout.target.clone()),
+        Scenario::Worker { .. } => None,
+    };
+    raise_nofile();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match rt.block_on(run(s)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if worker {
+        return ExitCode::SUCCESS;
+    }
+    print!("{}", report.table());
+    if let Some(t) = outputs {
+        if let Err(e) = write_outputs(&report, &t) {
+            eprintln!("switchyard bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Writes `--json` and `--html` when asked for.
+pub fn write_outputs(report: &Report, t: &Target) -> anyhow::Result<()> {
+    if let Some(p) = &t.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report.to_json())?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &t.html {
+        std::fs::write(p, report.html()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (each connection is a descriptor).
+pub fn raise_nofile() {
+    let _ = crate::sys::raise_nofile_limit();
+}
+
+/// Samples the servers every `every` until `stop`; returns the readings.
+pub fn spawn_sampler(
+    probe: Probe,
+    clock: stats::Clock,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<stats::ServerSample>> {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        if probe.is_empty() {
+            return out;
+        }
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => out.push(probe.sample(clock.secs()).await),
+            }
+        }
+        out.push(probe.sample(clock.secs()).await);
+        out
+    })
+}
+
+/// Turns a timeline's seconds into report points.
+pub fn points(seconds: &[stats::Second]) -> Vec<report::Point> {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = stats::Percentiles::of(&s.hist);
+            report::Point {
+                t: i as f64,
+                rate: s.deliveries as f64,
+                p50: p.p50,
+                p99: p.p99,
+                max: p.max,
+                connections: 0.0,
+            }
+        })
+        .collect()
+}
+
+/// Parses a scenario from command-line words (`["fanout", "--url", …]`), as
+/// `switchyard bench` would.
+pub fn parse<I, T>(words: I) -> Result<Scenario, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    #[derive(clap::Parser)]
+    struct Words {
+        #[command(subcommand)]
+        scenario: Scenario,
+    }
+    let all =
+        std::iter::once(std::ffi::OsString::from("bench")).chain(words.into_iter().map(Into::into));
+    <Words as clap::Parser>::try_parse_from(all).map(|w| w.scenario)
+}

@@ -1,0 +1,310 @@
+//! `switchyard bench` against a node started by the test: each scenario runs for a second or
+//! two with a handful of connections, and the report must be consistent — deliveries add up,
+//! an injected drop is caught as loss, recovery checks hold, and the JSON and HTML are written.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{API_KEY, SECRET, TestServer};
+use serde_json::Value;
+use switchyard::bench::{self, Report};
+
+async fn run(server: &TestServer, words: &[&str]) -> Report {
+    let url = server.ws_url();
+    let api = format!("http://{}", server.addr);
+    let mut all: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+    all.extend(
+        [
+            "--url",
+            &url,
+            "--api",
+            &api,
+            "--api-key",
+            API_KEY,
+            "--token-secret",
+            SECRET,
+            "--quiet",
+        ]
+        .map(String::from),
+    );
+    let scenario = bench::parse(&all).expect("arguments parse");
+    tokio::time::timeout(Duration::from_secs(25), bench::run(scenario))
+        .await
+        .expect("scenario finished in time")
+        .expect("scenario ran")
+}
+
+fn fig(r: &Report, key: &str) -> f64 {
+    r.get(key)
+        .unwrap_or_else(|| panic!("figure {key} missing: {}", r.table()))
+}
+
+/// Client publishes over two channels: every expected delivery arrives once, in order, and
+/// the JSON (every figure) and HTML (plots) files are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_deliveries_add_up_and_reports_are_written() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
+    let pid = std::process::id().to_string();
+    let r = run(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "10",
+            "--channels",
+            "2",
+            "--publishers",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "1500ms",
+            "--via",
+            "client",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:fan",
+        ],
+    )
+    .await;
+    assert!(r.passed(), "{}", r.table());
+    let (exp, got, lost) = (
+        fig(&r, "deliveries_expected"),
+        fig(&r, "deliveries_received"),
+        fig(&r, "lost"),
+    );
+    // 2 publishers × 30 publications, each to one channel of 5 subscribers.
+    assert_eq!(exp, 300.0, "{}", r.table());
+    assert_eq!(exp, got + lost);
+    assert_eq!(fig(&r, "duplicates"), 0.0);
+    assert!(fig(&r, "latency_p99_ms") > 0.0);
+    assert!(fig(&r, "server_cpu_secs") >= 0.0);
+    bench::write_outputs(&r, &{
+        let mut t = match bench::parse(["fanout", "--token", "x"]).unwrap() {
+            bench::Scenario::Fanout(a) => a.target,
+            _ => unreachable!(),
+        };
+        t.json = Some(json.clone());
+        t.html = Some(html.clone());
+        t
+    })
+    .unwrap();
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for f in &r.figures {
+        assert!(v["figures"][&f.key].is_number(), "{} in the JSON", f.key);
+    }
+    assert_eq!(v["passed"], true);
+    assert!(v["timeline"].as_array().is_some_and(|t| !t.is_empty()));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("Latency by percentile"));
+}
+
+/// `--inject-drop` makes publisher 0 claim a publication it never sent: every subscriber of
+/// its channel must report exactly that one delivery lost, and the run must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_catches_an_injected_drop() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "4",
+            "--publishers",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--via",
+            "api",
+            "--inject-drop",
+            "3",
+            "--drain",
+            "1s",
+            "--channel",
+            "chat:drop",
+        ],
+    )
+    .await;
+    assert_eq!(fig(&r, "lost"), 4.0, "{}", r.table());
+    assert_eq!(
+        fig(&r, "deliveries_expected"),
+        fig(&r, "deliveries_received") + fig(&r, "lost")
+    );
+    assert_eq!(fig(&r, "duplicates"), 0.0);
+    assert!(!r.passed());
+    assert!(r.checks.iter().any(|c| c.name == "no loss" && !c.ok));
+}
+
+/// Step mode raises the rate and reports each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_step_mode_reports_each_step() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+            "--step",
+            "--max-steps",
+            "2",
+            "--p99-bound",
+            "5s",
+            "--channel",
+            "chat:step",
+        ],
+    )
+    .await;
+    assert_eq!(r.steps.len(), 2, "{}", r.table());
+    assert_eq!(r.steps[1]["rate"], 20.0);
+    assert!(fig(&r, "step_best_rate") >= 10.0);
+}
+
+/// Ramp, hold and ramp down, from two source addresses: every connection subscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_ramps_holds_and_measures_the_server() {
+    let server = TestServer::start().await;
+    let pid = std::process::id().to_string();
+    let r = run(
+        &server,
+        &[
+            "connect",
+            "--stages",
+            "500ms:60,1500ms:60,200ms:0",
+            "--source-addrs",
+            "2",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:conn",
+        ],
+    )
+    .await;
+    assert!(r.passed(), "{}", r.table());
+    assert_eq!(fig(&r, "connected"), 60.0);
+    assert_eq!(fig(&r, "success_rate"), 100.0);
+    assert!(fig(&r, "connect_p99_ms") > 0.0);
+    assert!(fig(&r, "server_rss_peak_bytes") > 0.0);
+}
+
+/// The binary spreads a connect run over two worker processes and merges their reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_over_worker_processes() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("c.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "bench",
+            "connect",
+            "--connections",
+            "40",
+            "--rate",
+            "200",
+            "--hold",
+            "1s",
+        ])
+        .args([
+            "--workers",
+            "2",
+            "--channel",
+            "chat:workers",
+            "--quiet",
+            "--token-secret",
+            SECRET,
+        ])
+        .arg("--url")
+        .arg(server.ws_url())
+        .arg("--json")
+        .arg(&json)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(25), out)
+        .await
+        .expect("bench finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["figures"]["connected"], 40.0, "{stdout}");
+    assert_eq!(v["figures"]["workers"], 2.0);
+}
+
+/// Clients cycle while the API publishes; every reconnect recovers exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_recovers_exactly_what_was_missed() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "churn",
+            "--clients",
+            "8",
+            "--cycle-rate",
+            "16",
+            "--offline",
+            "150ms",
+            "--duration",
+            "2s",
+            "--rate",
+            "30",
+            "--channel",
+            "chat:churn",
+        ],
+    )
+    .await;
+    assert!(r.passed(), "{}", r.table());
+    assert!(fig(&r, "recovered") >= 8.0, "{}", r.table());
+    assert_eq!(
+        fig(&r, "deliveries_expected"),
+        fig(&r, "deliveries_received") + fig(&r, "lost")
+    );
+    assert_eq!(fig(&r, "stream_top"), 60.0);
+}
+
+/// A (very) short soak samples the server and reports slopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_samples_the_server_over_time() {
+    let server = TestServer::start().await;
+    let pid = std::process::id().to_string();
+    let r = run(
+        &server,
+        &[
+            "soak",
+            "--subscribers",
+            "3",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--sample-every",
+            "200ms",
+            "--pid",
+            &pid,
+            "--channel",
+            "chat:soak",
+        ],
+    )
+    .await;
+    assert!(fig(&r, "soak_samples") >= 5.0, "{}", r.table());
+    assert!(r.get("rss_slope_bytes_per_hour").is_some());
+    assert!(r.server.iter().all(|s| s.rss_bytes > 0));
+    assert_eq!(fig(&r, "lost"), 0.0);
+}
