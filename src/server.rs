@@ -20,6 +20,23 @@ use crate::log::Replicator;
 use crate::node::Node;
 use crate::transport::{self, Listener};
 
+/// Accept backlog of the client listener: a reconnect storm (thousands of clients within a
+/// second, e.g. after a node restart) must queue, not overflow into SYN retries a second
+/// later. The kernel caps it at `net.core.somaxconn` (the shipped sysctl file sets 65535).
+const CLIENT_BACKLOG: u32 = 16_384;
+
+/// Binds a listener with `SO_REUSEADDR` and the given accept backlog.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(backlog)
+}
+
 /// A running node.
 pub struct Server {
     /// Where the client listener is bound (the real port when configured with port 0).
@@ -64,8 +81,7 @@ impl Server {
             client: crate::tls::ClientTls::from_config(&cfg)?,
             cluster: crate::tls::ClusterTls::from_config(&cfg)?,
         };
-        let client = TcpListener::bind(cfg.client_addr())
-            .await
+        let client = bind(cfg.client_addr(), CLIENT_BACKLOG)
             .with_context(|| format!("binding client.listen {}", cfg.client.listen))?;
         let admin = TcpListener::bind(cfg.admin_addr())
             .await
