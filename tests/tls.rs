@@ -320,10 +320,11 @@ async fn sighup_reloads_certificates_and_limits_without_dropping_connections() {
     assert!(tls_connect(p.client_addr, &ca_a, false).await.is_err());
     let mut second = wss_client(p.client_addr, &ca_b, "second").await;
     round_trip(&mut second, "open:reload", 3).await;
-    assert!(
-        subscribed_lines() >= 1,
-        "log.level reloaded: debug lines now"
-    );
+    // (The log is read from the process's stderr by a thread: poll for it.)
+    eventually("log.level reloaded: debug lines now", || async {
+        subscribed_lines() >= 1
+    })
+    .await;
 
     // A broken certificate file: the reload is refused and the current certificate stays.
     std::fs::write(live.join("server.pem"), "not a certificate").unwrap();
