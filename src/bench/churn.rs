@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -82,14 +81,7 @@ impl ClientResult {
 /// Runs `switchyard bench churn`.
 pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
     let ctx = Arc::new(Ctx::new(&a.target)?);
-    let via = match a.via {
-        Some(v) => v,
-        None if !ctx.apis.is_empty() => Via::Api,
-        None => Via::Client,
-    };
-    if via == Via::Api && (ctx.apis.is_empty() || ctx.api_key.is_none()) {
-        bail!("--via api needs --api URL and --api-key");
-    }
+    let via = ctx.via(a.via)?;
     let timeline = Timeline::new();
     let start = Instant::now();
     let publish_end = start + a.duration;
@@ -148,11 +140,7 @@ pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
                 };
                 let t0 = now_micros();
                 let ch = ctx.channel.clone();
-                let attempt = async {
-                    let mut c = Conn::open(ctx.url(i), ctx.source(i)).await?;
-                    let (reply, rest) = c.connect_subscribe(&token, Some((&ch, sub)), ctx.timeout).await?;
-                    anyhow::Ok((c, reply, rest))
-                };
+                let attempt = ctx.open_subscribed(i, &token, &ch, sub);
                 let (mut conn, reply, rest) = match tokio::time::timeout(ctx.timeout, attempt).await {
                     Ok(Ok(x)) => x,
                     Ok(Err(e)) => {

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Conn, Incoming};
+use super::client::Incoming;
 use super::report::Report;
 use super::stats::{Clock, Percentiles, ServerSample, Timeline, now_micros, percentile_curve};
 use super::{Ctx, Progress, Target, points};
@@ -218,10 +218,8 @@ async fn run_share(share: Share, live: Arc<Live>) -> anyhow::Result<ShareResult>
                     };
                     let t0 = now_micros();
                     let attempt = async {
-                        let mut c = Conn::open(ctx.url(id), ctx.source(id)).await?;
                         let token = ctx.token(&format!("bench-{id}"))?;
-                        c.connect_subscribe(&token, Some((&ch, json!({}))), ctx.timeout)
-                            .await?;
+                        let (c, _, _) = ctx.open_subscribed(id, &token, &ch, json!({})).await?;
                         anyhow::Ok(c)
                     };
                     let res = tokio::time::timeout(ctx.timeout, attempt).await;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -374,14 +373,7 @@ pub async fn once(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let via = match a.via {
-        Some(v) => v,
-        None if !ctx.apis.is_empty() => Via::Api,
-        None => Via::Client,
-    };
-    if via == Via::Api && (ctx.apis.is_empty() || ctx.api_key.is_none()) {
-        bail!("--via api needs --api URL and --api-key");
-    }
+    let via = ctx.via(a.via)?;
     let channels = a.channels.max(1);
     let publishers = a.publishers.max(1);
     let clock = Clock::start();
@@ -418,11 +410,8 @@ pub async fn once(
             let _permit = sem.acquire_owned().await;
             let ch = ctx.channel(i % channels, channels);
             let res = async {
-                let mut conn = Conn::open(ctx.url(i), ctx.source(i)).await?;
                 let token = ctx.token(&format!("bench-sub-{i}"))?;
-                let (_, rest) = conn
-                    .connect_subscribe(&token, Some((&ch, json!({}))), ctx.timeout)
-                    .await?;
+                let (conn, _, rest) = ctx.open_subscribed(i, &token, &ch, json!({})).await?;
                 anyhow::Ok((conn, rest))
             };
             (i, tokio::time::timeout(ctx.timeout, res).await)
@@ -549,12 +538,10 @@ pub async fn once(
                 )),
                 Via::Client => {
                     let opened = async {
-                        let mut c = Conn::open(ctx.url(p), ctx.source(p)).await?;
                         // Subscribed too: namespaces commonly allow publishing to subscribers
                         // only. Its own publications come back and are ignored.
                         let token = ctx.token(&format!("bench-pub-{p}"))?;
-                        c.connect_subscribe(&token, Some((&ch, json!({}))), ctx.timeout)
-                            .await?;
+                        let (c, _, _) = ctx.open_subscribed(p, &token, &ch, json!({})).await?;
                         anyhow::Ok(c)
                     };
                     match opened.await {

@@ -200,6 +200,36 @@ impl Ctx {
         (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
     }
 
+    /// Opens connection `i` (its node and source address), connects with `token` and
+    /// subscribes to `channel` with the subscribe options `sub`, all within the timeout.
+    /// Returns the connection, the subscribe reply and any messages that came with it.
+    pub async fn open_subscribed(
+        &self,
+        i: usize,
+        token: &str,
+        channel: &str,
+        sub: serde_json::Value,
+    ) -> anyhow::Result<(client::Conn, serde_json::Value, Vec<Vec<u8>>)> {
+        let mut c = client::Conn::open(self.url(i), self.source(i)).await?;
+        let (reply, rest) = c
+            .connect_subscribe(token, Some((channel, sub)), self.timeout)
+            .await?;
+        Ok((c, reply, rest))
+    }
+
+    /// How to publish: as asked, else through the API when one is given, else as a client.
+    pub fn via(&self, asked: Option<Via>) -> anyhow::Result<Via> {
+        let via = match asked {
+            Some(v) => v,
+            None if !self.apis.is_empty() => Via::Api,
+            None => Via::Client,
+        };
+        if via == Via::Api && (self.apis.is_empty() || self.api_key.is_none()) {
+            bail!("--via api needs --api URL and --api-key");
+        }
+        Ok(via)
+    }
+
     /// Channel `n` of `count` (the bare name when there is only one).
     pub fn channel(&self, n: usize, count: usize) -> String {
         if count <= 1 {
