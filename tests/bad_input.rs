@@ -238,21 +238,7 @@ async fn handshake(stream: &mut tokio::net::TcpStream, s: &TestServer) {
 
 /// A masked client frame.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    let len = payload.len();
-    if len < 126 {
-        f.push(0x80 | len as u8);
-    } else if len < 65536 {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        f.push(0x80 | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    let mask = [1u8, 2, 3, 4];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    masked_frame((if fin { 0x80 } else { 0 }) | opcode, payload)
 }
 
 /// Reads server frames until a close frame; returns its code (None if the socket ended).

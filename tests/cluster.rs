@@ -88,14 +88,6 @@ struct Trio {
     data: Vec<tempfile::TempDir>,
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Trio {
     fn start() -> Trio {
         Self::start_with("")

@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::masked_frame as frame;
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,29 +39,6 @@ struct Case {
     expect: Expect,
 }
 
-/// A masked client frame with first byte `b0` (FIN, RSV bits, opcode).
-fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![b0];
-    head_len(&mut f, payload.len(), true);
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-fn head_len(f: &mut Vec<u8>, len: usize, masked: bool) {
-    let m = if masked { 0x80 } else { 0 };
-    if len < 126 {
-        f.push(m | len as u8);
-    } else if len < 65536 {
-        f.push(m | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        f.push(m | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-}
-
 fn text(payload: &[u8]) -> Vec<u8> {
     frame(0x81, payload)
 }
@@ -87,7 +65,7 @@ fn corpus() -> Vec<Case> {
     }
     many_tiny.extend(frame(0x80, b"}"));
     let mut unmasked = vec![0x81];
-    head_len(&mut unmasked, 2, false);
+    frame_len(&mut unmasked, 2, false);
     unmasked.extend_from_slice(b"{}");
     // A frame announcing 2^40 bytes: refused on its header, nothing is allocated for it.
     let mut huge_len = vec![0x82, 0x80 | 127];

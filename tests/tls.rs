@@ -335,14 +335,6 @@ async fn sighup_reloads_certificates_and_limits_without_dropping_connections() {
     round_trip(&mut ws, "open:reload", 5).await;
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn ready(p: &Proc) -> bool {
     http_get(p.admin_addr, "/readyz").await.0 == 200
 }

@@ -631,3 +631,36 @@ pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A port free on `ip` right now (for configs that must name their address up front).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Appends a frame's length byte(s) (with the MASK bit when `masked`).
+pub fn frame_len(f: &mut Vec<u8>, len: usize, masked: bool) {
+    let m = if masked { 0x80 } else { 0 };
+    if len < 126 {
+        f.push(m | len as u8);
+    } else if len < 65536 {
+        f.push(m | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(m | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// A masked client WebSocket frame with first byte `b0` (FIN, RSV bits, opcode).
+pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![b0];
+    frame_len(&mut f, payload.len(), true);
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
