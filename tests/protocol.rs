@@ -162,6 +162,39 @@ async fn newline_batched_commands() {
     assert!(c.frames <= 3);
 }
 
+/// `client.write_delay`: the writer waits that long after being woken, so publications that
+/// arrive meanwhile share one frame (fewer syscalls under fan-out), at that much latency.
+#[tokio::test]
+async fn write_delay_batches_publications_into_one_frame() {
+    let toml = base_toml().replace("[client]\n", "[client]\nwrite_delay = \"1s\"\n");
+    let s = TestServer::start_toml(&toml).await;
+    let mut c = s.client("alice").await;
+    c.subscribe("open:batch").await;
+    let before = c.frames;
+    let started = std::time::Instant::now();
+    for i in 1..=5 {
+        s.publish("open:batch", json!({"n": i})).await;
+    }
+    let published = started.elapsed();
+    assert!(
+        published < Duration::from_millis(900),
+        "five publishes should take well under the delay (took {published:?})"
+    );
+    for i in 1..=5 {
+        assert_eq!(c.publication("open:batch").await["data"], json!({"n": i}));
+    }
+    let first_after = started.elapsed();
+    assert!(
+        first_after >= Duration::from_secs(1),
+        "delivery waited for the delay ({first_after:?})"
+    );
+    assert_eq!(
+        c.frames - before,
+        1,
+        "five publications inside the delay arrive in one frame"
+    );
+}
+
 /// Error codes a client can provoke, each as an error reply (the connection stays up).
 #[tokio::test]
 async fn error_replies() {

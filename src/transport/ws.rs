@@ -172,7 +172,11 @@ async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: Canc
                 shutdown_seen = true;
                 conn.out.close(codes::SHUTDOWN);
             }
-            _ = conn.out.notified() => {}
+            _ = conn.out.notified() => {
+                if !cfg.write_delay.is_zero() && !conn.out.is_closing() {
+                    tokio::time::sleep(cfg.write_delay).await;
+                }
+            }
             _ = sleep_until(deadline) => {
                 let now = Instant::now();
                 if !conn.connected.load(Ordering::Acquire) {
