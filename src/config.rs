@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// On SIGTERM, how long connections may take to close before the process exits anyway.
     #[serde(with = "duration_str")]
     pub drain_timeout: Duration,
+    /// Memory for sled's page cache of the Raft log and snapshot, in bytes. The cache fills
+    /// up to this over the first minutes of traffic and then stays there, so it is part of
+    /// the node's steady RSS; the recent log entries replication and apply read fit easily.
+    pub store_cache_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +67,7 @@ impl Default for NodeConfig {
             name: String::new(),
             data_dir: PathBuf::from("./data"),
             drain_timeout: Duration::from_secs(10),
+            store_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -566,6 +571,9 @@ impl Config {
         }
         if self.client.ping_interval.is_zero() || self.client.pong_timeout.is_zero() {
             return bad("client.ping_interval and client.pong_timeout must be > 0".into());
+        }
+        if self.node.store_cache_bytes < 1 << 20 {
+            return bad("node.store_cache_bytes must be at least 1048576 (1 MiB)".into());
         }
         if self.client.write_delay > Duration::from_secs(1) {
             return bad("client.write_delay must be at most 1s".into());

@@ -73,7 +73,8 @@ impl Cluster {
         tls: Option<Arc<crate::tls::ClusterTls>>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let c = &cfg.cluster;
-        let store = Store::open(&cfg.node.data_dir.join("raft")).await?;
+        let store =
+            Store::open(&cfg.node.data_dir.join("raft"), cfg.node.store_cache_bytes).await?;
         let fresh = store.is_empty();
         let sm = store.state_machine(engine)?;
         let raft_config = openraft::Config {

@@ -69,13 +69,13 @@ impl Store {
     /// Opens (or creates) the store in `dir`. The directory is locked by one process at a
     /// time; while a previous holder (an exiting process, or a node being restarted in the
     /// same process) releases it, opening is retried for up to 5 s.
-    pub async fn open(dir: &Path) -> anyhow::Result<Store> {
+    pub async fn open(dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
             let res = sled::Config::new()
                 .path(dir)
-                .cache_capacity(64 * 1024 * 1024)
+                .cache_capacity(cache_bytes)
                 .flush_every_ms(Some(1000))
                 .open();
             match res {
@@ -297,18 +297,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         self.put_meta("last_purged", &log_id, ErrorSubject::Logs)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.store.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.remove(k);
+        // In chunks: one batch removing thousands of entries makes sled buffer all of it at
+        // once, and the heap it grows for that is not returned.
+        let end = log_id.index.to_be_bytes();
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in self.store.log.range(..=end).keys().take(PURGE_CHUNK) {
+                batch.remove(k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.store
+                .log
+                .apply_batch(batch)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            tokio::task::yield_now().await;
         }
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        Ok(())
     }
 }
+
+/// Log entries removed per sled batch when purging.
+const PURGE_CHUNK: usize = 256;
 
 /// openraft's state machine: applies entries to the [`Engine`], keeps snapshots in sled.
 pub struct StateMachineStore {
@@ -453,7 +465,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
         async fn build(&self) -> SResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(dir.path()).await.expect("open store");
+            let store = Store::open(dir.path(), 4 << 20).await.expect("open store");
             let sm = store
                 .state_machine(Arc::new(Engine::default()))
                 .expect("state machine");
@@ -465,5 +477,32 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).unwrap();
+    }
+
+    /// A purge far larger than one chunk removes exactly the entries up to the purged index.
+    #[tokio::test]
+    async fn purge_in_chunks_removes_exactly_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4 << 20).await.unwrap();
+        let entry = |i: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Blank,
+        };
+        let total = PURGE_CHUNK as u64 * 4 + 10;
+        for i in 1..=total {
+            store
+                .log
+                .insert(i.to_be_bytes(), to_json(&entry(i)))
+                .unwrap();
+        }
+        let mut log = store.log_store();
+        let upto = PURGE_CHUNK as u64 * 3 + 7;
+        log.purge(entry(upto).log_id).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(upto));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(total));
+        let left = log.try_get_log_entries(0..=total).await.unwrap();
+        let indexes: Vec<u64> = left.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, ((upto + 1)..=total).collect::<Vec<_>>());
     }
 }
