@@ -11,6 +11,9 @@ use switchyard::auth::{MintRequest, mint};
 use switchyard::config::{Config, LogFormat, duration_str};
 use switchyard::server::Server;
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
