@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::node::Node;
+use crate::ops;
 use crate::protocol::types::{Raw, StreamPosition};
 use crate::protocol::{ErrorCode, codes};
 use crate::session::{VERSION, channel_counts};
@@ -103,25 +104,23 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Out {
         "presence" => {
             let r: ChannelReq = parse(body)?;
             let opts = node.channels.resolve(&r.channel)?;
-            Ok(to_value(&node.presence(&r.channel, opts)?))
+            Ok(to_value(&ops::presence(node, &r.channel, opts)?))
         }
         "presence_stats" => {
             let r: ChannelReq = parse(body)?;
             let opts = node.channels.resolve(&r.channel)?;
-            Ok(to_value(&node.presence_stats(&r.channel, opts)?))
+            Ok(to_value(&ops::presence_stats(node, &r.channel, opts)?))
         }
         "history" => {
             let r: HistoryReq = parse(body)?;
             let opts = node.channels.resolve(&r.channel)?.clone();
-            let res = node
-                .history(&r.channel, &opts, r.limit, r.since, r.reverse)
-                .await?;
+            let res = ops::history(node, &r.channel, &opts, r.limit, r.since, r.reverse).await?;
             Ok(to_value(&res))
         }
         "history_remove" => {
             let r: ChannelReq = parse(body)?;
             node.channels.resolve(&r.channel)?;
-            node.log
+            node.replicator
                 .propose_one(Op::HistoryRemove { channel: r.channel })
                 .await
                 .map_err(|_| codes::INTERNAL)?;
@@ -256,9 +255,13 @@ fn check_size(node: &Node, data: &Raw) -> Result<(), Fail> {
 async fn publish(node: &Node, r: PublishReq) -> Out {
     check_size(node, &r.data)?;
     let opts = node.channels.resolve(&r.channel)?.clone();
-    let (offset, epoch) = node
-        .publish(&r.channel, &opts, r.data, None, r.tags, r.skip_history)
-        .await?;
+    let p = ops::Publication {
+        data: r.data,
+        info: None,
+        tags: r.tags,
+        skip_history: r.skip_history,
+    };
+    let (offset, epoch) = ops::publish(node, &r.channel, &opts, p).await?;
     Ok(position(offset, epoch))
 }
 
@@ -266,29 +269,27 @@ async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
     // Valid channels go into one proposal (one log entry); invalid ones get their error.
     check_size(node, &r.data)?;
     let mut slots: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(r.channels.len());
-    let mut ops = Vec::new();
+    let mut batch = Vec::new();
     for ch in &r.channels {
         match node.channels.resolve(ch) {
             Ok(opts) => {
-                let history = if r.skip_history {
-                    crate::state::HistoryPolicy::NONE
-                } else {
-                    crate::node::history_policy(opts)
-                };
-                slots.push(Ok(ops.len()));
-                ops.push(Op::Publish {
-                    channel: ch.clone(),
+                slots.push(Ok(batch.len()));
+                let p = ops::Publication {
                     data: r.data.clone(),
                     info: None,
                     tags: r.tags.clone(),
-                    history,
-                    new_epoch: crate::node::new_epoch(),
-                });
+                    skip_history: r.skip_history,
+                };
+                batch.push(ops::publish_op(ch, opts, p));
             }
             Err(e) => slots.push(Err(e)),
         }
     }
-    let results = node.log.propose(ops).await.map_err(|_| codes::INTERNAL)?;
+    let results = node
+        .replicator
+        .propose(batch)
+        .await
+        .map_err(|_| codes::INTERNAL)?;
     let responses: Vec<Value> = slots
         .into_iter()
         .map(|s| match s {
@@ -306,7 +307,7 @@ async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
 
 /// Commits a user action; every node then applies it to its own connections of the user.
 async fn user_action(node: &Node, action: UserAction) -> Out {
-    node.log
+    node.replicator
         .propose_one(Op::User(action))
         .await
         .map_err(|_| codes::INTERNAL)?;

@@ -274,7 +274,7 @@ fn cluster(args: ClusterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut client = switchyard::transport::peer::PeerClient::new(addr);
+    let mut client = switchyard::peer::PeerClient::new(addr);
     // The admin key, when the config sets one (a missing default config.toml is fine).
     match Config::load(args.config.as_deref()) {
         Ok(cfg) if !cfg.admin.api_key.is_empty() => {
@@ -454,7 +454,7 @@ fn systemd_notifier(server: &Server) -> Option<std::sync::Arc<switchyard::sys::N
     // merely when it listens: `systemctl start` then means "serving with current state".
     let (n, node) = (notifier.clone(), server.node.clone());
     tokio::spawn(async move {
-        node.cluster.wait_ready().await;
+        node.wait_ready().await;
         tracing::info!("node ready: member of the cluster with a known leader");
         if let Err(e) = n.ready(&status) {
             tracing::warn!(error = %e, "cannot notify systemd (READY=1)");

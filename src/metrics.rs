@@ -1,14 +1,16 @@
 //! Metrics: every name in one place, registered at zero at start-up so dashboards and tests see
-//! every series from the first scrape; rendered in the Prometheus text format on the admin
-//! listener's `/metrics`. Counters are bumped where things happen; gauges that describe state
-//! (connections, subscriptions, Raft, store, process) are set at scrape time.
+//! every series from the first scrape. Counters are bumped where things happen; gauges that
+//! describe state (connections, subscriptions, Raft, store, process) are set at scrape time by
+//! the admin listener (`admin::render_metrics`), which renders the Prometheus text.
+//!
+//! Invariant: a leaf of names. It imports nothing of the crate but `protocol::codes` (to
+//! register each error and close code's series at zero), so every layer can count into it.
 
 use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::node::Node;
 use crate::protocol::codes;
 
 /// Connected clients (completed `connect`).
@@ -203,33 +205,6 @@ fn register_all() {
     let _ = histogram!(DELIVERY_LATENCY);
 }
 
-/// Sets the state gauges and renders the Prometheus text.
-pub fn render(node: &Node, handle: &PrometheusHandle) -> String {
-    gauge!(CONNECTIONS).set(node.registry.num_clients() as f64);
-    gauge!(SUBSCRIPTIONS).set(node.engine.hub.num_subscriptions() as f64);
-    gauge!(CHANNELS).set(node.engine.hub.channels().len() as f64);
-    let st = node.cluster.status();
-    gauge!(RAFT_TERM).set(st["term"].as_f64().unwrap_or(0.0));
-    gauge!(RAFT_LEADER).set(st["leader"].as_f64().unwrap_or(0.0));
-    gauge!(RAFT_IS_LEADER).set(if st["leader"] == st["id"] { 1.0 } else { 0.0 });
-    gauge!(RAFT_LAST_LOG_INDEX).set(st["last_log_index"].as_f64().unwrap_or(0.0));
-    gauge!(RAFT_APPLIED_INDEX).set(st["applied_index"].as_f64().unwrap_or(0.0));
-    if let Some(lag) = st["follower_lag"].as_object() {
-        for (id, v) in lag {
-            gauge!(RAFT_FOLLOWER_LAG, "node" => id.clone()).set(v.as_f64().unwrap_or(0.0));
-        }
-    }
-    gauge!(STORE_BYTES).set(st["store_bytes"].as_f64().unwrap_or(0.0));
-    if let Some(rss) = process_rss_bytes() {
-        gauge!(PROCESS_RSS).set(rss as f64);
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge!(PROCESS_FDS).set(fds.count() as f64);
-    }
-    handle.run_upkeep();
-    handle.render()
-}
-
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -249,11 +224,4 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "metrics upkeep thread not started");
     }
-}
-
-fn process_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -1,4 +1,11 @@
-//! The node context shared by every connection and request: config, state, log, auth.
+//! The node context shared by every connection and request: a plain bundle of what a handler
+//! may use. It reacts to nothing itself (reactions to committed events live in
+//! `session::reactions`, installed as the engine's hook) and imports nothing above it.
+//!
+//! Fields are `pub(crate)`: code outside the crate (tests, fuzz targets) goes through the
+//! accessors. The two node-wide signals are private: only [`Node::begin_stopping`] and
+//! [`Node::close_clients`] fire them, and everyone else gets a child token that can only
+//! cancel itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,45 +16,45 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::channels::Channels;
 use crate::cluster::Cluster;
-use crate::config::{ChannelOptions, Config};
+use crate::config::Config;
+use crate::conn::{Conn, Registry};
 use crate::engine::Engine;
-use crate::log::Replicator;
-use crate::session::conn::{Conn, Registry};
-use crate::session::subscribe::{server_subscribe, server_unsubscribe};
-use crate::state::{Event, HistoryPolicy, Op, UserAction};
+use crate::limits::Limits;
+use crate::replicator::Replicator;
+use crate::tls::{ClientTls, ClusterTls};
 
 /// Everything a connection or API call needs from the node.
 pub struct Node {
     /// Validated configuration.
-    pub cfg: Arc<Config>,
-    /// State machine + hub.
-    pub engine: Arc<Engine>,
-    /// Where operations are proposed.
-    pub log: Replicator,
-    /// The Raft node (status, readiness, inbound RPC).
-    pub cluster: Arc<Cluster>,
+    pub(crate) cfg: Arc<Config>,
+    /// State machine + hub: reads and hub registration (only `store` applies entries).
+    pub(crate) engine: Arc<Engine>,
+    /// Where operations are proposed: the only way to change replicated state.
+    pub(crate) replicator: Replicator,
+    /// The Raft node (status, readiness, inbound RPC, membership).
+    pub(crate) cluster: Arc<Cluster>,
     /// Token verification.
-    pub verifier: Verifier,
+    pub(crate) verifier: Verifier,
     /// Channel name → options.
-    pub channels: Channels,
+    pub(crate) channels: Channels,
     /// Connected clients by user.
-    pub registry: Registry,
-    /// Cancelled when the node starts stopping: listeners stop accepting, readiness goes
-    /// false (before leadership is handed over and clients are closed).
-    pub stopping: CancellationToken,
-    /// Cancelled when client connections are to be closed (3001): after `stopping`.
-    pub shutdown: CancellationToken,
+    pub(crate) registry: Registry,
     /// When the node started.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// This process's incarnation (start time in ms): presence it records carries it, so a
     /// restart can clear what an earlier incarnation left.
-    pub incarnation: u64,
+    pub(crate) incarnation: u64,
     /// Connection and command limits (reloadable).
-    pub limits: Arc<crate::limits::Limits>,
+    pub(crate) limits: Arc<Limits>,
     /// The client listener's TLS, when configured (reloadable).
-    pub client_tls: Option<crate::tls::ClientTls>,
+    pub(crate) client_tls: Option<ClientTls>,
     /// Mutual TLS between nodes, when configured (reloadable).
-    pub cluster_tls: Option<Arc<crate::tls::ClusterTls>>,
+    pub(crate) cluster_tls: Option<Arc<ClusterTls>>,
+    /// Cancelled when the node starts stopping: listeners stop accepting, readiness goes
+    /// false (before leadership is handed over and clients are closed). A child of `shutdown`.
+    stopping: CancellationToken,
+    /// Cancelled when client connections are to be closed (3001): after `stopping`.
+    shutdown: CancellationToken,
     /// Next connection number.
     next_conn: AtomicU64,
 }
@@ -56,30 +63,30 @@ pub struct Node {
 #[derive(Default)]
 pub struct NodeTls {
     /// `client.tls_*`.
-    pub client: Option<crate::tls::ClientTls>,
+    pub client: Option<ClientTls>,
     /// `cluster.tls_*`.
-    pub cluster: Option<Arc<crate::tls::ClusterTls>>,
+    pub cluster: Option<Arc<ClusterTls>>,
 }
 
 impl Node {
     /// Assembles the node context.
-    pub fn new(
+    pub(crate) fn new(
         cfg: Arc<Config>,
         engine: Arc<Engine>,
-        log: Replicator,
+        replicator: Replicator,
         cluster: Arc<Cluster>,
         verifier: Verifier,
-        shutdown: CancellationToken,
         tls: NodeTls,
     ) -> Node {
         let channels = Channels::new(&cfg.channel, cfg.client.channel_max_length);
+        let shutdown = CancellationToken::new();
         Node {
-            limits: crate::limits::Limits::new(&cfg.client),
+            limits: Limits::new(&cfg.client),
             client_tls: tls.client,
             cluster_tls: tls.cluster,
             cfg,
             engine,
-            log,
+            replicator,
             cluster,
             verifier,
             channels,
@@ -92,8 +99,24 @@ impl Node {
         }
     }
 
+    /// The node's configuration.
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether the node is a ready member of its cluster (what `/readyz` reports, less the
+    /// stopping check).
+    pub fn is_ready(&self) -> bool {
+        self.cluster.is_ready()
+    }
+
+    /// Resolves once the node is a ready member of its cluster.
+    pub async fn wait_ready(&self) {
+        self.cluster.wait_ready().await
+    }
+
     /// This node's connections of `user` (only `client`, when given).
-    pub fn conns_of(&self, user: &str, client: Option<&str>) -> Vec<Arc<Conn>> {
+    pub(crate) fn conns_of(&self, user: &str, client: Option<&str>) -> Vec<Arc<Conn>> {
         self.registry
             .of_user(user)
             .into_iter()
@@ -101,127 +124,39 @@ impl Node {
             .collect()
     }
 
-    /// Reacts to committed events that are not deliveries (called while the engine applies,
-    /// so anything that proposes in turn runs in its own task).
-    pub fn on_event(self: &Arc<Self>, event: &Event) {
-        match event {
-            Event::User { action, .. } => self.user_action(action),
-            Event::NodeDown { node } if *node == self.cfg.node.id => self.reannounce(),
-            _ => {}
-        }
-    }
-
-    /// This node was declared down while alive (e.g. cut off for longer than the lease):
-    /// record the presence of its clients again, without join pushes.
-    fn reannounce(self: &Arc<Self>) {
-        let mut ops = Vec::new();
-        for conn in self.registry.all() {
-            let st = conn.state.lock();
-            for (channel, sub) in &st.subs {
-                if sub.presence {
-                    ops.push(Op::Join {
-                        channel: channel.clone(),
-                        info: st.client_info(channel),
-                        node: self.cfg.node.id,
-                        incarnation: self.incarnation,
-                        presence: true,
-                        join_leave: false,
-                    });
-                }
-            }
-        }
-        if ops.is_empty() {
-            return;
-        }
-        tracing::warn!(
-            entries = ops.len(),
-            "this node was declared down while alive: re-announcing its presence"
-        );
-        let node = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = node.log.propose(ops).await {
-                tracing::warn!(error = %e, "presence re-announce not committed");
-            }
-        });
-    }
-
-    /// Carries out a committed user action on this node's connections.
-    fn user_action(self: &Arc<Self>, action: &UserAction) {
-        match action.clone() {
-            UserAction::Disconnect {
-                user,
-                client,
-                code,
-                reason,
-            } => {
-                for conn in self.conns_of(&user, client.as_deref()) {
-                    conn.out.close_with(code, &reason);
-                }
-            }
-            UserAction::Subscribe {
-                user,
-                client,
-                channel,
-            } => {
-                let conns = self.conns_of(&user, client.as_deref());
-                let Ok(opts) = self.channels.resolve(&channel).cloned() else {
-                    return;
-                };
-                if conns.is_empty() {
-                    return;
-                }
-                let node = self.clone();
-                tokio::spawn(async move {
-                    for conn in conns {
-                        if let Err(e) = server_subscribe(&node, &conn, &channel, &opts).await {
-                            tracing::info!(user = %user, channel = %channel, code = e.code, "server-side subscribe refused");
-                        }
-                    }
-                });
-            }
-            UserAction::Unsubscribe {
-                user,
-                client,
-                channel,
-            } => {
-                let conns = self.conns_of(&user, client.as_deref());
-                if conns.is_empty() {
-                    return;
-                }
-                let node = self.clone();
-                tokio::spawn(async move {
-                    for conn in conns {
-                        server_unsubscribe(&node, &conn, &channel).await;
-                    }
-                });
-            }
-        }
-    }
-
     /// A new node-local connection number.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
-}
 
-/// The history policy a channel's options give.
-pub fn history_policy(opts: &ChannelOptions) -> HistoryPolicy {
-    if opts.history_enabled() {
-        HistoryPolicy {
-            size: opts.history_size,
-            ttl_ms: opts.history_ttl.as_millis() as u64,
-        }
-    } else {
-        HistoryPolicy::NONE
+    /// Starts stopping: listeners stop accepting and readiness goes false.
+    pub(crate) fn begin_stopping(&self) {
+        self.stopping.cancel();
     }
-}
 
-/// A fresh random epoch for a stream that a proposal may create.
-pub fn new_epoch() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    /// Closes every client connection (3001); implies [`Node::begin_stopping`].
+    pub fn close_clients(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether the node has started stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    /// Resolves when client connections are to be closed (no allocation per waiter).
+    pub(crate) fn clients_closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    /// A token cancelled when the node starts stopping (cancelling it affects only itself).
+    pub(crate) fn on_stopping(&self) -> CancellationToken {
+        self.stopping.child_token()
+    }
+
+    /// A token cancelled when client connections are to be closed (cancelling it affects
+    /// only itself).
+    pub(crate) fn on_shutdown(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
 }

@@ -1,141 +1,183 @@
 //! Operations shared by the client protocol and the server API: publish, history, presence,
-//! subscribe-side stream creation. Permission checks stay with the callers.
+//! subscribe-side stream creation, and the one place a publication's op is built. Permission
+//! checks stay with the callers.
 
 use std::collections::BTreeMap;
 
 use crate::config::ChannelOptions;
 use crate::engine::Engine;
-use crate::node::{Node, history_policy, new_epoch};
+use crate::node::Node;
 use crate::protocol::{
     ClientInfo, ErrorCode, HistoryResult, PresenceResult, PresenceStatsResult, Raw, StreamPosition,
     codes,
 };
 use crate::state::{HistoryPolicy, Op, OpResult};
 
-impl Node {
-    /// Publishes and waits for the commit; returns `(offset, epoch)` (0 and "" without history).
-    pub async fn publish(
-        &self,
-        channel: &str,
-        opts: &ChannelOptions,
-        data: Raw,
-        info: Option<ClientInfo>,
-        tags: Option<BTreeMap<String, String>>,
-        skip_history: bool,
-    ) -> Result<(u64, String), ErrorCode> {
-        let history = if skip_history {
-            HistoryPolicy::NONE
-        } else {
-            history_policy(opts)
-        };
-        let op = Op::Publish {
-            channel: channel.to_string(),
-            data,
-            info,
-            tags,
-            history,
-            new_epoch: new_epoch(),
-        };
-        match self.log.propose_one(op).await {
-            Ok(OpResult::Position { offset, epoch }) => Ok((offset, epoch)),
-            Ok(OpResult::Done) => Ok((0, String::new())),
-            Err(e) => {
-                tracing::warn!(channel, error = %e, "publish not committed");
-                Err(codes::INTERNAL)
-            }
+/// A publication as a caller hands it in, before it becomes an [`Op`].
+pub struct Publication {
+    /// The payload.
+    pub data: Raw,
+    /// The publisher, for client publications.
+    pub info: Option<ClientInfo>,
+    /// Tags (server API).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Keep it out of the channel's history (server API `skip_history`).
+    pub skip_history: bool,
+}
+
+/// The op that publishes `p` to `channel` with the namespace's history policy.
+pub fn publish_op(channel: &str, opts: &ChannelOptions, p: Publication) -> Op {
+    let history = if p.skip_history {
+        HistoryPolicy::NONE
+    } else {
+        history_policy(opts)
+    };
+    Op::Publish {
+        channel: channel.to_string(),
+        data: p.data,
+        info: p.info,
+        tags: p.tags,
+        history,
+        new_epoch: new_epoch(),
+    }
+}
+
+/// Publishes and waits for the commit; returns `(offset, epoch)` (0 and "" without history).
+pub async fn publish(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+    p: Publication,
+) -> Result<(u64, String), ErrorCode> {
+    match node
+        .replicator
+        .propose_one(publish_op(channel, opts, p))
+        .await
+    {
+        Ok(OpResult::Position { offset, epoch }) => Ok((offset, epoch)),
+        Ok(OpResult::Done) => Ok((0, String::new())),
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "publish not committed");
+            Err(codes::INTERNAL)
         }
     }
+}
 
-    /// Creates the channel's stream if it has history and none exists yet, so that a position
-    /// (with a replicated epoch) can be given before the first publication.
-    pub async fn ensure_stream(
-        &self,
-        channel: &str,
-        opts: &ChannelOptions,
-    ) -> Result<(), ErrorCode> {
-        if !opts.history_enabled() || self.engine.read(|sm| sm.position(channel).is_some()) {
-            return Ok(());
-        }
-        let op = Op::EnsureStream {
-            channel: channel.to_string(),
-            history: history_policy(opts),
-            new_epoch: new_epoch(),
-        };
-        self.log.propose_one(op).await.map(|_| ()).map_err(|e| {
+/// Creates the channel's stream if it has history and none exists yet, so that a position
+/// (with a replicated epoch) can be given before the first publication.
+pub async fn ensure_stream(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+) -> Result<(), ErrorCode> {
+    if !opts.history_enabled() || node.engine.read(|sm| sm.position(channel).is_some()) {
+        return Ok(());
+    }
+    let op = Op::EnsureStream {
+        channel: channel.to_string(),
+        history: history_policy(opts),
+        new_epoch: new_epoch(),
+    };
+    node.replicator
+        .propose_one(op)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
             tracing::warn!(channel, error = %e, "stream creation not committed");
             codes::INTERNAL
         })
-    }
+}
 
-    /// `history`: 108 without history; `limit` 0 = position only, -1 = all up to the cap;
-    /// a `since` in another epoch = 112.
-    pub async fn history(
-        &self,
-        channel: &str,
-        opts: &ChannelOptions,
-        limit: i64,
-        since: Option<StreamPosition>,
-        reverse: bool,
-    ) -> Result<HistoryResult, ErrorCode> {
-        if !opts.history_enabled() {
-            return Err(codes::NOT_AVAILABLE);
+/// `history`: 108 without history; `limit` 0 = position only, -1 = all up to the cap;
+/// a `since` in another epoch = 112.
+pub async fn history(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+    limit: i64,
+    since: Option<StreamPosition>,
+    reverse: bool,
+) -> Result<HistoryResult, ErrorCode> {
+    if !opts.history_enabled() {
+        return Err(codes::NOT_AVAILABLE);
+    }
+    let cap = node.cfg.client.history_max_publications;
+    let limit = match limit {
+        -1 => cap,
+        n if n < -1 => return Err(codes::BAD_REQUEST),
+        n => (n as usize).min(cap),
+    };
+    ensure_stream(node, channel, opts).await?;
+    node.engine.read(|sm| {
+        let (offset, epoch) = sm.position(channel).unwrap_or_default();
+        if let Some(since) = &since
+            && since.epoch != epoch
+        {
+            return Err(codes::UNRECOVERABLE_POSITION);
         }
-        let cap = self.cfg.client.history_max_publications;
-        let limit = match limit {
-            -1 => cap,
-            n if n < -1 => return Err(codes::BAD_REQUEST),
-            n => (n as usize).min(cap),
+        let publications = if limit == 0 {
+            Vec::new()
+        } else {
+            sm.history(
+                channel,
+                since.map(|s| s.offset),
+                limit,
+                reverse,
+                Engine::now_ms(sm),
+            )
         };
-        self.ensure_stream(channel, opts).await?;
-        self.engine.read(|sm| {
-            let (offset, epoch) = sm.position(channel).unwrap_or_default();
-            if let Some(since) = &since
-                && since.epoch != epoch
-            {
-                return Err(codes::UNRECOVERABLE_POSITION);
-            }
-            let publications = if limit == 0 {
-                Vec::new()
-            } else {
-                sm.history(
-                    channel,
-                    since.map(|s| s.offset),
-                    limit,
-                    reverse,
-                    Engine::now_ms(sm),
-                )
-            };
-            Ok(HistoryResult {
-                publications,
-                epoch,
-                offset,
-            })
+        Ok(HistoryResult {
+            publications,
+            epoch,
+            offset,
         })
-    }
+    })
+}
 
-    /// `presence`: 108 when the namespace keeps none.
-    pub fn presence(
-        &self,
-        channel: &str,
-        opts: &ChannelOptions,
-    ) -> Result<PresenceResult, ErrorCode> {
-        if !opts.presence {
-            return Err(codes::NOT_AVAILABLE);
-        }
-        Ok(PresenceResult {
-            presence: self.engine.read(|sm| sm.presence(channel)),
-        })
+/// `presence`: 108 when the namespace keeps none.
+pub fn presence(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+) -> Result<PresenceResult, ErrorCode> {
+    if !opts.presence {
+        return Err(codes::NOT_AVAILABLE);
     }
+    Ok(PresenceResult {
+        presence: node.engine.read(|sm| sm.presence(channel)),
+    })
+}
 
-    /// `presence_stats`: 108 when the namespace keeps no presence.
-    pub fn presence_stats(
-        &self,
-        channel: &str,
-        opts: &ChannelOptions,
-    ) -> Result<PresenceStatsResult, ErrorCode> {
-        if !opts.presence {
-            return Err(codes::NOT_AVAILABLE);
-        }
-        Ok(self.engine.read(|sm| sm.presence_stats(channel)))
+/// `presence_stats`: 108 when the namespace keeps no presence.
+pub fn presence_stats(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+) -> Result<PresenceStatsResult, ErrorCode> {
+    if !opts.presence {
+        return Err(codes::NOT_AVAILABLE);
     }
+    Ok(node.engine.read(|sm| sm.presence_stats(channel)))
+}
+
+/// The history policy a channel's options give.
+pub fn history_policy(opts: &ChannelOptions) -> HistoryPolicy {
+    if opts.history_enabled() {
+        HistoryPolicy {
+            size: opts.history_size,
+            ttl_ms: opts.history_ttl.as_millis() as u64,
+        }
+    } else {
+        HistoryPolicy::NONE
+    }
+}
+
+/// A fresh random epoch for a stream that a proposal may create.
+pub fn new_epoch() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }

@@ -1,4 +1,7 @@
-//! Starting and stopping a node: bind the listeners, start the log, serve, drain on shutdown.
+//! Starting and stopping a node: the one place that assembles the layers. It has the
+//! transport bind the listeners, starts the cluster and the replicator, builds the `Node`
+//! context, installs the session layer's reactions as the engine's hook, serves, and drains
+//! on shutdown.
 //!
 //! `main` and the in-process tests start nodes the same way: [`Server::start`] with a config,
 //! then [`Server::shutdown`] and [`Server::wait`].
@@ -8,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,26 +18,9 @@ use crate::auth::Verifier;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::log::Replicator;
-use crate::node::Node;
-use crate::transport::{self, Listener};
-
-/// Accept backlog of the client listener: a reconnect storm (thousands of clients within a
-/// second, e.g. after a node restart) must queue, not overflow into SYN retries a second
-/// later. The kernel caps it at `net.core.somaxconn` (the shipped sysctl file sets 65535).
-const CLIENT_BACKLOG: u32 = 16_384;
-
-/// Binds a listener with `SO_REUSEADDR` and the given accept backlog.
-fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(backlog)
-}
+use crate::node::{Node, NodeTls};
+use crate::replicator::Replicator;
+use crate::transport::Listeners;
 
 /// A running node.
 pub struct Server {
@@ -60,7 +45,7 @@ async fn announce_incarnation(node: Arc<Node>, stop: CancellationToken) {
         incarnation: node.incarnation,
     };
     loop {
-        match node.log.propose_one(op.clone()).await {
+        match node.replicator.propose_one(op.clone()).await {
             Ok(_) => return,
             Err(e) => tracing::info!(error = %e, "incarnation not announced yet; retrying"),
         }
@@ -77,21 +62,12 @@ impl Server {
         let cfg = Arc::new(cfg);
         crate::metrics::install();
         let verifier = Verifier::new(&cfg.auth)?;
-        let tls = crate::node::NodeTls {
+        let tls = NodeTls {
             client: crate::tls::ClientTls::from_config(&cfg)?,
             cluster: crate::tls::ClusterTls::from_config(&cfg)?,
         };
-        let client = bind(cfg.client_addr(), CLIENT_BACKLOG)
-            .with_context(|| format!("binding client.listen {}", cfg.client.listen))?;
-        let admin = TcpListener::bind(cfg.admin_addr())
-            .await
-            .with_context(|| format!("binding admin.listen {}", cfg.admin.listen))?;
-        let cluster_l = TcpListener::bind(cfg.cluster_addr())
-            .await
-            .with_context(|| format!("binding cluster.listen {}", cfg.cluster.listen))?;
-        let client_addr = client.local_addr()?;
-        let admin_addr = admin.local_addr()?;
-        let cluster_addr = cluster_l.local_addr()?;
+        let listeners = Listeners::bind(&cfg).await?;
+        let (client_addr, admin_addr, cluster_addr) = listeners.addrs()?;
         let engine = Arc::new(Engine::default());
         let cluster = Cluster::start(
             &cfg,
@@ -101,23 +77,16 @@ impl Server {
         )
         .await
         .context("starting the cluster")?;
-        let log = Replicator::start(cluster.clone());
-        let shutdown = CancellationToken::new();
+        let replicator = Replicator::start(cluster.clone());
         let node: Arc<Node> = Arc::new(Node::new(
             cfg.clone(),
             engine,
-            log,
+            replicator,
             cluster,
             verifier,
-            shutdown,
             tls,
         ));
-        let weak = Arc::downgrade(&node);
-        node.engine.set_event_sink(Arc::new(move |event| {
-            if let Some(node) = weak.upgrade() {
-                node.on_event(event);
-            }
-        }));
+        crate::session::reactions::install(&node);
         if cfg.auth.api_key.contains("example") || cfg.auth.token_hmac_secret.contains("example") {
             tracing::warn!(
                 "using the example secrets of the shipped config.toml: change auth.api_key and auth.token_hmac_secret before exposing this node"
@@ -136,28 +105,10 @@ impl Server {
             );
         }
         let tracker = TaskTracker::new();
-        tracker.spawn(transport::accept_loop(
-            client,
-            Listener::Client,
-            node.clone(),
-            tracker.clone(),
-        ));
-        tracker.spawn(transport::accept_loop(
-            admin,
-            Listener::Admin,
-            node.clone(),
-            tracker.clone(),
-        ));
         // Raft traffic must outlive client draining (leaves are committed while clients
         // close), so the cluster listener has its own stop signal, given after Raft stops.
         let cluster_stop = CancellationToken::new();
-        tokio::spawn(transport::accept_loop_until(
-            cluster_l,
-            Listener::Cluster,
-            node.clone(),
-            TaskTracker::new(),
-            cluster_stop.clone(),
-        ));
+        listeners.serve(node.clone(), tracker.clone(), cluster_stop.clone());
         node.cluster
             .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
         tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
@@ -202,7 +153,7 @@ impl Server {
     /// Starts the shutdown: listeners stop accepting and readiness goes false. [`Server::wait`]
     /// does the rest.
     pub fn shutdown(&self) {
-        self.node.stopping.cancel();
+        self.node.begin_stopping();
     }
 
     /// The rest of the shutdown, in order: a leader hands leadership over (bounded by twice
@@ -211,13 +162,13 @@ impl Server {
     /// cluster listener stop and the store is flushed. Returns whether all client connections
     /// finished in time.
     pub async fn wait(self, drain: Duration) -> bool {
-        self.node.stopping.cancel();
+        self.node.begin_stopping();
         let lease = self.node.cfg.cluster.election_timeout_max;
         self.node
             .cluster
             .step_down(lease * 2 + Duration::from_secs(1))
             .await;
-        self.node.shutdown.cancel();
+        self.node.close_clients();
         self.tracker.close();
         let clean = tokio::time::timeout(drain, self.tracker.wait())
             .await

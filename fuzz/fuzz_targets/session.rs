@@ -10,7 +10,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use switchyard::node::Node;
 use switchyard::session::Session;
-use switchyard::session::conn::Conn;
+use switchyard::conn::Conn;
 use switchyard::{Config, Server};
 
 /// Most messages taken from one input.

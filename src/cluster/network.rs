@@ -16,8 +16,8 @@ use openraft::raft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::types::{NodeId, TypeConfig};
-use crate::transport::peer::{Link, PeerClient, PeerError};
+use crate::peer::{Link, PeerClient, PeerError};
+use crate::store::types::{NodeId, TypeConfig};
 
 /// Paths of the inbound handlers (`cluster::rpc`).
 pub const APPEND: &str = "/raft/append";

@@ -4,7 +4,7 @@
 //! order, answers each through the connection's outbound queue and returns a [`Disconnect`]
 //! when the connection must end. Timers (ping, pong, stale, expiry) live in the writer.
 
-pub mod conn;
+pub mod reactions;
 pub mod subscribe;
 
 use std::collections::BTreeMap;
@@ -14,12 +14,13 @@ use std::sync::atomic::Ordering;
 use crate::auth::{TokenError, ttl_until};
 use crate::channels::{is_private, user_limited_allows};
 use crate::config::ChannelOptions;
+use crate::conn::Conn;
 use crate::node::Node;
+use crate::ops;
 use crate::protocol::json::{decode_command, encode_error, encode_reply, lines};
 use crate::protocol::types::*;
 use crate::protocol::{Command, Disconnect, ErrorCode, Method, codes};
 
-use conn::Conn;
 use subscribe::{Grant, StreamRequest, propose_leaves, unsubscribe_local};
 
 /// Server version reported to clients.
@@ -203,7 +204,7 @@ impl Session {
             return Err(Fail::Disconnect(codes::CHANNEL_LIMIT));
         }
         for (ch, opts) in &server_subs {
-            self.node.ensure_stream(ch, opts).await?;
+            ops::ensure_stream(&self.node, ch, opts).await?;
         }
 
         let cfg = &self.node.cfg;
@@ -342,9 +343,13 @@ impl Session {
             return Err(codes::PERMISSION_DENIED.into());
         }
         let info = self.conn.state.lock().client_info(&req.channel);
-        self.node
-            .publish(&req.channel, &opts, data, Some(info), None, false)
-            .await?;
+        let p = ops::Publication {
+            data,
+            info: Some(info),
+            tags: None,
+            skip_history: false,
+        };
+        ops::publish(&self.node, &req.channel, &opts, p).await?;
         Ok(Some(encode_reply(id, "publish", &Empty {})))
     }
 
@@ -364,7 +369,7 @@ impl Session {
             return Err(codes::NOT_AVAILABLE.into());
         }
         self.presence_allowed(&req.channel, &opts)?;
-        let res = self.node.presence(&req.channel, &opts)?;
+        let res = ops::presence(&self.node, &req.channel, &opts)?;
         Ok(Some(encode_reply(id, "presence", &res)))
     }
 
@@ -374,7 +379,7 @@ impl Session {
             return Err(codes::NOT_AVAILABLE.into());
         }
         self.presence_allowed(&req.channel, &opts)?;
-        let res = self.node.presence_stats(&req.channel, &opts)?;
+        let res = ops::presence_stats(&self.node, &req.channel, &opts)?;
         Ok(Some(encode_reply(id, "presence_stats", &res)))
     }
 
@@ -388,10 +393,15 @@ impl Session {
         {
             return Err(codes::PERMISSION_DENIED.into());
         }
-        let res = self
-            .node
-            .history(&req.channel, &opts, req.limit, req.since, req.reverse)
-            .await?;
+        let res = ops::history(
+            &self.node,
+            &req.channel,
+            &opts,
+            req.limit,
+            req.since,
+            req.reverse,
+        )
+        .await?;
         Ok(Some(encode_reply(id, "history", &res)))
     }
 

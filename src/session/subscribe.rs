@@ -18,7 +18,7 @@ use crate::protocol::types::UnsubscribePush;
 use crate::protocol::{ErrorCode, Raw, SubscribeResult, codes};
 use crate::state::{Op, Recovery, StateMachine};
 
-use super::conn::{Conn, ConnState, SubState};
+use crate::conn::{Conn, ConnState, SubState};
 
 /// What the client asked of a subscription's stream.
 #[derive(Debug, Default, Clone)]
@@ -105,7 +105,7 @@ pub async fn subscribe(
     if opts.history_enabled()
         && (req.positioned || req.recoverable || opts.force_positioning || opts.force_recovery)
     {
-        node.ensure_stream(channel, opts).await?;
+        crate::ops::ensure_stream(node, channel, opts).await?;
     }
     let join = node.engine.read(|sm| {
         let res = subscribe_result(node, sm, channel, opts, req, &grant);
@@ -162,7 +162,7 @@ pub fn register(
 
 /// Proposes join operations; failures are logged (the subscription itself stands).
 pub async fn propose_joins(node: &Node, ops: Vec<Op>) {
-    if let Err(e) = node.log.propose(ops).await {
+    if let Err(e) = node.replicator.propose(ops).await {
         tracing::warn!(error = %e, "join not committed");
     }
 }
@@ -186,7 +186,7 @@ pub fn unsubscribe_local(node: &Node, conn: &Conn, channel: &str) -> Option<Op> 
 /// Proposes leave operations; failures are logged (presence heals when the node's
 /// incarnation changes, in the cluster).
 pub async fn propose_leaves(node: &Node, ops: Vec<Op>) {
-    if let Err(e) = node.log.propose(ops).await {
+    if let Err(e) = node.replicator.propose(ops).await {
         tracing::warn!(error = %e, "leave not committed");
     }
 }

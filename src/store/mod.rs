@@ -16,6 +16,8 @@
 // here return it too rather than boxing and unboxing at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod types;
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -29,9 +31,9 @@ use openraft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::cluster::types::{NodeId, TypeConfig};
 use crate::engine::Engine;
 use crate::state::{Entry as SmEntry, StateMachine};
+use crate::store::types::{NodeId, TypeConfig};
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 

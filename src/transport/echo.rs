@@ -41,7 +41,7 @@ pub fn upgrade(
         }
     };
     let max = node.cfg.testing.echo_max_message_size;
-    let shutdown = node.shutdown.clone();
+    let shutdown = node.on_shutdown();
     tracker.spawn(async move {
         let Ok(ws) = fut.await else { return };
         tokio::select! {

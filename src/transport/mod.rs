@@ -3,7 +3,7 @@
 //! Invariant: the only module that knows sockets, HTTP framing and WebSocket frames.
 
 pub mod echo;
-pub mod peer;
+
 pub mod reader;
 pub mod ws;
 
@@ -24,7 +24,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use anyhow::Context;
+
 use crate::api;
+use crate::config::Config;
 use crate::node::Node;
 
 /// Response body type of every route.
@@ -48,20 +51,96 @@ const CLUSTER_MAX_BODY: usize = 256 * 1024 * 1024;
 /// Largest request head accepted on the admin and cluster listeners.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Accept backlog of the client listener: a reconnect storm (thousands of clients within a
+/// second, e.g. after a node restart) must queue, not overflow into SYN retries a second
+/// later. The kernel caps it at `net.core.somaxconn` (the shipped sysctl file sets 65535).
+const CLIENT_BACKLOG: u32 = 16_384;
+
+/// Binds a listener with `SO_REUSEADDR` and the given accept backlog.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(backlog)
+}
+
+/// The node's three bound listeners, before anything is served on them.
+pub struct Listeners {
+    client: TcpListener,
+    admin: TcpListener,
+    cluster: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `client.listen`, `admin.listen` and `cluster.listen`.
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let client = bind(cfg.client_addr(), CLIENT_BACKLOG)
+            .with_context(|| format!("binding client.listen {}", cfg.client.listen))?;
+        let admin = TcpListener::bind(cfg.admin_addr())
+            .await
+            .with_context(|| format!("binding admin.listen {}", cfg.admin.listen))?;
+        let cluster = TcpListener::bind(cfg.cluster_addr())
+            .await
+            .with_context(|| format!("binding cluster.listen {}", cfg.cluster.listen))?;
+        Ok(Listeners {
+            client,
+            admin,
+            cluster,
+        })
+    }
+
+    /// Where the client, admin and cluster listeners are bound (real ports for port 0).
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.client.local_addr()?,
+            self.admin.local_addr()?,
+            self.cluster.local_addr()?,
+        ))
+    }
+
+    /// Serves: the client and admin listeners until the node starts stopping (their
+    /// connections tracked by `tracker`), the cluster listener until `cluster_stop`.
+    pub fn serve(self, node: Arc<Node>, tracker: TaskTracker, cluster_stop: CancellationToken) {
+        tracker.spawn(accept_loop(
+            self.client,
+            Listener::Client,
+            node.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(accept_loop(
+            self.admin,
+            Listener::Admin,
+            node.clone(),
+            tracker.clone(),
+        ));
+        tokio::spawn(accept_loop_until(
+            self.cluster,
+            Listener::Cluster,
+            node,
+            TaskTracker::new(),
+            cluster_stop,
+        ));
+    }
+}
+
 /// Accepts connections until the node shuts down; each is served in a tracked task.
-pub async fn accept_loop(
+async fn accept_loop(
     listener: TcpListener,
     which: Listener,
     node: Arc<Node>,
     tracker: TaskTracker,
 ) {
-    let stop = node.stopping.clone();
+    let stop = node.on_stopping();
     accept_loop_until(listener, which, node, tracker, stop).await
 }
 
 /// Accepts connections until `stop`; each is served in a tracked task and closed gracefully
 /// on `stop`.
-pub async fn accept_loop_until(
+async fn accept_loop_until(
     listener: TcpListener,
     which: Listener,
     node: Arc<Node>,
@@ -271,7 +350,7 @@ async fn route(
             api_call(req, &method, &node).await
         }
         (Listener::Admin, &Method::GET, "/readyz") => {
-            if node.stopping.is_cancelled() || !node.cluster.is_ready() {
+            if node.is_stopping() || !node.is_ready() {
                 json(StatusCode::SERVICE_UNAVAILABLE, r#"{"ready":false}"#)
             } else {
                 json(StatusCode::OK, r#"{"ready":true}"#)
@@ -304,7 +383,7 @@ async fn route(
         }
         (Listener::Admin, &Method::GET, "/metrics") => match crate::metrics::install() {
             Some(h) => {
-                let mut r = respond(StatusCode::OK, crate::metrics::render(&node, &h));
+                let mut r = respond(StatusCode::OK, crate::admin::render_metrics(&node, &h));
                 r.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -347,14 +426,12 @@ async fn route(
                 Ok(b) => b.to_bytes(),
                 Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
             };
-            let log = node.log.clone();
+            let replicator = node.replicator.clone();
             let (status, body) = node
                 .cluster
-                .handle_rpc(
-                    &path,
-                    &body,
-                    |ops| async move { log.propose_indexed(ops).await },
-                )
+                .handle_rpc(&path, &body, |ops| async move {
+                    replicator.propose_indexed(ops).await
+                })
                 .await;
             json(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -436,7 +513,7 @@ fn upgrade(
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return respond(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
-    if node.stopping.is_cancelled() {
+    if node.is_stopping() {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
             .increment(1);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");

@@ -15,11 +15,11 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::unix_now;
+use crate::conn::Conn;
 use crate::node::Node;
 use crate::outbound::join;
 use crate::protocol::{Disconnect, codes, json::PING};
 use crate::session::Session;
-use crate::session::conn::Conn;
 
 use super::reader::{Event, MessageReader, ReadError};
 
@@ -168,7 +168,7 @@ async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: Canc
     loop {
         let deadline = next_deadline(&conn, stale_at, next_ping, pong_due.map(|p| p.0));
         tokio::select! {
-            _ = node.shutdown.cancelled(), if !shutdown_seen => {
+            _ = node.clients_closing(), if !shutdown_seen => {
                 shutdown_seen = true;
                 conn.out.close(codes::SHUTDOWN);
             }

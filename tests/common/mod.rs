@@ -136,7 +136,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(s) = &self.server {
             s.shutdown();
-            s.node.shutdown.cancel();
+            s.node.close_clients();
         }
     }
 }

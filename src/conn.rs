@@ -1,5 +1,6 @@
-//! A connected client as the rest of the node sees it (the API, the writer's timers), and the
-//! registry of connections by user.
+//! A connected client as the rest of the node sees it (the API, the writer's timers, the
+//! reactions to committed events), and the registry of connections by user. Below `node`,
+//! which holds the registry; the session layer fills it.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,123 @@
+//! Readiness and the typed status that operators (`/cluster/status`), the metrics and the
+//! status page read.
+
+use std::collections::BTreeMap;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use super::Cluster;
+use crate::store::types::NodeId;
+
+/// Most log entries a node may have yet to apply and still call itself ready.
+pub const READY_LAG: u64 = 1000;
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Its cluster address.
+    pub addr: String,
+    /// A voter (not a learner).
+    pub voter: bool,
+}
+
+/// What this node knows of the cluster (`GET /cluster/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub id: NodeId,
+    /// Raft role: `Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`.
+    pub state: String,
+    /// Raft term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Last log index on this node.
+    pub last_log_index: Option<u64>,
+    /// Last applied index on this node.
+    pub applied_index: Option<u64>,
+    /// Index of the last snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Members.
+    pub nodes: Vec<NodeStatus>,
+    /// Entries each follower is behind (on the leader; node id → lag, `None` = unknown).
+    pub follower_lag: BTreeMap<String, Option<u64>>,
+    /// The store's size on disk.
+    pub store_bytes: u64,
+}
+
+impl ClusterStatus {
+    /// This node leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader == Some(self.id)
+    }
+}
+
+impl Cluster {
+    /// Ready: a member, with a known leader, whose applied index is within
+    /// [`READY_LAG`] entries of its log head (so it serves clients with current state).
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let head = m.last_log_index.unwrap_or(0);
+        let caught_up = m.state == ServerState::Leader || head.saturating_sub(applied) <= READY_LAG;
+        member && m.current_leader.is_some() && caught_up
+    }
+
+    /// Resolves once [`Cluster::is_ready`] holds.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.raft.metrics();
+        while !self.is_ready() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Cluster status for operators.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let nodes = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| NodeStatus {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: membership.voter_ids().any(|v| v == *id),
+            })
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let follower_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let idx = matched.map(|l| l.index);
+                        (id.to_string(), idx.map(|i| last.saturating_sub(i)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            id: self.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            nodes,
+            follower_lag,
+            store_bytes: self.store.size_on_disk(),
+        }
+    }
+}

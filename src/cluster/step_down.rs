@@ -1,0 +1,74 @@
+//! Handing leadership over before a leader stops (SIGTERM).
+
+use std::time::Duration;
+
+use openraft::BasicNode;
+
+use super::{Cluster, network};
+use crate::store::types::NodeId;
+
+impl Cluster {
+    /// When this node leads a cluster of several voters, hands leadership to the most
+    /// caught-up other voter before the node goes away (SIGTERM), so writes have a leader
+    /// again before this node's clients reconnect elsewhere: heartbeats and this node's own
+    /// elections stop, and once followers' leader lease has run out the successor is asked
+    /// to campaign. Returns the new leader; `None` when this node was not leading, is the only
+    /// voter, or no successor took over within `within` (the node then stops as leader, and
+    /// the others elect one by timeout).
+    pub async fn step_down(&self, within: Duration) -> Option<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        let matched = |id: &NodeId| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|l| l.index)
+        };
+        let successor = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != self.id)
+            .max_by_key(|v| matched(v))?;
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == successor)
+            .map(|(_, n)| n.addr.clone())?;
+        tracing::info!(successor, "stepping down: handing leadership over");
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let deadline = tokio::time::Instant::now() + within;
+        let client = self.peer(successor, &addr);
+        let mut rx = self.raft.metrics();
+        let other_leader = |rx: &tokio::sync::watch::Receiver<
+            openraft::RaftMetrics<NodeId, BasicNode>,
+        >| { rx.borrow().current_leader.filter(|l| *l != self.id) };
+        // Followers refuse votes while their lease from our last heartbeat lasts.
+        let lease_over = tokio::time::Instant::now() + self.lease;
+        loop {
+            if let Some(l) = other_leader(&rx) {
+                tracing::info!(leader = l, "leadership handed over");
+                return Some(l);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!("no successor took over in time; stopping as leader");
+                return None;
+            }
+            if now >= lease_over {
+                let _ = client
+                    .post(network::ELECT, Vec::new(), Duration::from_millis(500))
+                    .await;
+            }
+            let wait = if now >= lease_over {
+                Duration::from_millis(250)
+            } else {
+                lease_over - now
+            };
+            let _ = tokio::time::timeout(wait.min(deadline - now), rx.changed()).await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Writes: one batch of operations becomes one log entry, committed on the leader or
+//! forwarded to it; the replicator's [`Commit`].
+
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use super::{Cluster, network};
+use crate::engine::wall_ms;
+use crate::peer::PeerError;
+use crate::replicator::{Commit, Committed, ProposeError};
+use crate::state::{Op, OpResult};
+use crate::store::types::{Batch, NodeId};
+
+/// What `/cluster/propose` carries back.
+#[derive(Serialize, Deserialize)]
+pub(super) enum Forwarded {
+    /// Committed: the results and the log index of the entry.
+    Ok(Vec<OpResult>, u64),
+    /// Not committed (no leader, or not the leader any more); safe to retry.
+    Retry(String),
+    /// Outcome unknown.
+    Failed(String),
+}
+
+impl Commit for Cluster {
+    fn commit(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<Committed, ProposeError>> + Send {
+        self.write(ops)
+    }
+}
+
+impl Cluster {
+    /// Commits `ops` as one log entry (through the leader) and returns their results and the
+    /// entry's log index once it is applied on this node too (read-your-writes on followers).
+    /// Retries only where nothing can have been committed.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), ProposeError> {
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        loop {
+            let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
+                return Err(ProposeError::NoLeader);
+            };
+            let retry = if leader == self.id {
+                let time_ms = {
+                    let mut t = self.last_time.lock();
+                    *t = wall_ms().max(*t);
+                    *t
+                };
+                let batch = Batch {
+                    time_ms,
+                    ops: ops.clone(),
+                };
+                // Bounded: a leader cut off from its quorum would otherwise wait forever. On
+                // timeout the entry may still commit later, so the outcome is unknown.
+                match tokio::time::timeout_at(deadline, self.raft.client_write(batch)).await {
+                    Ok(Ok(resp)) => return Ok((resp.data, resp.log_id.index)),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                    Err(_) => {
+                        tracing::warn!("write not committed in time (no quorum?)");
+                        return Err(ProposeError::Failed);
+                    }
+                }
+            } else {
+                match self.forward_to(leader, &addr, &ops, deadline).await {
+                    Ok(Forwarded::Ok(r, index)) => {
+                        // The leader applied it; wait until this node has too, so that what
+                        // the caller reads next here includes its own write.
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let applied = self
+                            .raft
+                            .wait(Some(left.max(Duration::from_secs(1))))
+                            .applied_index_at_least(Some(index), "forwarded write applied")
+                            .await;
+                        if let Err(e) = applied {
+                            tracing::warn!(index, error = %e, "forwarded write committed but not yet applied here");
+                        }
+                        return Ok((r, index));
+                    }
+                    Ok(Forwarded::Retry(_)) => true,
+                    Ok(Forwarded::Failed(why)) => {
+                        tracing::warn!(leader, why, "forwarded write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                    Err(PeerError::Unreachable { .. }) => true,
+                    Err(e) => {
+                        tracing::warn!(leader, error = %e, "forwarded write failed");
+                        return Err(ProposeError::Failed);
+                    }
+                }
+            };
+            if retry {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ProposeError::NoLeader);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    async fn forward_to(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        ops: &[Op],
+        deadline: tokio::time::Instant,
+    ) -> Result<Forwarded, PeerError> {
+        let client = self.peer(leader, addr);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let body = serde_json::to_vec(ops).expect("ops serialise");
+        let bytes = client
+            .post(network::PROPOSE, body, left.max(Duration::from_millis(100)))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| PeerError::Failed {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        })
+    }
+}

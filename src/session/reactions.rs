@@ -1,0 +1,118 @@
+//! Reactions to committed events that are not deliveries: user actions replicated by the API
+//! (disconnect, server-side subscribe and unsubscribe) carried out on this node's connections,
+//! and re-announcing presence when this node was declared down while alive. Installed as the
+//! engine's hook by [`install`]; called while the engine applies, so anything that proposes in
+//! turn runs in its own task.
+
+use std::sync::Arc;
+
+use super::subscribe::{server_subscribe, server_unsubscribe};
+use crate::node::Node;
+use crate::state::{Event, Op, UserAction};
+
+/// Makes this module the engine's hook for `node`'s committed events. The hook holds the node
+/// weakly: the engine is owned by the node.
+pub fn install(node: &Arc<Node>) {
+    let weak = Arc::downgrade(node);
+    node.engine.set_event_sink(Arc::new(move |event| {
+        if let Some(node) = weak.upgrade() {
+            on_event(&node, event);
+        }
+    }));
+}
+
+/// Reacts to one committed event.
+fn on_event(node: &Arc<Node>, event: &Event) {
+    match event {
+        Event::User { action, .. } => user_action(node, action),
+        Event::NodeDown { node: id } if *id == node.cfg.node.id => reannounce(node),
+        _ => {}
+    }
+}
+
+/// This node was declared down while alive (e.g. cut off for longer than the lease): record
+/// the presence of its clients again, without join pushes.
+fn reannounce(node: &Arc<Node>) {
+    let mut ops = Vec::new();
+    for conn in node.registry.all() {
+        let st = conn.state.lock();
+        for (channel, sub) in &st.subs {
+            if sub.presence {
+                ops.push(Op::Join {
+                    channel: channel.clone(),
+                    info: st.client_info(channel),
+                    node: node.cfg.node.id,
+                    incarnation: node.incarnation,
+                    presence: true,
+                    join_leave: false,
+                });
+            }
+        }
+    }
+    if ops.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        entries = ops.len(),
+        "this node was declared down while alive: re-announcing its presence"
+    );
+    let node = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = node.replicator.propose(ops).await {
+            tracing::warn!(error = %e, "presence re-announce not committed");
+        }
+    });
+}
+
+/// Carries out a committed user action on this node's connections.
+fn user_action(node: &Arc<Node>, action: &UserAction) {
+    match action.clone() {
+        UserAction::Disconnect {
+            user,
+            client,
+            code,
+            reason,
+        } => {
+            for conn in node.conns_of(&user, client.as_deref()) {
+                conn.out.close_with(code, &reason);
+            }
+        }
+        UserAction::Subscribe {
+            user,
+            client,
+            channel,
+        } => {
+            let conns = node.conns_of(&user, client.as_deref());
+            let Ok(opts) = node.channels.resolve(&channel).cloned() else {
+                return;
+            };
+            if conns.is_empty() {
+                return;
+            }
+            let node = node.clone();
+            tokio::spawn(async move {
+                for conn in conns {
+                    if let Err(e) = server_subscribe(&node, &conn, &channel, &opts).await {
+                        tracing::info!(user = %user, channel = %channel, code = e.code, "server-side subscribe refused");
+                    }
+                }
+            });
+        }
+        UserAction::Unsubscribe {
+            user,
+            client,
+            channel,
+        } => {
+            let conns = node.conns_of(&user, client.as_deref());
+            if conns.is_empty() {
+                return;
+            }
+            let node = node.clone();
+            tokio::spawn(async move {
+                for conn in conns {
+                    server_unsubscribe(&node, &conn, &channel).await;
+                }
+            });
+        }
+    }
+}
