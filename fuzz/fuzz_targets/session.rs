@@ -84,7 +84,7 @@ fn harness() -> &'static Harness {
         rt.block_on(async {
             // Wait until the one-voter cluster has its leader, so writes do not just time out.
             for _ in 0..500 {
-                if node.cluster.is_ready() {
+                if node.is_ready() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
     h.rt.block_on(async {
         let conn = Arc::new(Conn::new(
             h.node.next_conn_id(),
-            h.node.cfg.client.outbound_queue_bytes,
+            h.node.cfg().client.outbound_queue_bytes,
         ));
         let mut session = Session::new(h.node.clone(), conn.clone());
         for msg in data.split(|b| *b == 0).take(MAX_MESSAGES) {
