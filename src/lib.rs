@@ -1,22 +1,24 @@
 //! Switchyard: a real-time messaging backplane in one binary.
 //!
-//! Module map (see ARCHITECTURE.md for the invariants):
-//! - [`config`] — the one validated configuration type (defaults < file < env < flags).
+//! Module map, top layer first (imports only point down; see ARCHITECTURE.md and
+//! `tests/layers.rs`):
+//! - [`server`] — assembles the layers; start and the shutdown order.
 //! - [`transport`] — listeners, HTTP routing, WebSocket reader/writer tasks.
-//! - [`protocol`] — client protocol v2 types, JSON codec, error/disconnect code table (pure).
-//! - [`session`] — one client: connect/auth, command dispatch, subscriptions.
-//! - [`api`] — the server HTTP API.
-//! - [`admin`] — the status page (HTML compiled in) and its JSON endpoints.
+//! - [`api`] — the server HTTP API; [`admin`] — the status page, its JSON, `/metrics`.
+//! - [`session`] — one client: connect/auth, command dispatch, subscriptions; reactions to
+//!   committed events (the engine's hook).
 //! - [`ops`] — publish/history/presence shared by `session` and `api`.
-//! - [`log`] — the write path's seam: batching proposals into log entries.
+//! - [`node`] — the context handlers share.
+//! - [`cluster`] — openraft: writes and forwarding, Raft RPC, membership, liveness, status.
+//! - [`store`] — openraft storage on sled and the Raft type config.
 //! - [`engine`] — state machine + hub under one lock: apply and deliver in log order.
-//! - [`state`] — the deterministic state machine (streams, history, presence).
-//! - [`hub`] — local channel → subscriber index and fan-out.
-//! - [`outbound`] — a connection's bounded outbound queue.
-//! - [`sys`] — running under systemd: sd_notify readiness/watchdog/stopping messages.
-//! - [`metrics`] — every metric name, registered at zero; Prometheus rendering.
-//! - [`bench`] — `switchyard bench`: load scenarios, measurement and reports.
-//! - [`auth`], [`channels`], [`node`], [`server`].
+//! - [`replicator`] — the write path's seam: batching proposals into log entries through
+//!   the [`replicator::Commit`] trait.
+//! - [`auth`], [`channels`], [`limits`], [`hub`] (local fan-out), [`conn`] (connections and
+//!   their registry), [`peer`] (HTTP client to other nodes).
+//! - [`metrics`] (every metric name), [`state`] (the deterministic state machine),
+//!   [`outbound`] (a connection's bounded queue), [`tls`].
+//! - [`protocol`] (client protocol v2 types, codec, codes; pure), [`config`], [`sys`].
 
 pub mod admin;
 pub mod api;
