@@ -4,13 +4,23 @@
 //! and the entry (whose time the log stamped), never on the local clock or randomness, so every
 //! node that applies the same log holds the same state. Reads take a `now` for TTL filtering.
 //! Pure data structure: no I/O, no locks, no async.
+//!
+//! This file holds the log's vocabulary (`Entry`, `Op`, `OpResult`, `Event`) and `apply`, which
+//! hands each op to its own method: `stream` (publications, history, recovery) and `presence`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ClientInfo, PresenceStatsResult, Publication, Raw};
+use crate::protocol::{ClientInfo, Publication, Raw};
+
+mod presence;
+mod stream;
+
+pub use presence::PresenceEntry;
+pub use stream::Recovery;
+use stream::Stream;
 
 /// One log entry: a batch of operations stamped by the log with an index and a time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,64 +217,6 @@ pub enum Event {
     },
 }
 
-/// A stored publication with the log time it was published at.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    time_ms: u64,
-    publication: Arc<Publication>,
-}
-
-/// A channel stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stream {
-    epoch: String,
-    top: u64,
-    policy: HistoryPolicy,
-    history: VecDeque<Stored>,
-}
-
-impl Stream {
-    fn trim(&mut self, now_ms: u64) {
-        while self.history.len() > self.policy.size {
-            self.history.pop_front();
-        }
-        let cutoff = now_ms.saturating_sub(self.policy.ttl_ms);
-        while self.history.front().is_some_and(|s| s.time_ms < cutoff) {
-            self.history.pop_front();
-        }
-    }
-
-    /// Publications with offset > `after` that are still alive at `now_ms`.
-    fn alive_after(&self, after: u64, now_ms: u64) -> impl DoubleEndedIterator<Item = &Stored> {
-        let cutoff = now_ms.saturating_sub(self.policy.ttl_ms);
-        self.history
-            .iter()
-            .filter(move |s| s.publication.offset > after && s.time_ms >= cutoff)
-    }
-}
-
-/// A presence record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PresenceEntry {
-    /// Who.
-    pub info: ClientInfo,
-    /// Node holding the connection.
-    pub node: u64,
-    /// That node's incarnation (process start) when the client joined.
-    pub incarnation: u64,
-    /// The channel announces leaves.
-    pub join_leave: bool,
-}
-
-/// Outcome of a recovery attempt.
-#[derive(Debug)]
-pub enum Recovery {
-    /// Every missed publication, in order (possibly none).
-    Recovered(Vec<Arc<Publication>>),
-    /// The epoch changed, the gap is too large, or history no longer covers it.
-    Failed,
-}
-
 /// The state: streams and presence per channel. Serialisable whole: that is its snapshot.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StateMachine {
@@ -302,20 +254,8 @@ impl StateMachine {
         (results, events)
     }
 
-    fn stream_mut(&mut self, channel: &str, policy: HistoryPolicy, new_epoch: &str) -> &mut Stream {
-        let s = self
-            .streams
-            .entry(channel.to_string())
-            .or_insert_with(|| Stream {
-                epoch: new_epoch.to_string(),
-                top: 0,
-                policy,
-                history: VecDeque::new(),
-            });
-        s.policy = policy;
-        s
-    }
-
+    /// Applies one operation at log time `now`, adding what local subscribers must be told to
+    /// `events`. Each kind of op is handled by its own method (in `stream` or `presence`).
     fn apply_op(&mut self, op: &Op, now: u64, events: &mut Vec<Event>) -> OpResult {
         match op {
             Op::Publish {
@@ -326,56 +266,19 @@ impl StateMachine {
                 history,
                 new_epoch,
             } => {
-                let mut publication = Publication {
+                let publication = Publication {
                     offset: 0,
                     data: data.clone(),
                     info: info.clone(),
                     tags: tags.clone(),
                 };
-                if history.enabled() {
-                    let s = self.stream_mut(channel, *history, new_epoch);
-                    s.top += 1;
-                    publication.offset = s.top;
-                    let publication = Arc::new(publication);
-                    s.history.push_back(Stored {
-                        time_ms: now,
-                        publication: publication.clone(),
-                    });
-                    s.trim(now);
-                    let r = OpResult::Position {
-                        offset: s.top,
-                        epoch: s.epoch.clone(),
-                    };
-                    events.push(Event::Publication {
-                        channel: channel.clone(),
-                        publication,
-                    });
-                    r
-                } else {
-                    events.push(Event::Publication {
-                        channel: channel.clone(),
-                        publication: Arc::new(publication),
-                    });
-                    OpResult::Position {
-                        offset: 0,
-                        epoch: String::new(),
-                    }
-                }
+                self.apply_publish(channel, publication, *history, new_epoch, now, events)
             }
             Op::EnsureStream {
                 channel,
                 history,
                 new_epoch,
-            } => {
-                if !history.enabled() {
-                    return OpResult::Done;
-                }
-                let s = self.stream_mut(channel, *history, new_epoch);
-                OpResult::Position {
-                    offset: s.top,
-                    epoch: s.epoch.clone(),
-                }
-            }
+            } => self.apply_ensure_stream(channel, *history, new_epoch),
             Op::Join {
                 channel,
                 info,
@@ -384,23 +287,14 @@ impl StateMachine {
                 presence,
                 join_leave,
             } => {
-                if *presence {
-                    self.presence.entry(channel.clone()).or_default().insert(
-                        info.client.clone(),
-                        PresenceEntry {
-                            info: info.clone(),
-                            node: *node,
-                            incarnation: *incarnation,
-                            join_leave: *join_leave,
-                        },
-                    );
-                }
-                if *join_leave {
-                    events.push(Event::Join {
-                        channel: channel.clone(),
-                        info: info.clone(),
-                    });
-                }
+                events.extend(self.apply_join(
+                    channel,
+                    info,
+                    *node,
+                    *incarnation,
+                    *presence,
+                    *join_leave,
+                ));
                 OpResult::Done
             }
             Op::Leave {
@@ -409,167 +303,30 @@ impl StateMachine {
                 presence,
                 join_leave,
             } => {
-                if *presence && let Some(m) = self.presence.get_mut(channel) {
-                    m.remove(&info.client);
-                    if m.is_empty() {
-                        self.presence.remove(channel);
-                    }
-                }
-                if *join_leave {
-                    events.push(Event::Leave {
-                        channel: channel.clone(),
-                        info: info.clone(),
-                    });
-                }
+                events.extend(self.apply_leave(channel, info, *presence, *join_leave));
                 OpResult::Done
             }
-            Op::NodeUp { node, incarnation } => {
-                self.clear_presence(|e| e.node == *node && e.incarnation < *incarnation, events);
-                OpResult::Done
-            }
-            Op::NodeDown { node } => {
-                self.clear_presence(|e| e.node == *node, events);
-                events.push(Event::NodeDown { node: *node });
-                OpResult::Done
-            }
-            Op::User(action) => {
-                events.push(Event::User {
-                    action: action.clone(),
-                    time_ms: now,
-                });
-                OpResult::Done
-            }
-            Op::HistoryRemove { channel } => {
-                if let Some(s) = self.streams.get_mut(channel) {
-                    s.history.clear();
-                }
-                OpResult::Done
-            }
+            Op::NodeUp { node, incarnation } => self.apply_node_up(*node, *incarnation, events),
+            Op::NodeDown { node } => self.apply_node_down(*node, events),
+            Op::User(action) => Self::apply_user(action, now, events),
+            Op::HistoryRemove { channel } => self.apply_history_remove(channel),
         }
     }
 
-    /// Removes the presence entries matching `gone`, emitting leaves where announced. Channels
-    /// are visited in name order so events come out in the same order on every node.
-    fn clear_presence(&mut self, gone: impl Fn(&PresenceEntry) -> bool, events: &mut Vec<Event>) {
-        let mut channels: Vec<String> = self.presence.keys().cloned().collect();
-        channels.sort();
-        for ch in channels {
-            let m = self.presence.get_mut(&ch).expect("listed");
-            let mut clients: Vec<String> = m
-                .iter()
-                .filter(|(_, e)| gone(e))
-                .map(|(c, _)| c.clone())
-                .collect();
-            clients.sort();
-            for c in clients {
-                if let Some(e) = m.remove(&c)
-                    && e.join_leave
-                {
-                    events.push(Event::Leave {
-                        channel: ch.clone(),
-                        info: e.info,
-                    });
-                }
-            }
-            if m.is_empty() {
-                self.presence.remove(&ch);
-            }
-        }
-    }
-
-    /// The stream's `(top offset, epoch)`, if the stream exists.
-    pub fn position(&self, channel: &str) -> Option<(u64, String)> {
-        self.streams.get(channel).map(|s| (s.top, s.epoch.clone()))
-    }
-
-    /// History of a channel, at most `limit` publications. Forward: oldest first, after
-    /// `since` when given. Reverse: newest first, before `since` when given.
-    pub fn history(
-        &self,
-        channel: &str,
-        since: Option<u64>,
-        limit: usize,
-        reverse: bool,
-        now_ms: u64,
-    ) -> Vec<Arc<Publication>> {
-        let Some(s) = self.streams.get(channel) else {
-            return Vec::new();
-        };
-        if reverse {
-            let before = since.unwrap_or(u64::MAX);
-            s.alive_after(0, now_ms)
-                .rev()
-                .filter(|p| p.publication.offset < before)
-                .take(limit)
-                .map(|p| p.publication.clone())
-                .collect()
-        } else {
-            s.alive_after(since.unwrap_or(0), now_ms)
-                .take(limit)
-                .map(|p| p.publication.clone())
-                .collect()
-        }
-    }
-
-    /// Every publication after `offset` in stream `epoch`, or `Failed` when that cannot be
-    /// given whole (epoch differs, more than `max` missed, or history no longer reaches back).
-    pub fn recover(
-        &self,
-        channel: &str,
-        offset: u64,
-        epoch: &str,
-        max: usize,
-        now_ms: u64,
-    ) -> Recovery {
-        let Some(s) = self.streams.get(channel) else {
-            return Recovery::Failed;
-        };
-        if s.epoch != epoch || offset > s.top {
-            return Recovery::Failed;
-        }
-        let missed = s.top - offset;
-        if missed == 0 {
-            return Recovery::Recovered(Vec::new());
-        }
-        if missed > max as u64 {
-            return Recovery::Failed;
-        }
-        let pubs: Vec<_> = s
-            .alive_after(offset, now_ms)
-            .map(|p| p.publication.clone())
-            .collect();
-        // Offsets are contiguous in the stream, so a complete answer has exactly `missed`.
-        if pubs.len() as u64 != missed || pubs.first().map(|p| p.offset) != Some(offset + 1) {
-            return Recovery::Failed;
-        }
-        Recovery::Recovered(pubs)
-    }
-
-    /// Presence of a channel: client id → info.
-    pub fn presence(&self, channel: &str) -> BTreeMap<String, ClientInfo> {
-        self.presence
-            .get(channel)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.info.clone())).collect())
-            .unwrap_or_default()
-    }
-
-    /// Presence counts of a channel.
-    pub fn presence_stats(&self, channel: &str) -> PresenceStatsResult {
-        let Some(m) = self.presence.get(channel) else {
-            return PresenceStatsResult::default();
-        };
-        let users: std::collections::HashSet<&str> =
-            m.values().map(|e| e.info.user.as_str()).collect();
-        PresenceStatsResult {
-            num_clients: m.len() as u32,
-            num_users: users.len() as u32,
-        }
+    /// `Op::User`: changes no state; every node acts on its own connections of the user.
+    fn apply_user(action: &UserAction, now: u64, events: &mut Vec<Event>) -> OpResult {
+        events.push(Event::User {
+            action: action.clone(),
+            time_ms: now,
+        });
+        OpResult::Done
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::PresenceStatsResult;
 
     fn raw(s: &str) -> Raw {
         serde_json::value::RawValue::from_string(s.to_string()).unwrap()

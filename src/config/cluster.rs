@@ -1,0 +1,111 @@
+//! `[node]` and `[cluster]`: this node's identity and storage, and Raft replication between
+//! nodes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{duration_str, lenient_string};
+
+/// `[node]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Numeric node id, unique in a cluster (Raft member id). Must be > 0.
+    pub id: u64,
+    /// Human-readable node name, reported by the `info` API; defaults to `node-<id>`.
+    #[serde(deserialize_with = "lenient_string::deserialize")]
+    pub name: String,
+    /// Directory for this node's persistent state.
+    pub data_dir: PathBuf,
+    /// On SIGTERM, how long connections may take to close before the process exits anyway.
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
+    /// Memory for sled's page cache of the Raft log and snapshot, in bytes. The cache fills
+    /// up to this over the first minutes of traffic and then stays there, so it is part of
+    /// the node's steady RSS; the recent log entries replication and apply read fit easily.
+    pub store_cache_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            name: String::new(),
+            data_dir: PathBuf::from("./data"),
+            drain_timeout: Duration::from_secs(10),
+            store_cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Address of the cluster listener (Raft RPC and proposal forwarding between nodes).
+    pub listen: String,
+    /// Address other nodes reach this one at; empty = `listen` (which must then not be a
+    /// wildcard address in a multi-node cluster).
+    pub advertise: String,
+    /// The voters: `[[cluster.peers]] id = 1, addr = "10.0.0.1:8100"`, this node included.
+    /// Empty = a one-voter cluster of this node alone.
+    pub peers: Vec<PeerConfig>,
+    /// Leader heartbeat interval.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    /// Follower election timeout, lower bound (randomised up to the upper bound).
+    #[serde(with = "duration_str")]
+    pub election_timeout_min: Duration,
+    /// Follower election timeout, upper bound.
+    #[serde(with = "duration_str")]
+    pub election_timeout_max: Duration,
+    /// How long a write may wait for a leader and its commit before failing (temporary error).
+    #[serde(with = "duration_str")]
+    pub propose_timeout: Duration,
+    /// Take a snapshot (and purge the log behind it) every this many log entries.
+    pub snapshot_every: u64,
+    /// A node the leader cannot reach for this long is declared down: the presence of its
+    /// clients is cleared (leave pushes go out).
+    #[serde(with = "duration_str")]
+    pub presence_lease: Duration,
+    /// PEM CA certificate(s) of the cluster. With `tls_cert` and `tls_key`, cluster traffic is
+    /// mutual TLS: a peer must present a certificate signed by this CA to append, vote or
+    /// forward, and peers' server certificates must name the address they are dialled at.
+    /// `switchyard cert ca|node` makes them. Reloaded on SIGHUP.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node (server and client authentication).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8100".into(),
+            advertise: String::new(),
+            peers: Vec::new(),
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            propose_timeout: Duration::from_secs(5),
+            snapshot_every: 5000,
+            presence_lease: Duration::from_secs(10),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// One voter of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `node.id`.
+    pub id: u64,
+    /// Its cluster address (`cluster.advertise`).
+    pub addr: String,
+}
