@@ -217,6 +217,37 @@ fn only_cluster_and_store_name_openraft_and_only_store_names_sled() {
 }
 
 #[test]
+fn node_is_a_context_with_its_behaviour_in_one_file() {
+    let t = tree();
+    let elsewhere: Vec<_> = t
+        .files
+        .iter()
+        .filter(|(p, _, c)| p != "src/node.rs" && c.contains("impl Node {"))
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "`impl Node` outside node.rs: {elsewhere:?}"
+    );
+    let node = &t
+        .files
+        .iter()
+        .find(|(p, _, _)| p == "src/node.rs")
+        .unwrap()
+        .2;
+    let open_fields: Vec<_> = node
+        .lines()
+        .skip_while(|l| !l.starts_with("pub struct Node {"))
+        .take_while(|l| *l != "}")
+        .filter(|l| l.trim_start().starts_with("pub ") && l.contains(':'))
+        .collect();
+    assert!(
+        open_fields.is_empty(),
+        "fully public Node fields: {open_fields:?}"
+    );
+}
+
+#[test]
 fn protocol_is_pure() {
     let t = tree();
     let impure: Vec<_> = t
