@@ -15,13 +15,11 @@
 //! - [`outbound`] — a connection's bounded outbound queue.
 //! - [`sys`] — running under systemd: sd_notify readiness/watchdog/stopping messages.
 //! - [`metrics`] — every metric name, registered at zero; Prometheus rendering.
-//! - [`bench`] — `switchyard bench`: load scenarios, measurement and reports.
 //! - [`auth`], [`channels`], [`node`], [`server`].
 
 pub mod admin;
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod channels;
 pub mod cluster;
 pub mod config;

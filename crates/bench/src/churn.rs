@@ -18,7 +18,7 @@ use super::stats::{
     Percentiles, Recorder, SeqSet, Timeline, histogram, now_micros, parse_pub, payload,
     percentile_curve,
 };
-use super::{Ctx, Progress, Target, Via, points};
+use super::{Ctx, Hooks, Progress, Target, Via, points};
 
 /// Arguments of `switchyard bench churn`.
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -79,8 +79,8 @@ impl ClientResult {
 }
 
 /// Runs `switchyard bench churn`.
-pub async fn run(a: ChurnArgs) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target)?);
+pub async fn run(a: ChurnArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
     let via = ctx.via(a.via)?;
     let timeline = Timeline::new();
     let start = Instant::now();

@@ -21,7 +21,7 @@ use super::stats::{
     Clock, Percentiles, SeqSet, ServerSample, StreamSeen, Timeline, histogram, now_micros,
     parse_pub, payload, percentile_curve,
 };
-use super::{Ctx, Progress, Target, Via, points, spawn_sampler};
+use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
 
 /// Arguments of `switchyard bench fanout`.
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -303,8 +303,8 @@ impl Outcome {
 }
 
 /// Runs `switchyard bench fanout`.
-pub async fn run(a: FanoutArgs) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target)?);
+pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
     let mut r = Report::new("fanout", &a);
     if !a.step {
         let o = once(&a, &ctx, a.rate, a.duration).await?;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::Incoming;
 use super::report::Report;
 use super::stats::{Clock, Percentiles, ServerSample, Timeline, now_micros, percentile_curve};
-use super::{Ctx, Progress, Target, points};
+use super::{Ctx, Hooks, Progress, Target, points};
 
 /// Arguments of `switchyard bench connect`.
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -183,8 +183,8 @@ impl Live {
 }
 
 /// Runs one share; `live` is updated as it goes.
-async fn run_share(share: Share, live: Arc<Live>) -> anyhow::Result<ShareResult> {
-    let ctx = Arc::new(Ctx::new(&share.target)?);
+async fn run_share(share: Share, live: Arc<Live>, hooks: Hooks) -> anyhow::Result<ShareResult> {
+    let ctx = Arc::new(Ctx::new(&share.target, hooks)?);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let error: Arc<Mutex<Option<String>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
@@ -296,10 +296,10 @@ fn part(n: u64, i: usize, of: usize) -> u64 {
 
 /// The hidden `bench worker` mode: runs the share in `spec`, writes a JSON counts line to
 /// stdout every 200 ms and a final `{"result": …}` line.
-pub async fn worker(spec: &str) -> anyhow::Result<()> {
+pub async fn worker(spec: &str, hooks: Hooks) -> anyhow::Result<()> {
     let share: Share = serde_json::from_str(spec).context("worker spec")?;
     let live = Arc::new(Live::default());
-    let task = tokio::spawn(run_share(share, live.clone()));
+    let task = tokio::spawn(run_share(share, live.clone(), hooks));
     let l = live.clone();
     let ticker = tokio::spawn(async move {
         loop {
@@ -319,8 +319,8 @@ pub async fn worker(spec: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `switchyard bench connect`.
-pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::new(&a.target)?;
+pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Ctx::new(&a.target, hooks)?;
     let stages = a.stages()?;
     let peak = stages.iter().map(|s| s.target).max().unwrap_or(0);
     let shares = a.workers.max(1);
@@ -353,7 +353,7 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
         };
         let live = live.clone();
         if a.workers == 0 {
-            tasks.spawn(run_share(share, live));
+            tasks.spawn(run_share(share, live, hooks));
             continue;
         }
         let exe = match &a.worker_exe {
