@@ -1,6 +1,7 @@
 //! `switchyard bench` against a node started by the test: each scenario runs for a second or
 //! two with a handful of connections, and the report must be consistent — deliveries add up,
 //! an injected drop is caught as loss, recovery checks hold, and the JSON and HTML are written.
+#![cfg(feature = "bench")]
 
 mod common;
 
