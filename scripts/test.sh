@@ -36,4 +36,4 @@ fi
 tests/compat/python/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/compat/python/requirements.txt
 
 echo "--- cargo test"
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"

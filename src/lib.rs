@@ -23,7 +23,6 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod channels;
 pub mod cluster;
 pub mod config;

@@ -36,9 +36,10 @@ enum Cmd {
     /// Make TLS certificates: a cluster CA, and node certificates signed by it.
     Cert(CertArgs),
     /// Load-test a node or cluster (connect, fanout, churn, soak); see README "Load testing".
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
-        scenario: Box<switchyard::bench::Scenario>,
+        scenario: Box<switchyard_bench::Scenario>,
     },
     /// Print the version.
     Version,
@@ -198,8 +199,35 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Bench { scenario } => switchyard::bench::main(*scenario),
+        #[cfg(feature = "bench")]
+        Cmd::Bench { scenario } => bench(*scenario),
     }
+}
+
+/// What the load generator takes from the server crate (it does not depend on it). Worker
+/// processes of `bench connect` re-execute this binary, so they get the same hooks.
+#[cfg(feature = "bench")]
+const BENCH_HOOKS: switchyard_bench::Hooks = switchyard_bench::Hooks { mint: bench_mint };
+
+/// `switchyard bench`: raises the open-file limit (each connection is a descriptor), then runs
+/// the scenario.
+#[cfg(feature = "bench")]
+fn bench(scenario: switchyard_bench::Scenario) -> ExitCode {
+    let _ = switchyard::sys::raise_nofile_limit();
+    switchyard_bench::main(scenario, BENCH_HOOKS)
+}
+
+/// [`switchyard_bench::Mint`]: a connection token for `user`, from `switchyard::auth::mint`.
+#[cfg(feature = "bench")]
+fn bench_mint(secret: &str, user: &str, ttl: Duration) -> anyhow::Result<String> {
+    mint(
+        secret,
+        MintRequest {
+            user: user.into(),
+            ttl: Some(ttl),
+            ..Default::default()
+        },
+    )
 }
 
 /// Writes `text` to `path`, refusing to overwrite; `private` files are mode 0600.

@@ -1,6 +1,7 @@
 //! `switchyard bench` against a node started by the test: each scenario runs for a second or
 //! two with a handful of connections, and the report must be consistent — deliveries add up,
 //! an injected drop is caught as loss, recovery checks hold, and the JSON and HTML are written.
+#![cfg(feature = "bench")]
 
 mod common;
 
@@ -8,7 +9,23 @@ use std::time::Duration;
 
 use common::{API_KEY, SECRET, TestServer};
 use serde_json::Value;
-use switchyard::bench::{self, Report};
+use switchyard::auth::{MintRequest, mint};
+use switchyard_bench::{self as bench, Hooks, Report};
+
+/// What `src/main.rs` passes the bench: tokens minted by the server crate.
+const HOOKS: Hooks = Hooks {
+    mint: |secret, user, ttl| {
+        let user = user.into();
+        mint(
+            secret,
+            MintRequest {
+                user,
+                ttl: Some(ttl),
+                ..Default::default()
+            },
+        )
+    },
+};
 
 async fn run(server: &TestServer, words: &[&str]) -> Report {
     let url = server.ws_url();
@@ -29,7 +46,7 @@ async fn run(server: &TestServer, words: &[&str]) -> Report {
         .map(String::from),
     );
     let scenario = bench::parse(&all).expect("arguments parse");
-    tokio::time::timeout(Duration::from_secs(25), bench::run(scenario))
+    tokio::time::timeout(Duration::from_secs(25), bench::run(scenario, HOOKS))
         .await
         .expect("scenario finished in time")
         .expect("scenario ran")
@@ -307,4 +324,15 @@ async fn soak_samples_the_server_over_time() {
     assert!(r.get("rss_slope_bytes_per_hour").is_some());
     assert!(r.server.iter().all(|s| s.rss_bytes > 0));
     assert_eq!(fig(&r, "lost"), 0.0);
+}
+
+/// The bench reads these server metrics from `/metrics` under its own names (it does not
+/// depend on the server crate): they must stay the server's names.
+#[test]
+fn bench_reads_the_server_metric_names() {
+    use switchyard::metrics;
+    use switchyard_bench::stats;
+    assert_eq!(stats::PROCESS_RSS, metrics::PROCESS_RSS);
+    assert_eq!(stats::PROCESS_FDS, metrics::PROCESS_FDS);
+    assert_eq!(stats::STORE_BYTES, metrics::STORE_BYTES);
 }

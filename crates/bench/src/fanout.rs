@@ -5,23 +5,25 @@
 //! subscribers of their channel), received, lost, duplicated or reordered, with end-to-end
 //! latency percentiles. `--step` raises R until p99 passes a bound or loss appears.
 
+mod publishers;
+mod subscribers;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Api, Conn, Incoming, lines};
 use super::report::Report;
 use super::stats::{
-    Clock, Percentiles, SeqSet, ServerSample, StreamSeen, Timeline, histogram, now_micros,
-    parse_pub, payload, percentile_curve,
+    Clock, Percentiles, ServerSample, StreamSeen, Timeline, histogram, now_micros, percentile_curve,
 };
-use super::{Ctx, Progress, Target, Via, points, spawn_sampler};
+use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
+use publishers::{PubResult, Schedule, publish};
+use subscribers::{SubResult, open_subscribers};
 
 /// Arguments of `switchyard bench fanout`.
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -73,22 +75,6 @@ pub struct FanoutArgs {
     /// How often to sample the servers (with --pid / --admin).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sample_every: Duration,
-}
-
-/// What one subscriber saw.
-struct SubResult {
-    channel: usize,
-    streams: HashMap<u32, StreamSeen>,
-    closed: Option<String>,
-}
-
-/// What one publisher did.
-struct PubResult {
-    p: u32,
-    acked: SeqSet,
-    failed: u64,
-    ack: Histogram<u64>,
-    error: Option<String>,
 }
 
 /// The measured outcome of one fan-out run.
@@ -150,6 +136,19 @@ impl Outcome {
 
     /// Adds the figures and checks to `r`.
     pub fn fill(&self, r: &mut Report) {
+        self.count_figures(r);
+        self.latency_figures(r);
+        self.server_figures(r);
+        r.latency_label = "publish→delivery".into();
+        r.latency = Some(self.latency);
+        r.percentiles = self.curve.clone();
+        r.timeline = self.timeline.clone();
+        r.server = self.server.clone();
+        self.checks(r);
+    }
+
+    /// Subscribers, publications and deliveries: counts and rates.
+    fn count_figures(&self, r: &mut Report) {
         r.fig(
             "subscribers",
             "subscribers connected",
@@ -218,6 +217,10 @@ impl Outcome {
             "/s",
         );
         r.fig("publish_secs", "publishing time", self.publish_secs, "s");
+    }
+
+    /// Delivery and acknowledgement latency percentiles.
+    fn latency_figures(&self, r: &mut Report) {
         r.fig("latency_p50_ms", "latency p50", self.latency.p50, "ms");
         r.fig("latency_p90_ms", "latency p90", self.latency.p90, "ms");
         r.fig("latency_p99_ms", "latency p99", self.latency.p99, "ms");
@@ -225,6 +228,10 @@ impl Outcome {
         r.fig("latency_max_ms", "latency max", self.latency.max, "ms");
         r.fig("ack_p50_ms", "publish ack p50", self.ack.p50, "ms");
         r.fig("ack_p99_ms", "publish ack p99", self.ack.p99, "ms");
+    }
+
+    /// Server CPU (with `--pid`) and RSS at the end.
+    fn server_figures(&self, r: &mut Report) {
         if let Some(cpu) = self.cpu_secs {
             r.fig("server_cpu_secs", "server CPU", cpu, "s");
             let m = (self.received + self.unacked_received) as f64 / 1e6;
@@ -245,11 +252,10 @@ impl Outcome {
                 "B",
             );
         }
-        r.latency_label = "publish→delivery".into();
-        r.latency = Some(self.latency);
-        r.percentiles = self.curve.clone();
-        r.timeline = self.timeline.clone();
-        r.server = self.server.clone();
+    }
+
+    /// Deliveries add up; nothing failed, lost, duplicated or reordered.
+    fn checks(&self, r: &mut Report) {
         r.check(
             "deliveries add up",
             self.expected == self.received + self.lost,
@@ -303,8 +309,8 @@ impl Outcome {
 }
 
 /// Runs `switchyard bench fanout`.
-pub async fn run(a: FanoutArgs) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target)?);
+pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
     let mut r = Report::new("fanout", &a);
     if !a.step {
         let o = once(&a, &ctx, a.rate, a.duration).await?;
@@ -366,7 +372,32 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-/// One fan-out run at `rate` for `duration`.
+/// Counters of one run, shared by its subscribers, publishers and progress line.
+#[derive(Default)]
+struct Live {
+    /// Deliveries received.
+    delivered: AtomicU64,
+    /// When the latest delivery arrived (µs since the epoch).
+    last_delivery: AtomicU64,
+    /// Publications acknowledged.
+    published: AtomicU64,
+    /// Subscribers connected and subscribed.
+    subscribed: AtomicUsize,
+}
+
+/// What the subscribers of one run share.
+#[derive(Clone)]
+struct Shared {
+    /// Delivery latencies by second.
+    timeline: Arc<Timeline>,
+    /// The run's counters.
+    live: Arc<Live>,
+    /// Ends the subscribers' reading (after the drain).
+    stop: CancellationToken,
+}
+
+/// One fan-out run at `rate` for `duration`: open the subscribers, publish on schedule, drain
+/// the outstanding deliveries, account for every stream.
 pub async fn once(
     a: &FanoutArgs,
     ctx: &Arc<Ctx>,
@@ -375,125 +406,19 @@ pub async fn once(
 ) -> anyhow::Result<Outcome> {
     let via = ctx.via(a.via)?;
     let channels = a.channels.max(1);
-    let publishers = a.publishers.max(1);
     let clock = Clock::start();
-    let timeline = Timeline::new();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let last_delivery = Arc::new(AtomicU64::new(0));
-    let published = Arc::new(AtomicU64::new(0));
-    let subscribed = Arc::new(AtomicUsize::new(0));
-    let stop = CancellationToken::new();
-
-    let progress = {
-        let (d, p, s, n) = (
-            delivered.clone(),
-            published.clone(),
-            subscribed.clone(),
-            a.subscribers,
-        );
-        Progress::start(ctx.progress, move || {
-            format!(
-                "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {}",
-                s.load(Ordering::Relaxed),
-                p.load(Ordering::Relaxed),
-                d.load(Ordering::Relaxed)
-            )
-        })
+    let shared = Shared {
+        timeline: Timeline::new(),
+        live: Arc::default(),
+        stop: CancellationToken::new(),
     };
+    let live = &shared.live;
+    let progress = progress(ctx, live.clone(), rate, a.subscribers);
 
-    // Phase 1: subscribers.
-    let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
-    let mut connecting = tokio::task::JoinSet::new();
-    for i in 0..a.subscribers {
-        let (ctx, sem) = (ctx.clone(), sem.clone());
-        connecting.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let ch = ctx.channel(i % channels, channels);
-            let res = async {
-                let token = ctx.token(&format!("bench-sub-{i}"))?;
-                let (conn, _, rest) = ctx.open_subscribed(i, &token, &ch, json!({})).await?;
-                anyhow::Ok((conn, rest))
-            };
-            (i, tokio::time::timeout(ctx.timeout, res).await)
-        });
-    }
-    let mut readers = tokio::task::JoinSet::new();
-    let mut subs_per_channel = vec![0u64; channels];
-    let mut sub_failed = 0;
-    let mut first_error = None;
-    while let Some(j) = connecting.join_next().await {
-        let (i, res) = j?;
-        let (mut conn, early) = match res {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                sub_failed += 1;
-                first_error.get_or_insert(format!("{e:#}"));
-                continue;
-            }
-            Err(_) => {
-                sub_failed += 1;
-                first_error.get_or_insert("subscribe timed out".into());
-                continue;
-            }
-        };
-        subscribed.fetch_add(1, Ordering::Relaxed);
-        subs_per_channel[i % channels] += 1;
-        let (tl, d, last, stop) = (
-            timeline.clone(),
-            delivered.clone(),
-            last_delivery.clone(),
-            stop.clone(),
-        );
-        readers.spawn(async move {
-            let mut rec = super::stats::Recorder::new(tl);
-            let mut streams: HashMap<u32, StreamSeen> = HashMap::new();
-            let mut account = |text: &[u8], now: u64| {
-                let mut n = 0;
-                for line in lines(text) {
-                    if let Some(m) = parse_pub(line) {
-                        streams.entry(m.p).or_default().record(m.seq);
-                        rec.record(now, now.saturating_sub(m.ts));
-                        n += 1;
-                    }
-                }
-                if n > 0 {
-                    d.fetch_add(n, Ordering::Relaxed);
-                    last.fetch_max(now, Ordering::Relaxed);
-                }
-            };
-            account(&early.join(&b'\n'), now_micros());
-            let mut closed = None;
-            loop {
-                let msg = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = conn.recv() => m,
-                };
-                match msg {
-                    Ok(Incoming::Text(t)) => account(&t, now_micros()),
-                    Ok(Incoming::Closed(code, reason)) => {
-                        closed = Some(format!("closed by the server: {code} {reason}"));
-                        break;
-                    }
-                    Err(e) => {
-                        closed = Some(format!("{e:#}"));
-                        break;
-                    }
-                }
-            }
-            rec.flush();
-            if closed.is_none() {
-                conn.close().await;
-            }
-            SubResult {
-                channel: i % channels,
-                streams,
-                closed,
-            }
-        });
-    }
-    let subs_ok = subscribed.load(Ordering::Relaxed);
+    let mut subscribers = open_subscribers(a, ctx, channels, &shared).await?;
+    let subs_ok = live.subscribed.load(Ordering::Relaxed);
 
-    // Phase 2: publishers.
+    // Publish, sampling the servers meanwhile.
     let sampler_stop = CancellationToken::new();
     let sampler = spawn_sampler(
         ctx.probe.clone(),
@@ -501,206 +426,44 @@ pub async fn once(
         a.sample_every,
         sampler_stop.clone(),
     );
-    let cpu_before = if ctx.probe.pids.is_empty() {
-        None
-    } else {
-        Some(ctx.probe.sample(0.0).await.cpu_secs)
-    };
-    let per_pub_rate = rate / publishers as f64;
-    let per_pub_total = (per_pub_rate * duration.as_secs_f64()).round() as u64;
-    let gap = Duration::from_secs_f64(1.0 / per_pub_rate.max(1e-6));
-    let publish_start = tokio::time::Instant::now();
+    let cpu_before = server_cpu(ctx).await;
+    let schedule = Schedule::new(a, via, rate, duration);
     let first_publish = now_micros();
-    let mut pubs = tokio::task::JoinSet::new();
-    for p in 0..publishers {
-        let ctx = ctx.clone();
-        let published = published.clone();
-        let ch = ctx.channel(p % channels, channels);
-        let size = a.payload;
-        let inject = if p == 0 { a.inject_drop } else { None };
-        pubs.spawn(async move {
-            let mut res = PubResult {
-                p: p as u32,
-                acked: SeqSet::default(),
-                failed: 0,
-                ack: histogram(),
-                error: None,
-            };
-            enum Sender {
-                Api(Api),
-                Ws(Conn),
-            }
-            let mut sender = match via {
-                Via::Api => Sender::Api(Api::new(
-                    ctx.apis[p % ctx.apis.len()].clone(),
-                    ctx.api_key.clone().unwrap_or_default(),
-                    ctx.source(p),
-                )),
-                Via::Client => {
-                    let opened = async {
-                        // Subscribed too: namespaces commonly allow publishing to subscribers
-                        // only. Its own publications come back and are ignored.
-                        let token = ctx.token(&format!("bench-pub-{p}"))?;
-                        let (c, _, _) = ctx.open_subscribed(p, &token, &ch, json!({})).await?;
-                        anyhow::Ok(c)
-                    };
-                    match opened.await {
-                        Ok(c) => Sender::Ws(c),
-                        Err(e) => {
-                            res.error = Some(format!("publisher {p}: {e:#}"));
-                            return res;
-                        }
-                    }
-                }
-            };
-            for k in 0..per_pub_total {
-                tokio::time::sleep_until(publish_start + gap.mul_f64(k as f64)).await;
-                if inject == Some(k) {
-                    // The injected drop: claimed as acknowledged, never sent.
-                    res.acked.insert(k);
-                    continue;
-                }
-                let data = payload(p as u32, k, size);
-                let t0 = now_micros();
-                let ok = match &mut sender {
-                    Sender::Api(api) => {
-                        let body = format!("{{\"channel\":{},\"data\":{data}}}", json!(ch));
-                        match tokio::time::timeout(
-                            ctx.timeout,
-                            api.call("publish", body.into_bytes()),
-                        )
-                        .await
-                        {
-                            Ok(Ok(v)) if v.get("result").is_some() => Ok(()),
-                            Ok(Ok(v)) => Err(format!("publish refused: {v}")),
-                            Ok(Err(e)) => Err(format!("{e:#}")),
-                            Err(_) => Err("publish timed out".into()),
-                        }
-                    }
-                    Sender::Ws(conn) => {
-                        let id = conn.id();
-                        let cmd = format!(
-                            "{{\"id\":{id},\"publish\":{{\"channel\":{},\"data\":{data}}}}}",
-                            json!(ch)
-                        );
-                        match conn.send(cmd.as_bytes()).await {
-                            Err(e) => Err(format!("{e:#}")),
-                            Ok(()) => conn
-                                .reply(id, ctx.timeout)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| format!("{e:#}")),
-                        }
-                    }
-                };
-                match ok {
-                    Ok(()) => {
-                        res.acked.insert(k);
-                        res.ack
-                            .saturating_record(now_micros().saturating_sub(t0).max(1));
-                        published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        res.failed += 1;
-                        res.error.get_or_insert(format!("publisher {p}: {e}"));
-                        if let Sender::Ws(_) = sender {
-                            if e.contains("closed") || e.contains("write") || e.contains("read") {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Sender::Ws(c) = sender {
-                c.close().await;
-            }
-            res
-        });
-    }
-    let mut pub_results = Vec::new();
-    while let Some(j) = pubs.join_next().await {
-        pub_results.push(j?);
-    }
-    let publish_secs = publish_start.elapsed().as_secs_f64();
+    let pub_results = publish(ctx, &schedule, live).await?;
+    let publish_secs = schedule.start.elapsed().as_secs_f64();
 
-    // Phase 3: drain: wait until every expected delivery arrived (or --drain passed).
-    let injected = u64::from(a.inject_drop.is_some_and(|s| s < per_pub_total));
-    let target: u64 = pub_results
-        .iter()
-        .map(|r| (r.acked.len()) * subs_per_channel[r.p as usize % channels])
-        .sum::<u64>()
-        .saturating_sub(injected * subs_per_channel[0]);
-    let deadline = tokio::time::Instant::now() + a.drain;
-    while delivered.load(Ordering::Relaxed) < target && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let cpu_after = if cpu_before.is_some() {
-        Some(ctx.probe.sample(0.0).await.cpu_secs)
-    } else {
-        None
-    };
-    stop.cancel();
-    let mut subs = Vec::new();
-    while let Some(j) = readers.join_next().await {
-        subs.push(j?);
-    }
+    // Drain: wait until every expected delivery arrived (or --drain passed).
+    let injected = u64::from(a.inject_drop.is_some_and(|s| s < schedule.per_pub_total));
+    let due = deliveries_due(&pub_results, &subscribers.per_channel, injected);
+    drain(live, due, a.drain).await;
+    let cpu_after = server_cpu(ctx).await;
+    shared.stop.cancel();
+    let subs = subscribers.results().await?;
     sampler_stop.cancel();
     let server = sampler.await.unwrap_or_default();
     drop(progress);
 
-    // Phase 4: account.
-    let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
-    let (mut expected, mut received, mut lost, mut unacked, mut dups, mut reord) =
-        (0, 0, 0, 0, 0, 0);
-    let mut sub_closed = 0;
-    for s in &subs {
-        if let Some(e) = &s.closed {
-            sub_closed += 1;
-            first_error.get_or_insert(e.clone());
-        }
-        for r in pub_results
-            .iter()
-            .filter(|r| r.p as usize % channels == s.channel)
-        {
-            let empty = StreamSeen::default();
-            let seen = s.streams.get(&r.p).unwrap_or(&empty);
-            expected += r.acked.len();
-            let got = r.acked.count_common(&seen.seqs);
-            received += got;
-            lost += r.acked.len() - got;
-            unacked += seen.seqs.len() - got;
-        }
-        for (p, seen) in &s.streams {
-            if acked.contains_key(p) {
-                dups += seen.duplicates;
-                reord += seen.reordered;
-            }
-        }
-    }
-    for r in &pub_results {
-        if let Some(e) = &r.error {
-            first_error.get_or_insert(e.clone());
-        }
-    }
+    let mut first_error = subscribers.first_error;
+    let d = account(&subs, &pub_results, channels, &mut first_error);
     let mut ack_all = histogram();
     for r in &pub_results {
         let _ = ack_all.add(&r.ack);
     }
-    let total = timeline.total();
-    let last = last_delivery.load(Ordering::Relaxed);
+    let total = shared.timeline.total();
+    let last = live.last_delivery.load(Ordering::Relaxed);
     Ok(Outcome {
         rate,
         subscribed: subs_ok,
-        sub_failed,
-        sub_closed,
+        sub_failed: subscribers.failed,
+        sub_closed: d.sub_closed,
         acked: pub_results.iter().map(|r| r.acked.len()).sum::<u64>() - injected,
         pub_failed: pub_results.iter().map(|r| r.failed).sum(),
-        expected,
-        received,
-        lost,
-        unacked_received: unacked,
-        duplicates: dups,
-        reordered: reord,
+        expected: d.expected,
+        received: d.received,
+        lost: d.lost,
+        unacked_received: d.unacked,
+        duplicates: d.duplicates,
+        reordered: d.reordered,
         publish_secs,
         delivery_secs: if last > first_publish {
             (last - first_publish) as f64 / 1e6
@@ -710,9 +473,110 @@ pub async fn once(
         latency: Percentiles::of(&total),
         ack: Percentiles::of(&ack_all),
         curve: percentile_curve(&total),
-        timeline: points(&timeline.seconds()),
+        timeline: points(&shared.timeline.seconds()),
         server,
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         first_error,
     })
+}
+
+/// The live progress line of a run at `rate` with `n` subscribers.
+fn progress(ctx: &Ctx, live: Arc<Live>, rate: f64, n: usize) -> Progress {
+    Progress::start(ctx.progress, move || {
+        format!(
+            "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {}",
+            live.subscribed.load(Ordering::Relaxed),
+            live.published.load(Ordering::Relaxed),
+            live.delivered.load(Ordering::Relaxed)
+        )
+    })
+}
+
+/// Server CPU seconds so far (with `--pid`).
+async fn server_cpu(ctx: &Ctx) -> Option<f64> {
+    if ctx.probe.pids.is_empty() {
+        None
+    } else {
+        Some(ctx.probe.sample(0.0).await.cpu_secs)
+    }
+}
+
+/// Deliveries the subscribers should receive: every acknowledged publication once per
+/// subscriber of its channel, less the `injected` one (never sent) for channel 0.
+fn deliveries_due(pub_results: &[PubResult], per_channel: &[u64], injected: u64) -> u64 {
+    let channels = per_channel.len();
+    pub_results
+        .iter()
+        .map(|r| (r.acked.len()) * per_channel[r.p as usize % channels])
+        .sum::<u64>()
+        .saturating_sub(injected * per_channel[0])
+}
+
+/// Waits until `due` deliveries arrived or `wait` passed.
+async fn drain(live: &Live, due: u64, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while live.delivered.load(Ordering::Relaxed) < due && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deliveries compared with the acknowledged publications, over every subscriber.
+#[derive(Default)]
+struct Deliveries {
+    /// Acknowledged × subscribers of their channel.
+    expected: u64,
+    /// Expected deliveries received.
+    received: u64,
+    /// Expected deliveries not received.
+    lost: u64,
+    /// Deliveries of publications not acknowledged.
+    unacked: u64,
+    /// Received more than once.
+    duplicates: u64,
+    /// Arrived after a later one of the same stream.
+    reordered: u64,
+    /// Subscribers closed by the server.
+    sub_closed: usize,
+}
+
+/// Accounts for every publisher stream at every subscriber of its channel; the first error
+/// of a subscriber, then of a publisher, goes to `first_error` unless it holds one.
+fn account(
+    subs: &[SubResult],
+    pub_results: &[PubResult],
+    channels: usize,
+    first_error: &mut Option<String>,
+) -> Deliveries {
+    let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
+    let mut d = Deliveries::default();
+    for s in subs {
+        if let Some(e) = &s.closed {
+            d.sub_closed += 1;
+            first_error.get_or_insert(e.clone());
+        }
+        for r in pub_results
+            .iter()
+            .filter(|r| r.p as usize % channels == s.channel)
+        {
+            let empty = StreamSeen::default();
+            let seen = s.streams.get(&r.p).unwrap_or(&empty);
+            d.expected += r.acked.len();
+            let got = r.acked.count_common(&seen.seqs);
+            d.received += got;
+            d.lost += r.acked.len() - got;
+            d.unacked += seen.seqs.len() - got;
+        }
+        for (p, seen) in &s.streams {
+            if acked.contains_key(p) {
+                d.duplicates += seen.duplicates;
+                d.reordered += seen.reordered;
+            }
+        }
+    }
+    for r in pub_results {
+        if let Some(e) = &r.error {
+            first_error.get_or_insert(e.clone());
+        }
+    }
+    d
 }

@@ -8,6 +8,10 @@
 //! samples server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
 //! table, JSON and a self-contained HTML page. Loopback targets only: this is a tool for nodes
 //! you run, not for other people's servers.
+//!
+//! A client of the server's public interfaces only (client protocol, server API, `/metrics`):
+//! it does not depend on the `switchyard` crate. What it needs from there, token minting, the
+//! binary passes in as [`Hooks`].
 
 pub mod churn;
 pub mod client;
@@ -26,10 +30,20 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{MintRequest, mint};
 use client::Endpoint;
 pub use report::Report;
 use stats::Probe;
+
+/// Signs an HS256 connection token for `user` with `secret`, valid for `ttl`.
+pub type Mint = fn(secret: &str, user: &str, ttl: Duration) -> anyhow::Result<String>;
+
+/// What the bench takes from the server crate without depending on it. The binary passes them
+/// in, and passes the same ones to the `connect` worker processes it re-executes itself as.
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    /// Mints the per-connection tokens for `--token-secret`.
+    pub mint: Mint,
+}
 
 /// What to run.
 #[derive(clap::Subcommand, Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +128,7 @@ pub struct Ctx {
     pub api_key: Option<String>,
     secret: Option<String>,
     token: Option<String>,
+    mint: Mint,
     /// Channel (prefix).
     pub channel: String,
     sources: Vec<IpAddr>,
@@ -135,8 +150,8 @@ fn loopback(ep: &Endpoint, url: &str) -> anyhow::Result<()> {
 }
 
 impl Ctx {
-    /// Resolves a [`Target`].
-    pub fn new(t: &Target) -> anyhow::Result<Ctx> {
+    /// Resolves a [`Target`]; tokens are minted with `hooks.mint`.
+    pub fn new(t: &Target, hooks: Hooks) -> anyhow::Result<Ctx> {
         let parse = |list: &[String]| -> anyhow::Result<Vec<Endpoint>> {
             list.iter()
                 .map(|u| {
@@ -163,6 +178,7 @@ impl Ctx {
             api_key: t.api_key.clone(),
             secret: t.token_secret.clone(),
             token: t.token.clone(),
+            mint: hooks.mint,
             channel: t.channel.clone(),
             sources,
             probe: Probe {
@@ -180,13 +196,10 @@ impl Ctx {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        mint(
+        (self.mint)(
             self.secret.as_deref().unwrap_or_default(),
-            MintRequest {
-                user: user.into(),
-                ttl: Some(Duration::from_secs(24 * 3600)),
-                ..Default::default()
-            },
+            user,
+            Duration::from_secs(24 * 3600),
         )
     }
 
@@ -292,14 +305,14 @@ impl Drop for Progress {
 }
 
 /// Runs a scenario and returns its report (the library entry point; tests call this).
-pub async fn run(s: Scenario) -> anyhow::Result<Report> {
+pub async fn run(s: Scenario, hooks: Hooks) -> anyhow::Result<Report> {
     match s {
-        Scenario::Connect(a) => connect::run(a).await,
-        Scenario::Fanout(a) => fanout::run(a).await,
-        Scenario::Churn(a) => churn::run(a).await,
-        Scenario::Soak(a) => soak::run(a).await,
+        Scenario::Connect(a) => connect::run(a, hooks).await,
+        Scenario::Fanout(a) => fanout::run(a, hooks).await,
+        Scenario::Churn(a) => churn::run(a, hooks).await,
+        Scenario::Soak(a) => soak::run(a, hooks).await,
         Scenario::Worker { spec } => {
-            connect::worker(&spec).await?;
+            connect::worker(&spec, hooks).await?;
             Ok(Report::default())
         }
     }
@@ -307,7 +320,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
 
 /// The `switchyard bench` command: runs the scenario, prints the summary table, writes the
 /// JSON and HTML files. Exit code 0 when every check passed, 1 when one failed, 2 on error.
-pub fn main(s: Scenario) -> std::process::ExitCode {
+/// The caller raises the open-file limit first (each connection is a descriptor).
+pub fn main(s: Scenario, hooks: Hooks) -> std::process::ExitCode {
     use std::process::ExitCode;
     let worker = matches!(s, Scenario::Worker { .. });
     let outputs = match &s {
@@ -317,7 +331,6 @@ pub fn main(s: Scenario) -> std::process::ExitCode {
         Scenario::Soak(a) => Some(a.fanout.target.clone()),
         Scenario::Worker { .. } => None,
     };
-    raise_nofile();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -325,7 +338,7 @@ pub fn main(s: Scenario) -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match rt.block_on(run(s)) {
+    let report = match rt.block_on(run(s, hooks)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard bench: {e:#}");
@@ -360,11 +373,6 @@ pub fn write_outputs(report: &Report, t: &Target) -> anyhow::Result<()> {
         std::fs::write(p, report.html()).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
-}
-
-/// Raises the soft open-file limit to the hard one (each connection is a descriptor).
-pub fn raise_nofile() {
-    let _ = crate::sys::raise_nofile_limit();
 }
 
 /// Samples the servers every `every` until `stop`; returns the readings.

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Ctx;
 use super::fanout::{FanoutArgs, once};
 use super::report::Report;
 use super::stats::slope;
+use super::{Ctx, Hooks};
 
 /// Arguments of `switchyard bench soak` (a fan-out, run long, with server sampling).
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -77,8 +77,8 @@ fn trend_growth(points: &[(f64, f64)]) -> f64 {
 }
 
 /// Runs `switchyard bench soak`.
-pub async fn run(a: SoakArgs) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.fanout.target)?);
+pub async fn run(a: SoakArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Arc::new(Ctx::new(&a.fanout.target, hooks)?);
     if ctx.probe.is_empty() {
         anyhow::bail!("soak needs --pid or --admin to sample the servers");
     }

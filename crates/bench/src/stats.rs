@@ -356,6 +356,16 @@ pub struct ServerSample {
     pub store_bytes: u64,
 }
 
+// The server metrics the probe reads from `/metrics`: part of the server's public metrics
+// contract, named here because the bench does not depend on the server crate (the root
+// package's tests/bench.rs checks they equal `switchyard::metrics`).
+/// Resident memory of the server process, bytes.
+pub const PROCESS_RSS: &str = "switchyard_process_resident_memory_bytes";
+/// Open file descriptors of the server process.
+pub const PROCESS_FDS: &str = "switchyard_process_open_fds";
+/// sled store size on disk, bytes.
+pub const STORE_BYTES: &str = "switchyard_store_bytes";
+
 /// Reads server figures from `/proc/<pid>` and/or an admin listener's `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
@@ -416,10 +426,10 @@ impl Probe {
             let text = String::from_utf8_lossy(&body);
             let get = |n| metric(&text, n).unwrap_or(0.0) as u64;
             if self.pids.is_empty() {
-                s.rss_bytes += get(crate::metrics::PROCESS_RSS);
-                s.fds += get(crate::metrics::PROCESS_FDS);
+                s.rss_bytes += get(PROCESS_RSS);
+                s.fds += get(PROCESS_FDS);
             }
-            s.store_bytes += get(crate::metrics::STORE_BYTES);
+            s.store_bytes += get(STORE_BYTES);
         }
         s
     }

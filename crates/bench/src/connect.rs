@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Incoming;
 use super::report::Report;
-use super::stats::{Clock, Percentiles, ServerSample, Timeline, now_micros, percentile_curve};
-use super::{Ctx, Progress, Target, points};
+use super::stats::{
+    Clock, Percentiles, Probe, ServerSample, Timeline, now_micros, percentile_curve,
+};
+use super::{Ctx, Hooks, Progress, Target, points};
 
 /// Arguments of `switchyard bench connect`.
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
@@ -183,8 +185,8 @@ impl Live {
 }
 
 /// Runs one share; `live` is updated as it goes.
-async fn run_share(share: Share, live: Arc<Live>) -> anyhow::Result<ShareResult> {
-    let ctx = Arc::new(Ctx::new(&share.target)?);
+async fn run_share(share: Share, live: Arc<Live>, hooks: Hooks) -> anyhow::Result<ShareResult> {
+    let ctx = Arc::new(Ctx::new(&share.target, hooks)?);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let error: Arc<Mutex<Option<String>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
@@ -296,10 +298,10 @@ fn part(n: u64, i: usize, of: usize) -> u64 {
 
 /// The hidden `bench worker` mode: runs the share in `spec`, writes a JSON counts line to
 /// stdout every 200 ms and a final `{"result": …}` line.
-pub async fn worker(spec: &str) -> anyhow::Result<()> {
+pub async fn worker(spec: &str, hooks: Hooks) -> anyhow::Result<()> {
     let share: Share = serde_json::from_str(spec).context("worker spec")?;
     let live = Arc::new(Live::default());
-    let task = tokio::spawn(run_share(share, live.clone()));
+    let task = tokio::spawn(run_share(share, live.clone(), hooks));
     let l = live.clone();
     let ticker = tokio::spawn(async move {
         loop {
@@ -318,97 +320,23 @@ pub async fn worker(spec: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `switchyard bench connect`.
-pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::new(&a.target)?;
+/// Runs `switchyard bench connect`: start the shares, follow them with a progress line and a
+/// once-a-second sampler until they end, then add up and report.
+pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
+    let ctx = Ctx::new(&a.target, hooks)?;
     let stages = a.stages()?;
     let peak = stages.iter().map(|s| s.target).max().unwrap_or(0);
-    let shares = a.workers.max(1);
     let start_micros = now_micros() + 300_000;
     let baseline = if ctx.probe.is_empty() {
         None
     } else {
         Some(ctx.probe.sample(0.0).await)
     };
-    let lives: Vec<Arc<Live>> = (0..shares).map(|_| Arc::new(Live::default())).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut children = Vec::new();
-    for (i, live) in lives.iter().enumerate() {
-        let mut target = a.target.clone();
-        target.quiet = true;
-        target.concurrency = (a.target.concurrency / shares).max(1);
-        let share = Share {
-            target,
-            stages: stages
-                .iter()
-                .map(|s| Stage {
-                    secs: s.secs,
-                    target: part(s.target, i, shares),
-                })
-                .collect(),
-            index: i,
-            of: shares,
-            channels: a.channels.max(1),
-            start_micros,
-        };
-        let live = live.clone();
-        if a.workers == 0 {
-            tasks.spawn(run_share(share, live));
-            continue;
-        }
-        let exe = match &a.worker_exe {
-            Some(p) => p.clone(),
-            None => std::env::current_exe().context("locating this executable for workers")?,
-        };
-        let mut child = tokio::process::Command::new(exe)
-            .arg("bench")
-            .arg("worker")
-            .arg("--spec")
-            .arg(serde_json::to_string(&share)?)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a bench worker")?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        children.push(child);
-        tasks.spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Some(line) = lines.next_line().await? {
-                let v: serde_json::Value = match serde_json::from_str(&line) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                if let Ok(c) = serde_json::from_value::<Counts>(v["counts"].clone()) {
-                    live.connected.store(c.connected, Ordering::Relaxed);
-                    live.ok.store(c.ok, Ordering::Relaxed);
-                    live.failed.store(c.failed, Ordering::Relaxed);
-                    live.closed.store(c.closed, Ordering::Relaxed);
-                }
-                if v.get("result").is_some() {
-                    return Ok(serde_json::from_value::<ShareResult>(v["result"].clone())?);
-                }
-            }
-            bail!("a bench worker exited without a result")
-        });
-    }
-    let total = {
-        let lives = lives.clone();
-        move || {
-            lives.iter().fold(Counts::default(), |a, l| {
-                let c = l.counts();
-                Counts {
-                    connected: a.connected + c.connected,
-                    ok: a.ok + c.ok,
-                    failed: a.failed + c.failed,
-                    closed: a.closed + c.closed,
-                }
-            })
-        }
-    };
+    let running = start_shares(&a, &stages, start_micros, hooks)?;
     let progress = {
-        let total = total.clone();
+        let lives = running.lives.clone();
         Progress::start(ctx.progress, move || {
-            let c = total();
+            let c = total(&lives);
             format!(
                 "open {} / peak {peak} · ok {} · failed {} · closed {}",
                 c.connected, c.ok, c.failed, c.closed
@@ -417,51 +345,217 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     };
     // Sample open connections (and the servers) every second while the shares run.
     let stop = CancellationToken::new();
-    let sampler = {
-        let (stop, probe, total) = (stop.clone(), ctx.probe.clone(), total.clone());
-        tokio::spawn(async move {
-            let mut out: Vec<(f64, u64, Option<ServerSample>)> = Vec::new();
-            let wait = Duration::from_micros(start_micros.saturating_sub(now_micros()));
-            tokio::time::sleep(wait).await;
-            let clock = Clock::start();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        let t = clock.secs();
-                        let open = total().connected;
-                        let s = if probe.is_empty() { None } else { Some(probe.sample(t).await) };
-                        out.push((t, open, s));
-                    }
-                }
-            }
-            out
-        })
-    };
-    let mut results = Vec::new();
-    let mut error = None;
-    while let Some(j) = tasks.join_next().await {
-        match j? {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                error.get_or_insert(format!("{e:#}"));
-            }
-        }
-    }
-    for mut c in children {
-        let _ = c.wait().await;
-    }
+    let sampler = spawn_open_sampler(
+        stop.clone(),
+        ctx.probe.clone(),
+        running.lives.clone(),
+        start_micros,
+    );
+    let (results, error) = running.finish().await?;
     stop.cancel();
     let samples = sampler.await.unwrap_or_default();
     drop(progress);
+    let finished = Finished {
+        args: &a,
+        peak,
+        start_micros,
+        baseline,
+        samples,
+        tally: account(&results, error, start_micros),
+    };
+    Ok(finished.report())
+}
 
-    // Account.
+/// The shares of a run in flight.
+struct Running {
+    /// Live counts, one per share.
+    lives: Vec<Arc<Live>>,
+    /// One task per share, ending with its result.
+    tasks: tokio::task::JoinSet<anyhow::Result<ShareResult>>,
+    /// Worker processes (none when the shares run in this process).
+    children: Vec<tokio::process::Child>,
+}
+
+/// Starts every share: as tasks of this process, or with `--workers` each in a child process.
+fn start_shares(
+    a: &ConnectArgs,
+    stages: &[Stage],
+    start_micros: u64,
+    hooks: Hooks,
+) -> anyhow::Result<Running> {
+    let shares = a.workers.max(1);
+    let lives: Vec<Arc<Live>> = (0..shares).map(|_| Arc::new(Live::default())).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut children = Vec::new();
+    for (i, live) in lives.iter().enumerate() {
+        let share = share_of(a, stages, i, start_micros);
+        let live = live.clone();
+        if a.workers == 0 {
+            tasks.spawn(run_share(share, live, hooks));
+            continue;
+        }
+        let mut child = spawn_worker(a, &share)?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        children.push(child);
+        tasks.spawn(follow_worker(stdout, live));
+    }
+    Ok(Running {
+        lives,
+        tasks,
+        children,
+    })
+}
+
+/// Share `i` of `a.workers.max(1)`: its part of every stage and of the concurrency.
+fn share_of(a: &ConnectArgs, stages: &[Stage], i: usize, start_micros: u64) -> Share {
+    let shares = a.workers.max(1);
+    let mut target = a.target.clone();
+    target.quiet = true;
+    target.concurrency = (a.target.concurrency / shares).max(1);
+    Share {
+        target,
+        stages: stages
+            .iter()
+            .map(|s| Stage {
+                secs: s.secs,
+                target: part(s.target, i, shares),
+            })
+            .collect(),
+        index: i,
+        of: shares,
+        channels: a.channels.max(1),
+        start_micros,
+    }
+}
+
+/// Starts `share` in a child process (`bench worker`, this executable unless
+/// `--worker-exe`), its stdout piped.
+fn spawn_worker(a: &ConnectArgs, share: &Share) -> anyhow::Result<tokio::process::Child> {
+    let exe = match &a.worker_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this executable for workers")?,
+    };
+    tokio::process::Command::new(exe)
+        .arg("bench")
+        .arg("worker")
+        .arg("--spec")
+        .arg(serde_json::to_string(share)?)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a bench worker")
+}
+
+/// Reads a worker's stdout: mirrors its counts lines into `live`, returns its result line.
+async fn follow_worker(
+    stdout: tokio::process::ChildStdout,
+    live: Arc<Live>,
+) -> anyhow::Result<ShareResult> {
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if let Ok(c) = serde_json::from_value::<Counts>(v["counts"].clone()) {
+            live.connected.store(c.connected, Ordering::Relaxed);
+            live.ok.store(c.ok, Ordering::Relaxed);
+            live.failed.store(c.failed, Ordering::Relaxed);
+            live.closed.store(c.closed, Ordering::Relaxed);
+        }
+        if v.get("result").is_some() {
+            return Ok(serde_json::from_value::<ShareResult>(v["result"].clone())?);
+        }
+    }
+    bail!("a bench worker exited without a result")
+}
+
+/// The counts of every share together.
+fn total(lives: &[Arc<Live>]) -> Counts {
+    lives.iter().fold(Counts::default(), |a, l| {
+        let c = l.counts();
+        Counts {
+            connected: a.connected + c.connected,
+            ok: a.ok + c.ok,
+            failed: a.failed + c.failed,
+            closed: a.closed + c.closed,
+        }
+    })
+}
+
+/// One reading of the sampler: seconds since the stages started, open connections, the
+/// servers (when probed).
+type OpenSample = (f64, u64, Option<ServerSample>);
+
+/// From the start of the stages until `stop`: every second, the open connections of all
+/// shares and a reading of the servers.
+fn spawn_open_sampler(
+    stop: CancellationToken,
+    probe: Probe,
+    lives: Vec<Arc<Live>>,
+    start_micros: u64,
+) -> tokio::task::JoinHandle<Vec<OpenSample>> {
+    tokio::spawn(async move {
+        let mut out: Vec<OpenSample> = Vec::new();
+        let wait = Duration::from_micros(start_micros.saturating_sub(now_micros()));
+        tokio::time::sleep(wait).await;
+        let clock = Clock::start();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let t = clock.secs();
+                    let open = total(&lives).connected;
+                    let s = if probe.is_empty() { None } else { Some(probe.sample(t).await) };
+                    out.push((t, open, s));
+                }
+            }
+        }
+        out
+    })
+}
+
+impl Running {
+    /// Waits for every share to end, then for the worker processes to exit: the shares'
+    /// results and the first error of a share that failed.
+    async fn finish(mut self) -> anyhow::Result<(Vec<ShareResult>, Option<String>)> {
+        let mut results = Vec::new();
+        let mut error = None;
+        while let Some(j) = self.tasks.join_next().await {
+            match j? {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    error.get_or_insert(format!("{e:#}"));
+                }
+            }
+        }
+        for mut c in self.children {
+            let _ = c.wait().await;
+        }
+        Ok((results, error))
+    }
+}
+
+/// The shares' results added up.
+struct Tally {
+    /// Connects that succeeded, failed, and were closed by the server (`connected` unused).
+    counts: Counts,
+    /// When the last connect completed (µs since the epoch).
+    last_done: u64,
+    /// Connect+subscribe latencies, by the second they completed in.
+    timeline: Arc<Timeline>,
+    /// The first error of the run or of any share.
+    error: Option<String>,
+}
+
+/// Adds up the shares' counts and latency samples; `error` is the run's first error so far.
+fn account(results: &[ShareResult], mut error: Option<String>, start_micros: u64) -> Tally {
     let timeline = Timeline::starting_at(start_micros);
     let mut c = Counts::default();
     let mut last_done = 0u64;
-    for r in &results {
+    for r in results {
         c.ok += r.counts.ok;
         c.failed += r.counts.failed;
         c.closed += r.counts.closed;
@@ -474,57 +568,104 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
             last_done = last_done.max(done);
         }
     }
-    let hist = timeline.total();
-    let lat = Percentiles::of(&hist);
-    let attempts = c.ok + c.failed;
-    let max_open = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let mut r = Report::new("connect", &a);
-    r.fig(
-        "connections_target",
-        "peak connections asked for",
-        peak as f64,
-        "",
-    );
-    r.fig("attempts", "connect attempts", attempts as f64, "");
-    r.fig("connected", "connected + subscribed", c.ok as f64, "");
-    r.fig("failed", "failed", c.failed as f64, "");
-    r.fig(
-        "closed_by_server",
-        "closed by the server while held",
-        c.closed as f64,
-        "",
-    );
-    r.fig(
-        "success_rate",
-        "success rate",
-        if attempts > 0 {
-            100.0 * c.ok as f64 / attempts as f64
-        } else {
-            0.0
-        },
-        "%",
-    );
-    r.fig(
-        "max_open",
-        "most open at once (1 s samples)",
-        max_open as f64,
-        "",
-    );
-    if c.ok == peak && peak > 0 && last_done > start_micros {
-        r.fig(
-            "time_to_all_connected_secs",
-            "time until all connected",
-            (last_done - start_micros) as f64 / 1e6,
-            "s",
-        );
+    Tally {
+        counts: c,
+        last_done,
+        timeline,
+        error,
     }
-    r.fig("connect_p50_ms", "connect+subscribe p50", lat.p50, "ms");
-    r.fig("connect_p99_ms", "connect+subscribe p99", lat.p99, "ms");
-    r.fig("connect_max_ms", "connect+subscribe max", lat.max, "ms");
-    r.fig("workers", "worker processes", a.workers as f64, "");
-    if let Some(base) = baseline {
+}
+
+/// A finished run, ready to report.
+struct Finished<'a> {
+    /// What it ran with.
+    args: &'a ConnectArgs,
+    /// Peak connections asked for.
+    peak: u64,
+    /// When the stages started (µs since the epoch).
+    start_micros: u64,
+    /// The servers before the run (when probed).
+    baseline: Option<ServerSample>,
+    /// The sampler's readings.
+    samples: Vec<OpenSample>,
+    /// The shares' results added up.
+    tally: Tally,
+}
+
+impl Finished<'_> {
+    /// The report: figures, server readings, latency, timeline, checks.
+    fn report(self) -> Report {
+        let hist = self.tally.timeline.total();
+        let lat = Percentiles::of(&hist);
+        let mut r = Report::new("connect", self.args);
+        self.figures(&mut r, &lat);
+        if let Some(base) = self.baseline {
+            self.server_figures(&mut r, base);
+        }
+        r.latency_label = "connect+subscribe".into();
+        r.latency = Some(lat);
+        r.percentiles = percentile_curve(&hist);
+        r.timeline = self.timeline_points();
+        self.checks(&mut r);
+        r
+    }
+
+    /// Connect counts, success rate, time to the peak, latency, workers.
+    fn figures(&self, r: &mut Report, lat: &Percentiles) {
+        let (c, peak, start_micros) = (&self.tally.counts, self.peak, self.start_micros);
+        let attempts = c.ok + c.failed;
+        let max_open = self.samples.iter().map(|s| s.1).max().unwrap_or(0);
+        r.fig(
+            "connections_target",
+            "peak connections asked for",
+            peak as f64,
+            "",
+        );
+        r.fig("attempts", "connect attempts", attempts as f64, "");
+        r.fig("connected", "connected + subscribed", c.ok as f64, "");
+        r.fig("failed", "failed", c.failed as f64, "");
+        r.fig(
+            "closed_by_server",
+            "closed by the server while held",
+            c.closed as f64,
+            "",
+        );
+        r.fig(
+            "success_rate",
+            "success rate",
+            if attempts > 0 {
+                100.0 * c.ok as f64 / attempts as f64
+            } else {
+                0.0
+            },
+            "%",
+        );
+        r.fig(
+            "max_open",
+            "most open at once (1 s samples)",
+            max_open as f64,
+            "",
+        );
+        let last_done = self.tally.last_done;
+        if c.ok == peak && peak > 0 && last_done > start_micros {
+            r.fig(
+                "time_to_all_connected_secs",
+                "time until all connected",
+                (last_done - start_micros) as f64 / 1e6,
+                "s",
+            );
+        }
+        r.fig("connect_p50_ms", "connect+subscribe p50", lat.p50, "ms");
+        r.fig("connect_p99_ms", "connect+subscribe p99", lat.p99, "ms");
+        r.fig("connect_max_ms", "connect+subscribe max", lat.max, "ms");
+        r.fig("workers", "worker processes", self.args.workers as f64, "");
+    }
+
+    /// Server RSS and FDs at the peak against `base`, and the server readings.
+    fn server_figures(&self, r: &mut Report, base: ServerSample) {
         // The reading with the most connections open (the latest such, after settling).
-        if let Some((_, open, Some(s))) = samples
+        if let Some((_, open, Some(s))) = self
+            .samples
             .iter()
             .filter(|s| s.2.is_some())
             .max_by_key(|s| (s.1, (s.0 * 1000.0) as u64))
@@ -557,45 +698,53 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                 );
             }
         }
-        r.server = samples.iter().filter_map(|s| s.2).collect();
+        r.server = self.samples.iter().filter_map(|s| s.2).collect();
     }
-    r.latency_label = "connect+subscribe".into();
-    r.latency = Some(lat);
-    r.percentiles = percentile_curve(&hist);
-    let mut pts = points(&timeline.seconds());
-    for (t, open, _) in &samples {
-        let i = *t as usize;
-        while pts.len() <= i {
-            pts.push(super::report::Point {
-                t: pts.len() as f64,
-                ..Default::default()
-            });
+
+    /// The per-second timeline with the open connections of each second.
+    fn timeline_points(&self) -> Vec<super::report::Point> {
+        let mut pts = points(&self.tally.timeline.seconds());
+        for (t, open, _) in &self.samples {
+            let i = *t as usize;
+            while pts.len() <= i {
+                pts.push(super::report::Point {
+                    t: pts.len() as f64,
+                    ..Default::default()
+                });
+            }
+            pts[i].connections = *open as f64;
         }
-        pts[i].connections = *open as f64;
+        pts
     }
-    r.timeline = pts;
-    r.check(
-        "every connect succeeded",
-        c.failed == 0 && error.is_none() && c.ok == attempts,
-        format!(
-            "{} of {attempts} ok{}",
-            c.ok,
-            error
-                .map(|e| format!("; first error: {e}"))
-                .unwrap_or_default()
-        ),
-    );
-    r.check(
-        "reached the peak",
-        c.ok >= peak,
-        format!("{} connected of {peak}", c.ok),
-    );
-    r.check(
-        "no connection closed by the server",
-        c.closed == 0,
-        format!("{} closed", c.closed),
-    );
-    Ok(r)
+
+    /// Every connect succeeded, the peak was reached, none was closed by the server.
+    fn checks(&self, r: &mut Report) {
+        let (c, peak) = (&self.tally.counts, self.peak);
+        let attempts = c.ok + c.failed;
+        r.check(
+            "every connect succeeded",
+            c.failed == 0 && self.tally.error.is_none() && c.ok == attempts,
+            format!(
+                "{} of {attempts} ok{}",
+                c.ok,
+                self.tally
+                    .error
+                    .as_ref()
+                    .map(|e| format!("; first error: {e}"))
+                    .unwrap_or_default()
+            ),
+        );
+        r.check(
+            "reached the peak",
+            c.ok >= peak,
+            format!("{} connected of {peak}", c.ok),
+        );
+        r.check(
+            "no connection closed by the server",
+            c.closed == 0,
+            format!("{} closed", c.closed),
+        );
+    }
 }
 
 #[cfg(test)]

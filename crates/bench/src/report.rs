@@ -223,6 +223,28 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
 <h1>switchyard bench {s}</h1>",
             s = esc(&self.scenario)
         );
+        self.html_checks(&mut h);
+        self.html_figures(&mut h);
+        self.html_timeline(&mut h);
+        self.html_percentiles(&mut h);
+        self.html_server(&mut h);
+        if !self.steps.is_empty() {
+            h.push_str("<h2>Steps</h2><pre>");
+            for s in &self.steps {
+                let _ = writeln!(h, "{}", esc(&s.to_string()));
+            }
+            h.push_str("</pre>");
+        }
+        let _ = writeln!(
+            h,
+            "<h2>Arguments</h2><pre>{}</pre></body></html>",
+            esc(&serde_json::to_string_pretty(&self.args).unwrap_or_default())
+        );
+        h
+    }
+
+    /// The checks, as a list.
+    fn html_checks(&self, h: &mut String) {
         if !self.checks.is_empty() {
             h.push_str("<h2>Checks</h2><ul>");
             for c in &self.checks {
@@ -237,6 +259,10 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             }
             h.push_str("</ul>");
         }
+    }
+
+    /// The figures and the latency summary, as a table.
+    fn html_figures(&self, h: &mut String) {
         h.push_str("<h2>Figures</h2><table>");
         for f in &self.figures {
             let _ = write!(
@@ -260,6 +286,10 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             );
         }
         h.push_str("</table>");
+    }
+
+    /// Latency and rate (and open connections) over time.
+    fn html_timeline(&self, h: &mut String) {
         if !self.timeline.is_empty() {
             let pts = |f: fn(&Point) -> f64| -> Vec<(f64, f64)> {
                 self.timeline.iter().map(|p| (p.t, f(p))).collect()
@@ -290,6 +320,10 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
             }
             h.push_str(&chart("seconds", "count", &series, false));
         }
+    }
+
+    /// The latency percentile plot.
+    fn html_percentiles(&self, h: &mut String) {
         if !self.percentiles.is_empty() {
             let _ = write!(
                 h,
@@ -303,6 +337,10 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
                 true,
             ));
         }
+    }
+
+    /// Server RSS, FDs and store size over time.
+    fn html_server(&self, h: &mut String) {
         if !self.server.is_empty() {
             h.push_str("<h2>Server over time</h2>");
             let mib: Vec<(f64, f64)> = self
@@ -337,19 +375,6 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
                 ));
             }
         }
-        if !self.steps.is_empty() {
-            h.push_str("<h2>Steps</h2><pre>");
-            for s in &self.steps {
-                let _ = writeln!(h, "{}", esc(&s.to_string()));
-            }
-            h.push_str("</pre>");
-        }
-        let _ = writeln!(
-            h,
-            "<h2>Arguments</h2><pre>{}</pre></body></html>",
-            esc(&serde_json::to_string_pretty(&self.args).unwrap_or_default())
-        );
-        h
     }
 }
 
