@@ -285,9 +285,8 @@ fn long_functions(path: &str, code: &str) -> Vec<(String, String, usize)> {
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_start();
         let indent = &l[..l.len() - t.len()];
-        let mut words = t.split_whitespace().peekable();
         let mut is_fn = false;
-        while let Some(w) = words.next() {
+        for w in t.split_whitespace() {
             if w == "fn" {
                 is_fn = true;
                 break;
