@@ -11,6 +11,7 @@ use crate::protocol::{
     ClientInfo, ErrorCode, HistoryResult, PresenceResult, PresenceStatsResult, Raw, StreamPosition,
     codes,
 };
+use crate::replicator::ProposeError;
 use crate::state::{HistoryPolicy, Op, OpResult};
 
 /// A publication as a caller hands it in, before it becomes an [`Op`].
@@ -49,18 +50,40 @@ pub async fn publish(
     opts: &ChannelOptions,
     p: Publication,
 ) -> Result<(u64, String), ErrorCode> {
-    match node
+    submit_publish(node, channel, opts, p).await?.await
+}
+
+/// Hands a publication to the replicator without waiting for its commit: once this returns,
+/// it is queued behind everything submitted before it. The returned future resolves with
+/// `(offset, epoch)` when its entry commits.
+pub async fn submit_publish(
+    node: &Node,
+    channel: &str,
+    opts: &ChannelOptions,
+    p: Publication,
+) -> Result<impl Future<Output = Result<(u64, String), ErrorCode>> + Send + 'static, ErrorCode> {
+    let channel = channel.to_string();
+    let pending = node
         .replicator
-        .propose_one(publish_op(channel, opts, p))
+        .submit(vec![publish_op(&channel, opts, p)])
         .await
-    {
-        Ok(OpResult::Position { offset, epoch }) => Ok((offset, epoch)),
-        Ok(OpResult::Done) => Ok((0, String::new())),
-        Err(e) => {
-            tracing::warn!(channel, error = %e, "publish not committed");
-            Err(codes::INTERNAL)
+        .map_err(|e| not_committed(&channel, &e))?;
+    Ok(async move {
+        match pending.await {
+            Ok((mut results, _)) => match results.pop() {
+                Some(OpResult::Position { offset, epoch }) => Ok((offset, epoch)),
+                Some(OpResult::Done) => Ok((0, String::new())),
+                None => Err(not_committed(&channel, &ProposeError::Failed)),
+            },
+            Err(e) => Err(not_committed(&channel, &e)),
         }
-    }
+    })
+}
+
+/// A publication that did not commit, as clients see it (100, temporary).
+fn not_committed(channel: &str, e: &ProposeError) -> ErrorCode {
+    tracing::warn!(channel, error = %e, "publish not committed");
+    codes::INTERNAL
 }
 
 /// Creates the channel's stream if it has history and none exists yet, so that a position

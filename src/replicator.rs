@@ -71,18 +71,45 @@ impl Replicator {
 
     /// Like [`Replicator::propose`], also returning the log index of the entry.
     pub async fn propose_indexed(&self, ops: Vec<Op>) -> Result<Committed, ProposeError> {
+        self.submit(ops).await?.await
+    }
+
+    /// Hands `ops` to the batcher and returns without waiting for the commit: once this
+    /// resolves, the proposal is queued behind every proposal submitted before it (so one
+    /// caller's submissions commit in submission order), and the returned [`Pending`] resolves
+    /// with the results. Waits only while the batcher's queue is full.
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<Pending, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Proposal { ops, reply })
             .await
             .map_err(|_| ProposeError::Unavailable)?;
-        rx.await.map_err(|_| ProposeError::Unavailable)?
+        Ok(Pending { rx })
     }
 
     /// Proposes one operation.
     pub async fn propose_one(&self, op: Op) -> Result<OpResult, ProposeError> {
         let mut r = self.propose(vec![op]).await?;
         r.pop().ok_or(ProposeError::Failed)
+    }
+}
+
+/// A submitted proposal: resolves with its results once its entry is committed and applied
+/// here, or with why not.
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Committed, ProposeError>>,
+}
+
+impl Future for Pending {
+    type Output = Result<Committed, ProposeError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ProposeError::Unavailable)))
     }
 }
 

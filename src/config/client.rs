@@ -35,6 +35,11 @@ pub struct ClientConfig {
     pub max_message_size: usize,
     /// Bound of one connection's outbound queue, in bytes; overflow disconnects with 3008.
     pub outbound_queue_bytes: usize,
+    /// Most commands that propose (publish) one connection may have waiting for their commit.
+    /// A connection's publishes are handed to the replicator in arrival order without waiting
+    /// for the previous commit, and each is answered when its own entry commits; at this bound
+    /// the connection is not read until one completes (back-pressure, never a disconnect).
+    pub max_inflight_proposals: usize,
     /// Most channels one client may be subscribed to (106 on subscribe, 3505 at connect).
     pub max_channels: usize,
     /// Longest channel name, in bytes.
@@ -87,6 +92,7 @@ impl Default for ClientConfig {
             write_delay: Duration::ZERO,
             max_message_size: 65_536,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            max_inflight_proposals: 256,
             max_channels: 128,
             channel_max_length: 255,
             recovery_max_publications: 300,

@@ -147,6 +147,9 @@ impl Config {
 
     /// The client listener's handshake bounds, rate limits and allowed origins.
     fn check_client_limits(&self) -> Result<(), ConfigError> {
+        if !(1..=65_536).contains(&self.client.max_inflight_proposals) {
+            return bad("client.max_inflight_proposals must be between 1 and 65536".into());
+        }
         if self.client.handshake_timeout.is_zero() {
             return bad("client.handshake_timeout must be > 0".into());
         }

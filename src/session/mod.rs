@@ -50,6 +50,15 @@ pub struct Session {
     conn: Arc<Conn>,
     /// `client.command_rate`, when set.
     limiter: Option<crate::limits::CommandLimiter>,
+    /// Bounds the proposals in flight (made on the first publish).
+    inflight: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Answers command `id` with error `e` (counted and logged at debug).
+fn reply_error(conn: &Conn, id: u32, method: &str, e: &ErrorCode) {
+    tracing::debug!(conn = conn.id, method, code = e.code, "command error");
+    metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string()).increment(1);
+    let _ = conn.out.push(encode_error(id, e).into());
 }
 
 impl Session {
@@ -60,6 +69,7 @@ impl Session {
             node,
             conn,
             limiter,
+            inflight: None,
         }
     }
 
@@ -136,10 +146,7 @@ impl Session {
             }
             Ok(None) => Ok(()),
             Err(Fail::Error(e)) => {
-                tracing::debug!(conn = self.conn.id, method, code = e.code, "command error");
-                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
-                    .increment(1);
-                let _ = self.conn.out.push(encode_error(id, &e).into());
+                reply_error(&self.conn, id, method, &e);
                 Ok(())
             }
             Err(Fail::Disconnect(d)) => Err(d),
@@ -349,8 +356,34 @@ impl Session {
             tags: None,
             skip_history: false,
         };
-        ops::publish(&self.node, &req.channel, &opts, p).await?;
-        Ok(Some(encode_reply(id, "publish", &Empty {})))
+        // Pipelined: submitted in arrival order, answered when its own entry commits. At the
+        // bound of proposals in flight this waits, and so the connection is not read.
+        let permit = self.inflight_permit().await;
+        let committed = ops::submit_publish(&self.node, &req.channel, &opts, p).await?;
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            match committed.await {
+                Ok(_) => {
+                    let _ = conn.out.push(encode_reply(id, "publish", &Empty {}).into());
+                }
+                Err(e) => reply_error(&conn, id, "publish", &e),
+            }
+            drop(permit);
+        });
+        Ok(None)
+    }
+
+    /// A slot for one more proposal in flight (`client.max_inflight_proposals`); the
+    /// semaphore is made on a connection's first publish, so subscribers never pay for it.
+    async fn inflight_permit(&mut self) -> tokio::sync::OwnedSemaphorePermit {
+        let max = self.node.cfg.client.max_inflight_proposals;
+        let sem = self
+            .inflight
+            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max)));
+        sem.clone()
+            .acquire_owned()
+            .await
+            .expect("the session never closes its semaphore")
     }
 
     fn presence_allowed(&self, channel: &str, opts: &ChannelOptions) -> Result<(), Fail> {
