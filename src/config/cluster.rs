@@ -64,6 +64,10 @@ pub struct ClusterConfig {
     /// How long a write may wait for a leader and its commit before failing (temporary error).
     #[serde(with = "duration_str")]
     pub propose_timeout: Duration,
+    /// Worker threads of the runtime that runs Raft, the store, the write batcher and the
+    /// cluster listener, apart from the runtime of client connections: commits then do not
+    /// wait for CPU in a queue behind thousands of connection tasks under heavy fan-out.
+    pub raft_threads: usize,
     /// Take a snapshot (and purge the log behind it) every this many log entries.
     pub snapshot_every: u64,
     /// A node the leader cannot reach for this long is declared down: the presence of its
@@ -91,6 +95,7 @@ impl Default for ClusterConfig {
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
             propose_timeout: Duration::from_secs(5),
+            raft_threads: 1,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
             tls_ca: None,
