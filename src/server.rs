@@ -19,7 +19,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::node::{Node, NodeTls};
-use crate::replicator::Replicator;
+use crate::replicator::{Batching, Replicator};
 use crate::transport::Listeners;
 
 /// The runtime of the write path and the backplane: Raft (its core and state machine
@@ -118,7 +118,13 @@ impl Server {
             .context("starting the cluster")?;
         let replicator = {
             let _raft = raft.handle().enter();
-            Replicator::start(cluster.clone())
+            let c = &cfg.cluster;
+            let batching = Batching {
+                max_ops: c.max_batch_ops,
+                linger: c.batch_linger,
+                max_inflight: c.max_inflight_entries,
+            };
+            Replicator::start(cluster.clone(), batching)
         };
         let node: Arc<Node> = Arc::new(Node::new(
             cfg.clone(),

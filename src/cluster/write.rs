@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cluster, network};
 use crate::engine::wall_ms;
 use crate::peer::PeerError;
-use crate::replicator::{Commit, Committed, ProposeError};
+use crate::replicator::{Attempt, Commit, Committed, InFlight, ProposeError};
 use crate::state::{Op, OpResult};
 use crate::store::types::{Batch, NodeId};
 
@@ -31,9 +31,58 @@ impl Commit for Cluster {
     ) -> impl std::future::Future<Output = Result<Committed, ProposeError>> + Send {
         self.write(ops)
     }
+
+    fn start(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<InFlight, Vec<Op>>> + Send {
+        self.start_on_leader(ops)
+    }
 }
 
 impl Cluster {
+    /// The leader's wall clock for a new entry, never going backwards across entries.
+    fn stamp(&self) -> u64 {
+        let mut t = self.last_time.lock();
+        *t = wall_ms().max(*t);
+        *t
+    }
+
+    /// On the leader, hands `ops` to Raft as one entry without waiting for its commit
+    /// (`client_write_ff`: queued in the log in call order); elsewhere gives the ops back.
+    async fn start_on_leader(&self, ops: Vec<Op>) -> Result<InFlight, Vec<Op>> {
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return Err(ops);
+        }
+        let batch = Batch {
+            time_ms: self.stamp(),
+            ops: ops.clone(),
+        };
+        let Ok(outcome) = self.raft.client_write_ff(batch).await else {
+            return Err(ops);
+        };
+        let timeout = self.propose_timeout;
+        Ok(Box::pin(async move {
+            // Bounded like `write`: on timeout the entry may still commit, outcome unknown.
+            match tokio::time::timeout(timeout, outcome).await {
+                Ok(Ok(Ok(resp))) => Attempt::Committed((resp.data, resp.log_id.index)),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Attempt::Refused(ops),
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "write failed");
+                    Attempt::Failed(ProposeError::Failed)
+                }
+                Ok(Err(_)) => {
+                    tracing::warn!("write dropped by Raft (shutting down?)");
+                    Attempt::Failed(ProposeError::Failed)
+                }
+                Err(_) => {
+                    tracing::warn!("write not committed in time (no quorum?)");
+                    Attempt::Failed(ProposeError::Failed)
+                }
+            }
+        }))
+    }
+
     /// Commits `ops` as one log entry (through the leader) and returns their results and the
     /// entry's log index once it is applied on this node too (read-your-writes on followers).
     /// Retries only where nothing can have been committed.
@@ -44,13 +93,8 @@ impl Cluster {
                 return Err(ProposeError::NoLeader);
             };
             let retry = if leader == self.id {
-                let time_ms = {
-                    let mut t = self.last_time.lock();
-                    *t = wall_ms().max(*t);
-                    *t
-                };
                 let batch = Batch {
-                    time_ms,
+                    time_ms: self.stamp(),
                     ops: ops.clone(),
                 };
                 // Bounded: a leader cut off from its quorum would otherwise wait forever. On

@@ -64,6 +64,18 @@ pub struct ClusterConfig {
     /// How long a write may wait for a leader and its commit before failing (temporary error).
     #[serde(with = "duration_str")]
     pub propose_timeout: Duration,
+    /// Most operations the write batcher gathers into one log entry. Larger entries share one
+    /// commit (one fsync per node) among more writes; an entry's size bounds its latency.
+    pub max_batch_ops: usize,
+    /// How long the batcher waits after the first waiting write for more to join its entry
+    /// (0: only what is already queued). Fewer, larger entries under light load, at the cost
+    /// of this much latency for every write.
+    #[serde(with = "duration_str")]
+    pub batch_linger: Duration,
+    /// Entries the leader keeps in flight (handed to Raft, not yet committed): writes need not
+    /// wait for the previous entry's round trip. More = lower latency under load, more memory
+    /// and work lost to a leader change (those entries are retried in order or refused).
+    pub max_inflight_entries: usize,
     /// Worker threads of the runtime that runs Raft, the store, the write batcher and the
     /// cluster listener, apart from the runtime of client connections: commits then do not
     /// wait for CPU in a queue behind thousands of connection tasks under heavy fan-out.
@@ -95,6 +107,9 @@ impl Default for ClusterConfig {
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
             propose_timeout: Duration::from_secs(5),
+            max_batch_ops: 1024,
+            batch_linger: Duration::ZERO,
+            max_inflight_entries: 8,
             raft_threads: 1,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),

@@ -62,6 +62,13 @@ impl Config {
                 "cluster.presence_lease must be longer than cluster.election_timeout_max".into(),
             );
         }
+        if !(1..=65_536).contains(&c.max_batch_ops) || !(1..=1024).contains(&c.max_inflight_entries)
+        {
+            return bad("cluster.max_batch_ops must be between 1 and 65536 and cluster.max_inflight_entries between 1 and 1024".into());
+        }
+        if c.batch_linger > Duration::from_secs(1) {
+            return bad("cluster.batch_linger must be at most 1s".into());
+        }
         if !(1..=64).contains(&c.raft_threads) {
             return bad("cluster.raft_threads must be between 1 and 64".into());
         }
