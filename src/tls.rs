@@ -49,14 +49,15 @@ fn roots(ca: &Path) -> anyhow::Result<Arc<RootCertStore>> {
     Ok(Arc::new(store))
 }
 
-/// Server config for the client listener: one certificate chain, ALPN `http/1.1`.
+/// Server config for the client listener: one certificate chain, ALPN `h2` then `http/1.1`
+/// (a client offering both gets HTTP/2; WebSocket clients offer only `http/1.1`).
 fn client_listener_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
     let mut c = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(read_certs(cert)?, read_key(key)?)
         .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(c)
 }
 

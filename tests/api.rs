@@ -229,3 +229,36 @@ async fn health_endpoints() {
     let (st, _) = http_get(s.addr, "/connection/websocket").await;
     assert_eq!(st, 400);
 }
+
+/// `batch` runs its commands one after another, in order: each publish is committed before
+/// the next starts (offsets follow the list), a subscriber receives them in that order, and
+/// a read between writes sees the writes before it.
+#[tokio::test]
+async fn batch_keeps_order() {
+    let s = TestServer::start().await;
+    let mut c = s.client("alice").await;
+    c.subscribe("open:order").await;
+    let mut commands = Vec::new();
+    for i in 0..20 {
+        commands.push(json!({"publish": {"channel": "open:order", "data": {"i": i}}}));
+        if i == 9 {
+            commands.push(json!({"history": {"channel": "open:order", "limit": 0}}));
+        }
+    }
+    let (st, b) = s.api("batch", json!({ "commands": commands })).await;
+    assert_eq!(st, 200, "{b}");
+    let replies = b["result"]["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 21);
+    let offsets: Vec<u64> = replies
+        .iter()
+        .filter_map(|r| r["publish"]["offset"].as_u64())
+        .collect();
+    assert_eq!(offsets, (1..=20).collect::<Vec<u64>>(), "{b}");
+    assert_eq!(
+        replies[10]["history"]["offset"], 10,
+        "the read saw the ten writes before it"
+    );
+    for i in 0..20 {
+        assert_eq!(c.publication("open:order").await["data"]["i"], i);
+    }
+}

@@ -71,7 +71,7 @@ fn make_pki(dir: &Path, name: &str, certs: &[(&str, &[&str])]) -> PathBuf {
     d
 }
 
-fn connector(ca: &Path, tls12_only: bool) -> TlsConnector {
+fn connector(ca: &Path, tls12_only: bool, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -85,18 +85,28 @@ fn connector(ca: &Path, tls12_only: bool) -> TlsConnector {
     }
     .unwrap();
     let mut c = b.with_root_certificates(roots).with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(c))
 }
 
+/// A TLS connection offering ALPN `http/1.1` only, as WebSocket clients do.
 async fn tls_connect(
     addr: SocketAddr,
     ca: &Path,
     tls12_only: bool,
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_alpn(addr, ca, tls12_only, &[b"http/1.1"]).await
+}
+
+async fn tls_connect_alpn(
+    addr: SocketAddr,
+    ca: &Path,
+    tls12_only: bool,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    tokio::time::timeout(WAIT, connector(ca, tls12_only).connect(name, tcp))
+    tokio::time::timeout(WAIT, connector(ca, tls12_only, alpn).connect(name, tcp))
         .await
         .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
 }
@@ -253,6 +263,50 @@ async fn wss_end_to_end_and_plain_client_refused() {
             .is_err()
     );
     round_trip(&mut ws, "open:tls", 2).await;
+}
+
+/// HTTPS clients offering ALPN `h2` get HTTP/2 (an API publish over it reaches a `wss://`
+/// subscriber on the same listener); clients offering `http/1.1` only keep HTTP/1.1.
+#[tokio::test]
+async fn https_api_over_http2_with_alpn_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "ca-h2", &[("server", &["127.0.0.1"])]);
+    let cfg = config_file("");
+    let (cert, key) = (pki.join("server.pem"), pki.join("server.key"));
+    let p = Proc::start(
+        cfg.path(),
+        &[
+            ("SWITCHYARD_CLIENT__TLS_CERT", cert.to_str().unwrap()),
+            ("SWITCHYARD_CLIENT__TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    let ca = pki.join("ca.pem");
+    let mut ws = wss_client(p.client_addr, &ca, "alice").await;
+    let r = call(
+        &mut ws,
+        json!({"id": 2, "subscribe": {"channel": "open:h2tls"}}),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    for tls12_only in [false, true] {
+        let tls = tls_connect_alpn(p.client_addr, &ca, tls12_only, &[b"h2", b"http/1.1"])
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut h2 = H2::handshake(tls).await;
+        let n = u64::from(tls12_only);
+        let r = h2_api(
+            &mut h2.send,
+            "publish",
+            json!({"channel": "open:h2tls", "data": {"n": n}}),
+        )
+        .await;
+        assert_eq!(r["offset"], n + 1, "{r}");
+        let v = next_matching(&mut ws, |v| v["push"]["pub"]["data"]["n"] == n).await;
+        assert_eq!(v["push"]["channel"], "open:h2tls");
+    }
+    let tls = tls_connect(p.client_addr, &ca, false).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
 /// SIGHUP re-reads the certificate: established connections go on, new handshakes use the

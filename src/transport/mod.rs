@@ -4,6 +4,7 @@
 
 pub mod echo;
 
+mod http;
 pub mod reader;
 pub mod ws;
 
@@ -16,10 +17,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -229,15 +229,26 @@ async fn serve_tcp(
         tls: acceptor.is_some(),
         slot: slot.clone(),
     };
+    // The client listener serves HTTP/2 too: chosen by ALPN, else by the first bytes.
+    let plain = match which {
+        Listener::Client => http::Proto::Sniff,
+        _ => http::Proto::Http1,
+    };
     match acceptor {
-        None => serve_http(stream, ctx, timeout, node, tracker, shutdown).await,
+        None => serve_http(stream, plain, ctx, timeout, node, tracker, shutdown).await,
         Some(acceptor) => {
             let hs = tokio::select! {
                 r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
                 _ = shutdown.cancelled() => return,
             };
             match hs {
-                Ok(Ok(tls)) => serve_http(tls, ctx, timeout, node, tracker, shutdown).await,
+                Ok(Ok(tls)) => {
+                    let proto = match which {
+                        Listener::Client => http::Proto::from_alpn(tls.get_ref().1.alpn_protocol()),
+                        _ => http::Proto::Http1,
+                    };
+                    serve_http(tls, proto, ctx, timeout, node, tracker, shutdown).await
+                }
                 Ok(Err(e)) => {
                     metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "tls_handshake")
                         .increment(1);
@@ -272,8 +283,11 @@ struct ConnCtx {
     tls: bool,
 }
 
+/// Serves HTTP on one connection: HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2 (the
+/// client listener only; see `http`).
 async fn serve_http<I>(
-    io: I,
+    mut io: I,
+    proto: http::Proto,
     ctx: ConnCtx,
     head_timeout: Duration,
     node: Arc<Node>,
@@ -282,30 +296,57 @@ async fn serve_http<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Some((proto, prefix)) = http::settle(&mut io, proto, head_timeout, &shutdown).await else {
+        tracing::debug!(peer = %ctx.peer, "closed before its first request");
+        return;
+    };
     let max_head = match ctx.which {
         Listener::Client => node.cfg.client.max_header_size,
         _ => MAX_HEAD_BYTES,
     };
-    let svc = service_fn(move |req| {
-        let node = node.clone();
+    let refused = ctx.reject.is_some();
+    let activity = Arc::new(http::Activity::default());
+    let svc = {
+        let activity = activity.clone();
         let tracker = tracker.clone();
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(route(req, ctx, node, tracker).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .max_header_size(max_head)
-        .max_buf_size(max_head.max(8192))
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        }
+        service_fn(move |req| {
+            let in_flight = activity.start();
+            let node = node.clone();
+            let tracker = tracker.clone();
+            let ctx = ctx.clone();
+            async move {
+                let resp = route(req, ctx, node, tracker).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let io = TokioIo::new(http::Prefixed::new(prefix, io));
+    if proto == http::Proto::Http2 {
+        let conn = http::h2_builder(max_head, tracker).serve_connection(io, svc);
+        let closing = activity.until_closing(head_timeout, refused);
+        http::drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            closing,
+            head_timeout,
+            shutdown,
+        )
+        .await;
+    } else {
+        // hyper closes idle and refused (`Connection: close`) HTTP/1.1 connections itself.
+        let conn = http::h1_builder(max_head, head_timeout)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        let closing = std::future::pending::<()>();
+        http::drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            closing,
+            head_timeout,
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -326,11 +367,14 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-/// A refusal: the status, a short reason, `Connection: close` (and `Retry-After` for 429/503).
-fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
+/// A refusal: the status, a short reason, `Retry-After` for 429/503, and on HTTP/1
+/// `Connection: close` (HTTP/2 has no such header: the connection is closed with GOAWAY).
+fn refuse(status: StatusCode, why: &'static str, version: hyper::Version) -> Response<Body> {
     let mut r = json(status, format!(r#"{{"error":"{why}"}}"#));
-    r.headers_mut()
-        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    if version < hyper::Version::HTTP_2 {
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -352,7 +396,7 @@ async fn route(
 ) -> Response<Body> {
     if let Some(r) = ctx.reject {
         let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return refuse(status, r.name());
+        return refuse(status, r.name(), req.version());
     }
     let which = ctx.which;
     let path = req.uri().path().to_string();
@@ -535,7 +579,11 @@ fn upgrade(
     if node.is_stopping() {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
             .increment(1);
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            req.version(),
+        );
     }
     let header = |name: hyper::header::HeaderName| {
         req.headers()
@@ -552,13 +600,13 @@ fn upgrade(
     ) {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "origin").increment(1);
         tracing::info!(peer = %ctx.peer, origin = ?origin, tls = ctx.tls, "WebSocket origin not allowed");
-        return refuse(StatusCode::FORBIDDEN, "origin");
+        return refuse(StatusCode::FORBIDDEN, "origin", req.version());
     }
     let slot = match node.limits.admit_websocket() {
         Ok(s) => s,
         Err(r) => {
             r.count();
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, r.name());
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, r.name(), req.version());
         }
     };
     let asked: Vec<String> = req

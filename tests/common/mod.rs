@@ -1,5 +1,6 @@
 //! Test harness: a node started in-process on 127.0.0.1:0, a real WebSocket client
-//! (tokio-tungstenite, an independent implementation) and a raw HTTP/1.1 client for the API.
+//! (tokio-tungstenite, an independent implementation), a raw HTTP/1.1 client for the API and
+//! hyper's HTTP/2 client.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -468,6 +469,97 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One HTTP/2 client connection (hyper): `send` is cloned for concurrent requests; `conn`
+/// ends when the connection does (GOAWAY, close).
+pub struct H2 {
+    pub send: hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    pub conn: tokio::task::JoinHandle<()>,
+}
+
+impl H2 {
+    /// The HTTP/2 handshake on `io`: prior knowledge on plain TCP (h2c), or after ALPN `h2`.
+    pub async fn handshake<T>(io: T) -> H2
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) = tokio::time::timeout(
+            WAIT,
+            hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(io),
+            ),
+        )
+        .await
+        .expect("HTTP/2 handshake in time")
+        .expect("HTTP/2 handshake");
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        H2 { send, conn }
+    }
+
+    /// h2c with prior knowledge to `addr`.
+    pub async fn connect(addr: SocketAddr) -> H2 {
+        H2::handshake(TcpStream::connect(addr).await.unwrap()).await
+    }
+}
+
+/// `POST path` on an HTTP/2 connection with `X-API-Key: key` and `headers`; the status and
+/// body, or the error when the stream or connection failed.
+pub async fn h2_post(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> Result<(u16, Vec<u8>), hyper::Error> {
+    use http_body_util::BodyExt;
+    let mut req = hyper::Request::post(format!("http://127.0.0.1{path}"))
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Full::new(body.into())).unwrap();
+    let resp = tokio::time::timeout(WAIT, async {
+        send.ready().await?;
+        send.send_request(req).await
+    })
+    .await
+    .expect("HTTP/2 response in time")?;
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("HTTP/2 body in time")?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body))
+}
+
+/// An API call over HTTP/2 that must succeed: HTTP 200 and a `result`.
+pub async fn h2_api(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    method: &str,
+    body: Value,
+) -> Value {
+    let (st, raw) = h2_post(
+        send,
+        &format!("/api/{method}"),
+        Some(API_KEY),
+        &[],
+        body.to_string(),
+    )
+    .await
+    .expect("HTTP/2 request");
+    let v: Value = serde_json::from_slice(&raw).expect("JSON reply");
+    assert_eq!(st, 200, "{v}");
+    assert!(v["result"].is_object(), "{method} failed: {v}");
+    v["result"].clone()
 }
 
 /// The built `switchyard` binary running as a child process (killed on drop).
