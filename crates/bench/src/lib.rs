@@ -214,18 +214,19 @@ impl Ctx {
     }
 
     /// Opens connection `i` (its node and source address), connects with `token` and
-    /// subscribes to `channel` with the subscribe options `sub`, all within the timeout.
-    /// Returns the connection, the subscribe reply and any messages that came with it.
+    /// subscribes to each of `channels` with the subscribe options `sub`, all within the
+    /// timeout. Returns the connection, the last subscribe reply and any messages that came
+    /// with the replies.
     pub async fn open_subscribed(
         &self,
         i: usize,
         token: &str,
-        channel: &str,
+        channels: &[&str],
         sub: serde_json::Value,
     ) -> anyhow::Result<(client::Conn, serde_json::Value, Vec<Vec<u8>>)> {
         let mut c = client::Conn::open(self.url(i), self.source(i)).await?;
         let (reply, rest) = c
-            .connect_subscribe(token, Some((channel, sub)), self.timeout)
+            .connect_subscribe(token, channels, sub, self.timeout)
             .await?;
         Ok((c, reply, rest))
     }

@@ -109,7 +109,7 @@ impl Sender {
                 // Subscribed too: namespaces commonly allow publishing to subscribers
                 // only. Its own publications come back and are ignored.
                 let token = ctx.token(&format!("bench-pub-{p}"))?;
-                let (c, _, _) = ctx.open_subscribed(p, &token, ch, json!({})).await?;
+                let (c, _, _) = ctx.open_subscribed(p, &token, &[ch], json!({})).await?;
                 Sender::Ws(c)
             }
         })

@@ -62,7 +62,7 @@ pub(super) async fn open_subscribers(
             let ch = ctx.channel(i % channels, channels);
             let res = async {
                 let token = ctx.token(&format!("bench-sub-{i}"))?;
-                let (conn, _, rest) = ctx.open_subscribed(i, &token, &ch, json!({})).await?;
+                let (conn, _, rest) = ctx.open_subscribed(i, &token, &[&ch], json!({})).await?;
                 anyhow::Ok((conn, rest))
             };
             (i, tokio::time::timeout(ctx.timeout, res).await)
