@@ -425,7 +425,7 @@ async fn publish(
     let ch = json!(ctx.channel).to_string();
     for k in 0..total {
         tokio::time::sleep_until(start + gap.mul_f64(k as f64)).await;
-        let data = payload(0, k, a.payload);
+        let data = payload(0, k, now_micros(), a.payload);
         match publish_one(api.as_mut(), pconn.as_mut(), ctx, &ch, &data).await {
             Ok(off) => {
                 shared.published.fetch_add(1, Ordering::Relaxed);
