@@ -300,6 +300,63 @@ async fn fanout_fails_when_the_publisher_cannot_keep_up() {
     assert!(fig(&r, "publish_lag_max_ms") > 0.0, "{table}");
 }
 
+/// `publish`: three subscribers on every one of 20 channels, one publisher going round them;
+/// the report leads with committed publications/s and acknowledgement percentiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reports_committed_rate_and_ack_latency() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "publish",
+            "--channels",
+            "20",
+            "--publishers",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--channel",
+            "chat:pub",
+        ],
+    )
+    .await;
+    let table = r.table();
+    assert!(r.passed(), "{table}");
+    assert_eq!(r.scenario, "publish");
+    assert_eq!(fig(&r, "subscribers"), 3.0, "{table}");
+    assert_eq!(fig(&r, "publications_acked"), 100.0, "{table}");
+    // Every publication reaches each of the three subscribers once, in order.
+    assert_eq!(fig(&r, "deliveries_expected"), 300.0, "{table}");
+    assert_eq!(fig(&r, "deliveries_received"), 300.0, "{table}");
+    assert_eq!(fig(&r, "offered_rate"), 100.0, "{table}");
+    assert!(fig(&r, "achieved_rate") >= 99.0, "{table}");
+    assert!(fig(&r, "publications_per_sec") > 0.0, "{table}");
+    assert!(fig(&r, "publish_lag_max_ms") >= 0.0, "{table}");
+    for k in ["ack_p50_ms", "ack_p90_ms", "ack_p99_ms", "ack_max_ms"] {
+        assert!(fig(&r, k) > 0.0, "{k}: {table}");
+    }
+    assert_eq!(r.latency_label, "publish→acknowledgement");
+    assert_eq!(r.latency.unwrap().count, 100);
+    assert!(table.contains("publish rate offered") && table.contains("publish rate achieved"));
+    assert!(
+        check(&r, "publishers kept to the offered rate").ok,
+        "{table}"
+    );
+    let v = r.to_json();
+    for k in [
+        "offered_rate",
+        "achieved_rate",
+        "publish_lag_max_ms",
+        "ack_max_ms",
+    ] {
+        assert!(v["figures"][k].is_number(), "{k} in the JSON");
+    }
+    let page = r.html();
+    assert!(page.contains("publish rate achieved") && page.contains("publish→acknowledgement"));
+}
+
 /// Ramp, hold and ramp down, from two source addresses: every connection subscribes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_ramps_holds_and_measures_the_server() {
