@@ -1,13 +1,15 @@
 //! `switchyard bench` against a node started by the test: each scenario runs for a second or
 //! two with a handful of connections, and the report must be consistent — deliveries add up,
-//! an injected drop is caught as loss, recovery checks hold, and the JSON and HTML are written.
+//! an injected drop is caught as loss, recovery checks hold, the JSON and HTML are written,
+//! and latency is measured open loop (a stalled server shows as latency, a publisher that
+//! cannot keep up fails the run).
 #![cfg(feature = "bench")]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{API_KEY, SECRET, TestServer};
+use common::{API_KEY, Proc, SECRET, TestServer};
 use serde_json::Value;
 use switchyard::auth::{MintRequest, mint};
 use switchyard_bench::{self as bench, Hooks, Report};
@@ -28,8 +30,13 @@ const HOOKS: Hooks = Hooks {
 };
 
 async fn run(server: &TestServer, words: &[&str]) -> Report {
-    let url = server.ws_url();
-    let api = format!("http://{}", server.addr);
+    run_at(server.addr, words).await
+}
+
+/// Runs a scenario against the node whose client listener is `addr`.
+async fn run_at(addr: std::net::SocketAddr, words: &[&str]) -> Report {
+    let url = format!("ws://{addr}/connection/websocket");
+    let api = format!("http://{addr}");
     let mut all: Vec<String> = words.iter().map(|s| s.to_string()).collect();
     all.extend(
         [
@@ -187,6 +194,167 @@ async fn fanout_step_mode_reports_each_step() {
     assert_eq!(r.steps.len(), 2, "{}", r.table());
     assert_eq!(r.steps[1]["rate"], 20.0);
     assert!(fig(&r, "step_best_rate") >= 10.0);
+}
+
+fn check<'a>(r: &'a Report, name: &str) -> &'a bench::report::Check {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("check {name:?} missing: {}", r.table()))
+}
+
+/// Open loop: a server stopped (SIGSTOP) for half a second mid-run shows as latency, because
+/// every publication's latency counts from when it was due, and the publisher went on
+/// sending on schedule meanwhile (pipelined, not waiting for acknowledgements), so the run
+/// still achieves its offered rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_shows_a_server_stall_as_latency() {
+    let config = common::config_file("");
+    let node = Proc::start(config.path(), &[("SWITCHYARD_CLIENT__COMMAND_RATE", "0")]);
+    const WORDS: [&str; 13] = [
+        "fanout",
+        "--subscribers",
+        "2",
+        "--publishers",
+        "1",
+        "--rate",
+        "100",
+        "--duration",
+        "2500ms",
+        "--via",
+        "client",
+        "--channel",
+        "chat:stall",
+    ];
+    let bench = tokio::spawn(run_at(node.client_addr, &WORDS));
+    // Once the run is publishing, stop the node for longer than the latency asserted below.
+    common::eventually("the bench publishes", || async {
+        common::metric(node.admin_addr, "switchyard_publications_committed_total").await >= 20.0
+    })
+    .await;
+    let stall = Duration::from_millis(500);
+    node.signal("STOP");
+    tokio::time::sleep(stall).await;
+    node.signal("CONT");
+    let r = bench.await.unwrap();
+    let table = r.table();
+    // The publication due as the node stopped waited out the stall, less at most one 10 ms
+    // gap; the ones due during it waited for what was left of it.
+    let floor = 450.0;
+    assert!(fig(&r, "ack_max_ms") >= floor, "{table}");
+    assert!(fig(&r, "latency_max_ms") >= floor, "{table}");
+    // A fifth of the publications were due during the stall: the slowest 1 % of them waited
+    // most of it (closed loop, only the one in flight would have).
+    assert!(fig(&r, "ack_p99_ms") >= floor / 2.0, "{table}");
+    assert!(fig(&r, "latency_p99_ms") >= floor / 2.0, "{table}");
+    assert!(
+        check(&r, "publishers kept to the offered rate").ok,
+        "{table}"
+    );
+    assert!(
+        check(&r, "no loss").ok && check(&r, "in order").ok,
+        "{table}"
+    );
+    assert_eq!(fig(&r, "deliveries_expected"), 500.0, "{table}");
+}
+
+/// A rate one publisher cannot offer (a debug build, 200,000/s) fails the run: the achieved
+/// rate falls short of the offered one, and the report says by how much and how far behind
+/// schedule the publisher got. (`--max-in-flight` keeps what is left to answer after the
+/// window small, so the run ends soon after it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_fails_when_the_publisher_cannot_keep_up() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "1",
+            "--publishers",
+            "1",
+            "--rate",
+            "200000",
+            "--duration",
+            "1s",
+            "--via",
+            "api",
+            "--drain",
+            "1s",
+            "--timeout",
+            "3s",
+            "--max-in-flight",
+            "1000",
+            "--channel",
+            "chat:behind",
+        ],
+    )
+    .await;
+    let table = r.table();
+    assert!(!r.passed(), "{table}");
+    let c = check(&r, "publishers kept to the offered rate");
+    assert!(!c.ok, "{table}");
+    assert_eq!(fig(&r, "offered_rate"), 200_000.0, "{table}");
+    assert!(fig(&r, "achieved_rate") < 198_000.0, "{table}");
+    assert!(fig(&r, "publications_unsent") > 0.0, "{table}");
+    assert!(fig(&r, "publish_lag_max_ms") > 0.0, "{table}");
+}
+
+/// `publish`: three subscribers on every one of 20 channels, one publisher going round them;
+/// the report leads with committed publications/s and acknowledgement percentiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reports_committed_rate_and_ack_latency() {
+    let server = TestServer::start().await;
+    let r = run(
+        &server,
+        &[
+            "publish",
+            "--channels",
+            "20",
+            "--publishers",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--channel",
+            "chat:pub",
+        ],
+    )
+    .await;
+    let table = r.table();
+    assert!(r.passed(), "{table}");
+    assert_eq!(r.scenario, "publish");
+    assert_eq!(fig(&r, "subscribers"), 3.0, "{table}");
+    assert_eq!(fig(&r, "publications_acked"), 100.0, "{table}");
+    // Every publication reaches each of the three subscribers once, in order.
+    assert_eq!(fig(&r, "deliveries_expected"), 300.0, "{table}");
+    assert_eq!(fig(&r, "deliveries_received"), 300.0, "{table}");
+    assert_eq!(fig(&r, "offered_rate"), 100.0, "{table}");
+    assert!(fig(&r, "achieved_rate") >= 99.0, "{table}");
+    assert!(fig(&r, "publications_per_sec") > 0.0, "{table}");
+    assert!(fig(&r, "publish_lag_max_ms") >= 0.0, "{table}");
+    for k in ["ack_p50_ms", "ack_p90_ms", "ack_p99_ms", "ack_max_ms"] {
+        assert!(fig(&r, k) > 0.0, "{k}: {table}");
+    }
+    assert_eq!(r.latency_label, "publish→acknowledgement");
+    assert_eq!(r.latency.unwrap().count, 100);
+    assert!(table.contains("publish rate offered") && table.contains("publish rate achieved"));
+    assert!(
+        check(&r, "publishers kept to the offered rate").ok,
+        "{table}"
+    );
+    let v = r.to_json();
+    for k in [
+        "offered_rate",
+        "achieved_rate",
+        "publish_lag_max_ms",
+        "ack_max_ms",
+    ] {
+        assert!(v["figures"][k].is_number(), "{k} in the JSON");
+    }
+    let page = r.html();
+    assert!(page.contains("publish rate achieved") && page.contains("publish→acknowledgement"));
 }
 
 /// Ramp, hold and ramp down, from two source addresses: every connection subscribes.

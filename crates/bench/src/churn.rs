@@ -274,7 +274,7 @@ impl Client {
         ctx: &Ctx,
         sub: serde_json::Value,
     ) -> Result<(Conn, serde_json::Value, Vec<Vec<u8>>), ConnectFailed> {
-        let ch = ctx.channel.clone();
+        let ch = [ctx.channel.as_str()];
         let attempt = ctx.open_subscribed(self.i, &self.token, &ch, sub);
         match tokio::time::timeout(ctx.timeout, attempt).await {
             Ok(Ok(x)) => Ok(x),
@@ -415,7 +415,8 @@ async fn publish(
         let ch = ctx.channel.clone();
         c.connect_subscribe(
             &ctx.token("bench-churn-pub")?,
-            Some((&ch, json!({}))),
+            &[&ch],
+            json!({}),
             ctx.timeout,
         )
         .await?;
@@ -424,7 +425,7 @@ async fn publish(
     let ch = json!(ctx.channel).to_string();
     for k in 0..total {
         tokio::time::sleep_until(start + gap.mul_f64(k as f64)).await;
-        let data = payload(0, k, a.payload);
+        let data = payload(0, k, now_micros(), a.payload);
         match publish_one(api.as_mut(), pconn.as_mut(), ctx, &ch, &data).await {
             Ok(off) => {
                 shared.published.fetch_add(1, Ordering::Relaxed);

@@ -1,18 +1,22 @@
 //! The bench's own protocol client: a WebSocket over fastwebsockets' client handshake (optionally
-//! leaving from a chosen loopback source address), JSON commands, server pings answered, and a
-//! tiny kept-alive HTTP/1.1 client for the server API.
+//! leaving from a chosen loopback source address), JSON commands, server pings answered, a
+//! connection that splits into a reading and a writing half (so commands can be sent while
+//! replies are read), a tiny kept-alive HTTP/1.1 client for the server API, and a pipelined one.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocketWrite};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A parsed `ws://host:port/path` or `http://host:port` URL.
@@ -87,9 +91,95 @@ pub enum Incoming {
     Closed(u16, String),
 }
 
+/// The upgraded connection a WebSocket runs over.
+type Io = TokioIo<Upgraded>;
+
+/// The writing half of a connection; its clones share it (the reading half answers pings
+/// through it).
+#[derive(Clone)]
+pub struct Writer(Arc<tokio::sync::Mutex<WebSocketWrite<WriteHalf<Io>>>>);
+
+impl Writer {
+    /// Sends one text message.
+    pub async fn send(&self, text: &[u8]) -> anyhow::Result<()> {
+        self.frame(Frame::text(Payload::Borrowed(text))).await
+    }
+
+    async fn frame(&self, frame: Frame<'_>) -> anyhow::Result<()> {
+        self.0
+            .lock()
+            .await
+            .write_frame(frame)
+            .await
+            .map_err(|e| anyhow!("write: {e}"))
+    }
+
+    /// Sends a normal close frame (best effort).
+    pub async fn close(&self) {
+        let _ = self.frame(Frame::close(1000, b"")).await;
+    }
+}
+
+/// The reading half of a connection.
+pub struct Reader {
+    ws: FragmentCollectorRead<ReadHalf<Io>>,
+    writer: Writer,
+}
+
+impl Reader {
+    /// Reads the next text message; answers server pings (`{}`) on the way, so callers only
+    /// see the other lines (a message that held only pings yields an empty text).
+    pub async fn recv(&mut self) -> anyhow::Result<Incoming> {
+        loop {
+            // Frames the protocol obliges us to answer (a close echo, a pong), sent once the
+            // read is over: the writing half is not borrowed while reading.
+            let mut obligated: Option<(OpCode, Vec<u8>)> = None;
+            let read = self
+                .ws
+                .read_frame(&mut |f: Frame<'_>| {
+                    obligated = Some((f.opcode, f.payload.to_vec()));
+                    std::future::ready(Ok::<(), std::convert::Infallible>(()))
+                })
+                .await;
+            if let Some((opcode, payload)) = obligated {
+                let _ = (self.writer)
+                    .frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
+                    .await;
+            }
+            let frame = read.map_err(|e| anyhow!("read: {e}"))?;
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary => {
+                    let text = frame.payload.to_vec();
+                    // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
+                    if memchr::memmem::find(&text, b"{}").is_some()
+                        && lines(&text).any(|l| l == b"{}")
+                    {
+                        self.writer.send(b"{}").await?;
+                        let rest: Vec<&[u8]> = lines(&text).filter(|l| *l != b"{}").collect();
+                        return Ok(Incoming::Text(rest.join(&b'\n')));
+                    }
+                    return Ok(Incoming::Text(text));
+                }
+                OpCode::Close => {
+                    let p = &frame.payload[..];
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        0
+                    };
+                    let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default()).into();
+                    return Ok(Incoming::Closed(code, reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
 /// One protocol connection.
 pub struct Conn {
-    ws: FragmentCollector<TokioIo<Upgraded>>,
+    reader: Reader,
+    writer: Writer,
     next_id: u32,
 }
 
@@ -135,10 +225,22 @@ impl Conn {
             .map_err(|e| anyhow!("websocket handshake: {e}"))?;
         ws.set_auto_pong(true);
         ws.set_auto_close(true);
+        let (read, write) = ws.split(tokio::io::split);
+        let writer = Writer(Arc::new(tokio::sync::Mutex::new(write)));
         Ok(Conn {
-            ws: FragmentCollector::new(ws),
+            reader: Reader {
+                ws: FragmentCollectorRead::new(read),
+                writer: writer.clone(),
+            },
+            writer,
             next_id: 1,
         })
+    }
+
+    /// The two halves, to read replies while sending commands (command ids go on from
+    /// [`Conn::id`]'s next one).
+    pub fn split(self) -> (Reader, Writer) {
+        (self.reader, self.writer)
     }
 
     /// A fresh command id.
@@ -150,47 +252,12 @@ impl Conn {
 
     /// Sends one text message.
     pub async fn send(&mut self, text: &[u8]) -> anyhow::Result<()> {
-        self.ws
-            .write_frame(Frame::text(Payload::Borrowed(text)))
-            .await
-            .map_err(|e| anyhow!("write: {e}"))
+        self.writer.send(text).await
     }
 
-    /// Reads the next text message; answers server pings (`{}`) on the way, so callers only
-    /// see the other lines (a message that held only pings yields an empty text).
+    /// Reads the next text message (see [`Reader::recv`]).
     pub async fn recv(&mut self) -> anyhow::Result<Incoming> {
-        loop {
-            let frame = self
-                .ws
-                .read_frame()
-                .await
-                .map_err(|e| anyhow!("read: {e}"))?;
-            match frame.opcode {
-                OpCode::Text | OpCode::Binary => {
-                    let text = frame.payload.to_vec();
-                    // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
-                    if memchr::memmem::find(&text, b"{}").is_some()
-                        && lines(&text).any(|l| l == b"{}")
-                    {
-                        self.send(b"{}").await?;
-                        let rest: Vec<&[u8]> = lines(&text).filter(|l| *l != b"{}").collect();
-                        return Ok(Incoming::Text(rest.join(&b'\n')));
-                    }
-                    return Ok(Incoming::Text(text));
-                }
-                OpCode::Close => {
-                    let p = &frame.payload[..];
-                    let code = if p.len() >= 2 {
-                        u16::from_be_bytes([p[0], p[1]])
-                    } else {
-                        0
-                    };
-                    let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default()).into();
-                    return Ok(Incoming::Closed(code, reason));
-                }
-                _ => continue,
-            }
-        }
+        self.reader.recv().await
     }
 
     /// Reads until the reply with `id` arrives; returns it (parsed) and every other line that
@@ -239,38 +306,37 @@ impl Conn {
         Ok((found.into_iter().flatten().collect(), other))
     }
 
-    /// Sends `connect` (and, in the same frame, `subscribe` to `channel` with `sub` as extra
-    /// request fields); returns the subscribe reply (or the connect reply without a channel)
-    /// and any pushes that came with them.
+    /// Sends `connect` (and, in the same frame, `subscribe` to each of `channels` with `sub`
+    /// as extra request fields); returns the last subscribe reply (or the connect reply without
+    /// channels) and any pushes that came with them.
     pub async fn connect_subscribe(
         &mut self,
         token: &str,
-        channel: Option<(&str, serde_json::Value)>,
+        channels: &[&str],
+        sub: serde_json::Value,
         within: Duration,
     ) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>>)> {
-        let cid = self.id();
-        let mut frame =
-            serde_json::json!({"id": cid, "connect": {"token": token, "name": "switchyard-bench"}})
-                .to_string();
-        let Some((channel, extra)) = channel else {
-            self.send(frame.as_bytes()).await?;
-            return self.reply(cid, within).await;
-        };
-        let sid = self.id();
-        let mut req = serde_json::json!({ "channel": channel });
-        if let (Some(o), serde_json::Value::Object(e)) = (req.as_object_mut(), extra) {
-            o.extend(e);
+        let mut ids = vec![self.id()];
+        let mut frame = serde_json::json!({"id": ids[0], "connect": {"token": token, "name": "switchyard-bench"}})
+            .to_string();
+        for channel in channels {
+            let sid = self.id();
+            let mut req = serde_json::json!({ "channel": channel });
+            if let (Some(o), serde_json::Value::Object(e)) = (req.as_object_mut(), sub.clone()) {
+                o.extend(e);
+            }
+            frame.push('\n');
+            frame.push_str(&serde_json::json!({"id": sid, "subscribe": req}).to_string());
+            ids.push(sid);
         }
-        frame.push('\n');
-        frame.push_str(&serde_json::json!({"id": sid, "subscribe": req}).to_string());
         self.send(frame.as_bytes()).await?;
-        let (mut r, rest) = self.replies(&[cid, sid], within).await?;
+        let (mut r, rest) = self.replies(&ids, within).await?;
         Ok((r.pop().unwrap_or_default(), rest))
     }
 
     /// Sends a normal close frame (best effort).
-    pub async fn close(mut self) {
-        let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
+    pub async fn close(self) {
+        self.writer.close().await;
     }
 }
 
@@ -325,6 +391,103 @@ impl Api {
             bail!("API {method}: HTTP {status}");
         }
         Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// The writing half of a pipelined server API connection: requests go out back to back,
+/// without waiting for the responses, which [`ApiReplies`] reads in order (HTTP/1.1
+/// pipelining; the server answers a connection's requests one after the other).
+pub struct ApiPipe {
+    w: OwnedWriteHalf,
+    authority: String,
+    key: String,
+}
+
+/// The reading half of a pipelined server API connection.
+pub struct ApiReplies {
+    r: BufReader<OwnedReadHalf>,
+}
+
+/// Opens a pipelined server API connection to `ep` with `key` (from `source` when given).
+pub async fn api_pipe(
+    ep: &Endpoint,
+    key: &str,
+    source: Option<IpAddr>,
+) -> anyhow::Result<(ApiPipe, ApiReplies)> {
+    let (r, w) = tcp(ep.addr, source).await?.into_split();
+    let pipe = ApiPipe {
+        w,
+        authority: ep.authority.clone(),
+        key: key.to_string(),
+    };
+    Ok((
+        pipe,
+        ApiReplies {
+            r: BufReader::new(r),
+        },
+    ))
+}
+
+impl ApiPipe {
+    /// Appends the request `POST /api/<method>` with `body` to `buf`.
+    pub fn request(&self, buf: &mut Vec<u8>, method: &str, body: &[u8]) {
+        use std::io::Write as _;
+        let _ = write!(
+            buf,
+            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nX-API-Key: {}\r\nContent-Length: {}\r\n\r\n",
+            self.authority,
+            self.key,
+            body.len()
+        );
+        buf.extend_from_slice(body);
+    }
+
+    /// Writes `buf` (one or more whole requests).
+    pub async fn write(&mut self, buf: &[u8]) -> anyhow::Result<()> {
+        self.w
+            .write_all(buf)
+            .await
+            .map_err(|e| anyhow!("write: {e}"))
+    }
+}
+
+impl ApiReplies {
+    /// The next response, in request order: its status and body (`Content-Length` bodies
+    /// only, as the server sends them).
+    pub async fn next(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line).await? == 0 {
+            bail!("read: connection closed");
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("read: bad status line {line:?}"))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line).await? == 0 {
+                bail!("read: connection closed in a response head");
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = value.trim().parse().context("read: bad Content-Length")?;
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    bail!("read: a chunked response (not expected from the server API)");
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.r
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| anyhow!("read: {e}"))?;
+        Ok((status, body))
     }
 }
 

@@ -221,7 +221,7 @@ async fn run_share(share: Share, live: Arc<Live>, hooks: Hooks) -> anyhow::Resul
                     let t0 = now_micros();
                     let attempt = async {
                         let token = ctx.token(&format!("bench-{id}"))?;
-                        let (c, _, _) = ctx.open_subscribed(id, &token, &ch, json!({})).await?;
+                        let (c, _, _) = ctx.open_subscribed(id, &token, &[&ch], json!({})).await?;
                         anyhow::Ok(c)
                     };
                     let res = tokio::time::timeout(ctx.timeout, attempt).await;

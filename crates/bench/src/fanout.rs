@@ -1,10 +1,16 @@
 //! `fanout`: S subscribers over C channels, P publishers at a total rate R (server API or
-//! client `publish`), payload of P bytes. Every publication carries its publisher, a sequence
-//! number and its send time; each subscriber tracks every publisher stream of its channel, so
-//! the report can say exactly how many deliveries were expected (acknowledged publications ×
-//! subscribers of their channel), received, lost, duplicated or reordered, with end-to-end
-//! latency percentiles. `--step` raises R until p99 passes a bound or loss appears.
+//! client `publish`), payload of P bytes. Publishing is open loop: every publication is due at
+//! a fixed time and its latency counts from then, so a server (or publisher) that falls
+//! behind shows as latency, not as a longer run; the report says how far the achieved rate
+//! fell short of the offered one and how far behind schedule the publishers got. Every
+//! publication carries its publisher, a sequence number and its due time; each subscriber
+//! tracks every publisher stream of its channel, so the report can say exactly how many
+//! deliveries were expected (acknowledged publications × subscribers of their channel),
+//! received, lost, duplicated or reordered, with end-to-end latency percentiles. `--step`
+//! raises R until p99 passes a bound or loss appears. The `publish` scenario runs the same
+//! phases with another [`Layout`].
 
+mod layout;
 mod publishers;
 mod subscribers;
 
@@ -18,11 +24,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::report::Report;
-use super::stats::{
-    Clock, Percentiles, ServerSample, StreamSeen, Timeline, histogram, now_micros, percentile_curve,
-};
+use super::stats::{Clock, Percentiles, ServerSample, StreamSeen, Timeline, percentile_curve};
 use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
-use publishers::{PubResult, Schedule, publish};
+use layout::Channels;
+pub use layout::Layout;
+use publishers::{PubResult, RATE_TOLERANCE, Schedule, kept_up, publish};
 use subscribers::{SubResult, open_subscribers};
 
 /// Arguments of `switchyard bench fanout`.
@@ -37,24 +43,18 @@ pub struct FanoutArgs {
     /// Channels; subscriber i joins channel i mod C, publisher p publishes to channel p mod C.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
-    /// Publishers (each one sequential stream: one publication in flight at a time).
+    /// Publishers (each one ordered stream on one connection, publishing on schedule without
+    /// waiting for acknowledgements).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
-    /// Publications per second, all publishers together.
+    /// Publications per second offered, all publishers together (open loop: publication i of
+    /// a publisher is due at start + i / its rate).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Payload size in bytes (the JSON `data`).
-    #[arg(long, default_value_t = 100)]
-    pub payload: usize,
-    /// How long to publish.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// How to publish (default: api when --api is given, else client).
-    #[arg(long, value_enum)]
-    pub via: Option<Via>,
-    /// Longest wait for outstanding deliveries after the last publication.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub drain: Duration,
+    /// Payload, duration, how to publish, drain, sampling.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub publishing: Publishing,
     /// Test hook for the loss detection: publisher 0 does not send this sequence number but
     /// records it as acknowledged, so every subscriber of its channel must report it lost.
     #[arg(long)]
@@ -72,6 +72,32 @@ pub struct FanoutArgs {
     /// Step mode: most steps.
     #[arg(long, default_value_t = 6)]
     pub max_steps: u32,
+    /// Who uses which channel (the `publish` scenario spreads; not a flag).
+    #[arg(skip)]
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+/// How the publishers publish and how a run ends and is watched: the same for `fanout` and
+/// `publish`.
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct Publishing {
+    /// Payload size in bytes (the JSON `data`).
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// How long to publish.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Most publications one publisher may have sent and not yet seen acknowledged; at the
+    /// limit it waits for a reply (and falls behind schedule, which the report shows).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// How to publish (default: api when --api is given, else client).
+    #[arg(long, value_enum)]
+    pub via: Option<Via>,
+    /// Longest wait for outstanding deliveries after the last publication.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
     /// How often to sample the servers (with --pid / --admin).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sample_every: Duration,
@@ -87,6 +113,16 @@ pub struct Outcome {
     pub sub_failed: usize,
     /// Subscribers closed by the server during the run.
     pub sub_closed: usize,
+    /// Publications scheduled (all publishers).
+    pub scheduled: u64,
+    /// Publications sent within their publisher's window.
+    pub sent: u64,
+    /// Offered publish rate: every scheduled publication over the window.
+    pub offered_rate: f64,
+    /// Achieved publish rate: the publications sent over the window.
+    pub achieved_rate: f64,
+    /// How far a publisher fell behind its schedule at most, ms.
+    pub lag_max_ms: f64,
     /// Publications acknowledged.
     pub acked: u64,
     /// Publications refused or failed.
@@ -109,12 +145,16 @@ pub struct Outcome {
     pub delivery_secs: f64,
     /// Publication→delivery latency.
     pub latency: Percentiles,
-    /// Publish→acknowledgement latency.
+    /// Publish→acknowledgement latency (from when each publication was due).
     pub ack: Percentiles,
     /// Percentile curve of the delivery latency.
     pub curve: Vec<(f64, f64)>,
-    /// Per-second timeline.
+    /// Percentile curve of the acknowledgement latency.
+    pub ack_curve: Vec<(f64, f64)>,
+    /// Per-second timeline of the deliveries.
     pub timeline: Vec<super::report::Point>,
+    /// Per-second timeline of the acknowledgements.
+    pub ack_timeline: Vec<super::report::Point>,
     /// Server samples.
     pub server: Vec<ServerSample>,
     /// Server CPU seconds during publishing + drain (with --pid).
@@ -134,17 +174,71 @@ impl Outcome {
         }
     }
 
-    /// Adds the figures and checks to `r`.
+    /// Publications acknowledged per second, from the start of the schedule to the last
+    /// acknowledgement.
+    pub fn committed_per_sec(&self) -> f64 {
+        if self.publish_secs > 0.0 {
+            self.acked as f64 / self.publish_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Adds the figures and checks to `r`, with the delivery latency as the headline (its
+    /// percentiles, curve and timeline).
     pub fn fill(&self, r: &mut Report) {
-        self.count_figures(r);
-        self.latency_figures(r);
-        self.server_figures(r);
+        self.fill_figures(r);
         r.latency_label = "publish→delivery".into();
         r.latency = Some(self.latency);
         r.percentiles = self.curve.clone();
         r.timeline = self.timeline.clone();
+    }
+
+    /// Adds the figures and checks to `r`, with the acknowledgement latency as the headline.
+    pub fn fill_acks(&self, r: &mut Report) {
+        self.fill_figures(r);
+        r.latency_label = "publish→acknowledgement".into();
+        r.latency = Some(self.ack);
+        r.percentiles = self.ack_curve.clone();
+        r.timeline = self.ack_timeline.clone();
+    }
+
+    /// Every figure, the server samples and the checks.
+    fn fill_figures(&self, r: &mut Report) {
+        self.count_figures(r);
+        self.schedule_figures(r);
+        self.latency_figures(r);
+        self.server_figures(r);
         r.server = self.server.clone();
         self.checks(r);
+    }
+
+    /// Offered and achieved publish rates, and how far behind schedule the publishers got.
+    fn schedule_figures(&self, r: &mut Report) {
+        r.fig(
+            "offered_rate",
+            "publish rate offered",
+            self.offered_rate,
+            "/s",
+        );
+        r.fig(
+            "achieved_rate",
+            "publish rate achieved",
+            self.achieved_rate,
+            "/s",
+        );
+        r.fig(
+            "publications_unsent",
+            "publications not sent (behind schedule)",
+            self.scheduled.saturating_sub(self.sent) as f64,
+            "",
+        );
+        r.fig(
+            "publish_lag_max_ms",
+            "publishers behind schedule, max",
+            self.lag_max_ms,
+            "ms",
+        );
     }
 
     /// Subscribers, publications and deliveries: counts and rates.
@@ -181,12 +275,8 @@ impl Outcome {
         );
         r.fig(
             "publications_per_sec",
-            "publications acknowledged/s",
-            if self.publish_secs > 0.0 {
-                self.acked as f64 / self.publish_secs
-            } else {
-                0.0
-            },
+            "publications committed/s",
+            self.committed_per_sec(),
             "/s",
         );
         r.fig(
@@ -227,7 +317,9 @@ impl Outcome {
         r.fig("latency_p999_ms", "latency p99.9", self.latency.p999, "ms");
         r.fig("latency_max_ms", "latency max", self.latency.max, "ms");
         r.fig("ack_p50_ms", "publish ack p50", self.ack.p50, "ms");
+        r.fig("ack_p90_ms", "publish ack p90", self.ack.p90, "ms");
         r.fig("ack_p99_ms", "publish ack p99", self.ack.p99, "ms");
+        r.fig("ack_max_ms", "publish ack max", self.ack.max, "ms");
     }
 
     /// Server CPU (with `--pid`) and RSS at the end.
@@ -281,6 +373,23 @@ impl Outcome {
                     .unwrap_or_default()
             ),
         );
+        let pct = if self.offered_rate > 0.0 {
+            100.0 * self.achieved_rate / self.offered_rate
+        } else {
+            0.0
+        };
+        r.check(
+            "publishers kept to the offered rate",
+            kept_up(self.offered_rate, self.achieved_rate),
+            format!(
+                "achieved {:.1}/s of {:.1}/s offered ({pct:.1} %, at least {:.0} % needed); {} not sent; at most {:.1} ms behind schedule",
+                self.achieved_rate,
+                self.offered_rate,
+                100.0 * (1.0 - RATE_TOLERANCE),
+                self.scheduled.saturating_sub(self.sent),
+                self.lag_max_ms
+            ),
+        );
         r.check("no loss", self.lost == 0, format!("{} lost", self.lost));
         r.check(
             "no duplicates",
@@ -313,7 +422,7 @@ pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
     let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
     let mut r = Report::new("fanout", &a);
     if !a.step {
-        let o = once(&a, &ctx, a.rate, a.duration).await?;
+        let o = once(&a, &ctx, a.rate, a.publishing.duration).await?;
         o.fill(&mut r);
         return Ok(r);
     }
@@ -322,12 +431,14 @@ pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
     let mut best: Option<Outcome> = None;
     let mut stop_reason = format!("reached --max-steps {}", a.max_steps);
     for _ in 0..a.max_steps.max(1) {
-        let o = once(&a, &ctx, rate, a.duration).await?;
-        let target = rate * a.duration.as_secs_f64();
-        let kept_up = o.acked as f64 >= 0.9 * target;
+        let o = once(&a, &ctx, rate, a.publishing.duration).await?;
+        let kept_up = kept_up(o.offered_rate, o.achieved_rate);
         r.steps.push(json!({
             "rate": rate,
-            "publications_per_sec": o.acked as f64 / o.publish_secs.max(1e-9),
+            "offered_rate": o.offered_rate,
+            "achieved_rate": o.achieved_rate,
+            "publish_lag_max_ms": o.lag_max_ms,
+            "publications_per_sec": o.committed_per_sec(),
             "delivered_per_sec": o.delivered_per_sec(),
             "latency_p50_ms": o.latency.p50,
             "latency_p99_ms": o.latency.p99,
@@ -350,7 +461,10 @@ pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
                     o.latency.p99
                 )
             } else {
-                format!("publishers could not keep {rate:.0}/s (acked {})", o.acked)
+                format!(
+                    "publishers could not keep {rate:.0}/s (achieved {:.0}/s)",
+                    o.achieved_rate
+                )
             };
             if best.is_none() {
                 best = Some(o);
@@ -383,6 +497,8 @@ struct Live {
     published: AtomicU64,
     /// Subscribers connected and subscribed.
     subscribed: AtomicUsize,
+    /// How far a publisher fell behind its schedule at most, µs.
+    lag_max: AtomicU64,
 }
 
 /// What the subscribers of one run share.
@@ -404,8 +520,8 @@ pub async fn once(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let via = ctx.via(a.via)?;
-    let channels = a.channels.max(1);
+    let via = ctx.via(a.publishing.via)?;
+    let channels = Channels::new(a.channels, a.layout);
     let clock = Clock::start();
     let shared = Shared {
         timeline: Timeline::new(),
@@ -423,19 +539,19 @@ pub async fn once(
     let sampler = spawn_sampler(
         ctx.probe.clone(),
         clock,
-        a.sample_every,
+        a.publishing.sample_every,
         sampler_stop.clone(),
     );
     let cpu_before = server_cpu(ctx).await;
-    let schedule = Schedule::new(a, via, rate, duration);
-    let first_publish = now_micros();
-    let pub_results = publish(ctx, &schedule, live).await?;
-    let publish_secs = schedule.start.elapsed().as_secs_f64();
+    let schedule = Schedule::new(a, channels, via, rate, duration);
+    let published = publish(ctx, &schedule, live).await?;
+    let publish_secs = published.start.elapsed().as_secs_f64();
+    let pub_results = &published.results;
 
     // Drain: wait until every expected delivery arrived (or --drain passed).
     let injected = u64::from(a.inject_drop.is_some_and(|s| s < schedule.per_pub_total));
-    let due = deliveries_due(&pub_results, &subscribers.per_channel, injected);
-    drain(live, due, a.drain).await;
+    let due = deliveries_due(pub_results, &subscribers.per_group, channels, injected);
+    drain(live, due, a.publishing.drain).await;
     let cpu_after = server_cpu(ctx).await;
     shared.stop.cancel();
     let subs = subscribers.results().await?;
@@ -444,18 +560,21 @@ pub async fn once(
     drop(progress);
 
     let mut first_error = subscribers.first_error;
-    let d = account(&subs, &pub_results, channels, &mut first_error);
-    let mut ack_all = histogram();
-    for r in &pub_results {
-        let _ = ack_all.add(&r.ack);
-    }
+    let d = account(&subs, pub_results, channels, &mut first_error);
     let total = shared.timeline.total();
+    let acks = published.acks.total();
     let last = live.last_delivery.load(Ordering::Relaxed);
+    let sent = pub_results.iter().map(|r| r.sent).sum();
     Ok(Outcome {
         rate,
         subscribed: subs_ok,
         sub_failed: subscribers.failed,
         sub_closed: d.sub_closed,
+        scheduled: schedule.total(),
+        sent,
+        offered_rate: schedule.offered(),
+        achieved_rate: schedule.rate_of(sent),
+        lag_max_ms: pub_results.iter().map(|r| r.lag_max).max().unwrap_or(0) as f64 / 1e3,
         acked: pub_results.iter().map(|r| r.acked.len()).sum::<u64>() - injected,
         pub_failed: pub_results.iter().map(|r| r.failed).sum(),
         expected: d.expected,
@@ -465,15 +584,13 @@ pub async fn once(
         duplicates: d.duplicates,
         reordered: d.reordered,
         publish_secs,
-        delivery_secs: if last > first_publish {
-            (last - first_publish) as f64 / 1e6
-        } else {
-            0.0
-        },
+        delivery_secs: last.saturating_sub(published.start_micros) as f64 / 1e6,
         latency: Percentiles::of(&total),
-        ack: Percentiles::of(&ack_all),
+        ack: Percentiles::of(&acks),
         curve: percentile_curve(&total),
+        ack_curve: percentile_curve(&acks),
         timeline: points(&shared.timeline.seconds()),
+        ack_timeline: points(&published.acks.seconds()),
         server,
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         first_error,
@@ -484,10 +601,11 @@ pub async fn once(
 fn progress(ctx: &Ctx, live: Arc<Live>, rate: f64, n: usize) -> Progress {
     Progress::start(ctx.progress, move || {
         format!(
-            "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {}",
+            "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {} · behind schedule {:.1} ms at most",
             live.subscribed.load(Ordering::Relaxed),
             live.published.load(Ordering::Relaxed),
-            live.delivered.load(Ordering::Relaxed)
+            live.delivered.load(Ordering::Relaxed),
+            live.lag_max.load(Ordering::Relaxed) as f64 / 1e3
         )
     })
 }
@@ -502,14 +620,19 @@ async fn server_cpu(ctx: &Ctx) -> Option<f64> {
 }
 
 /// Deliveries the subscribers should receive: every acknowledged publication once per
-/// subscriber of its channel, less the `injected` one (never sent) for channel 0.
-fn deliveries_due(pub_results: &[PubResult], per_channel: &[u64], injected: u64) -> u64 {
-    let channels = per_channel.len();
+/// subscriber of its publisher's group, less the `injected` one (never sent) of publisher 0.
+fn deliveries_due(
+    pub_results: &[PubResult],
+    per_group: &[u64],
+    channels: Channels,
+    injected: u64,
+) -> u64 {
+    let subscribers_of = |p: u32| per_group[channels.group_of_publisher(p as usize)];
     pub_results
         .iter()
-        .map(|r| (r.acked.len()) * per_channel[r.p as usize % channels])
+        .map(|r| r.acked.len() * subscribers_of(r.p))
         .sum::<u64>()
-        .saturating_sub(injected * per_channel[0])
+        .saturating_sub(injected * subscribers_of(0))
 }
 
 /// Waits until `due` deliveries arrived or `wait` passed.
@@ -539,12 +662,12 @@ struct Deliveries {
     sub_closed: usize,
 }
 
-/// Accounts for every publisher stream at every subscriber of its channel; the first error
+/// Accounts for every publisher stream at every subscriber of its group; the first error
 /// of a subscriber, then of a publisher, goes to `first_error` unless it holds one.
 fn account(
     subs: &[SubResult],
     pub_results: &[PubResult],
-    channels: usize,
+    channels: Channels,
     first_error: &mut Option<String>,
 ) -> Deliveries {
     let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
@@ -556,7 +679,7 @@ fn account(
         }
         for r in pub_results
             .iter()
-            .filter(|r| r.p as usize % channels == s.channel)
+            .filter(|r| channels.group_of_publisher(r.p as usize) == s.group)
         {
             let empty = StreamSeen::default();
             let seen = s.streams.get(&r.p).unwrap_or(&empty);

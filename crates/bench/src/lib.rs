@@ -2,10 +2,12 @@
 //! over the real client protocol and server API.
 //!
 //! Scenarios, one file each: [`connect`] (ramp to N subscribed connections, spread over
-//! nodes, source addresses and worker processes), [`fanout`] (publishers → subscribers with
-//! per-stream loss/duplicate/reorder accounting and end-to-end latency, plus a step mode),
-//! [`churn`] (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that
-//! samples server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
+//! nodes, source addresses and worker processes), [`fanout`] (open-loop publishers →
+//! subscribers with per-stream loss/duplicate/reorder accounting and end-to-end latency, plus
+//! a step mode), [`publish`] (the fan-out's phases with few subscribers over many channels,
+//! reporting committed publications/s and acknowledgement latency), [`churn`]
+//! (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that samples
+//! server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
 //! table, JSON and a self-contained HTML page. Loopback targets only: this is a tool for nodes
 //! you run, not for other people's servers.
 //!
@@ -17,6 +19,7 @@ pub mod churn;
 pub mod client;
 pub mod connect;
 pub mod fanout;
+pub mod publish;
 pub mod report;
 pub mod soak;
 pub mod stats;
@@ -52,6 +55,8 @@ pub enum Scenario {
     Connect(connect::ConnectArgs),
     /// S subscribers over C channels, publishers at rate R: loss, duplicates, order, latency.
     Fanout(fanout::FanoutArgs),
+    /// Few subscribers over many channels, publishers at rate R: committed publications/s, ack latency.
+    Publish(publish::PublishArgs),
     /// Connect/disconnect cycles under publishing; every reconnect must recover exactly what it missed.
     Churn(churn::ChurnArgs),
     /// A long steady fan-out sampling server RSS, FDs, store size and latency; reports slopes.
@@ -214,18 +219,19 @@ impl Ctx {
     }
 
     /// Opens connection `i` (its node and source address), connects with `token` and
-    /// subscribes to `channel` with the subscribe options `sub`, all within the timeout.
-    /// Returns the connection, the subscribe reply and any messages that came with it.
+    /// subscribes to each of `channels` with the subscribe options `sub`, all within the
+    /// timeout. Returns the connection, the last subscribe reply and any messages that came
+    /// with the replies.
     pub async fn open_subscribed(
         &self,
         i: usize,
         token: &str,
-        channel: &str,
+        channels: &[&str],
         sub: serde_json::Value,
     ) -> anyhow::Result<(client::Conn, serde_json::Value, Vec<Vec<u8>>)> {
         let mut c = client::Conn::open(self.url(i), self.source(i)).await?;
         let (reply, rest) = c
-            .connect_subscribe(token, Some((channel, sub)), self.timeout)
+            .connect_subscribe(token, channels, sub, self.timeout)
             .await?;
         Ok((c, reply, rest))
     }
@@ -309,6 +315,7 @@ pub async fn run(s: Scenario, hooks: Hooks) -> anyhow::Result<Report> {
     match s {
         Scenario::Connect(a) => connect::run(a, hooks).await,
         Scenario::Fanout(a) => fanout::run(a, hooks).await,
+        Scenario::Publish(a) => publish::run(a, hooks).await,
         Scenario::Churn(a) => churn::run(a, hooks).await,
         Scenario::Soak(a) => soak::run(a, hooks).await,
         Scenario::Worker { spec } => {
@@ -327,6 +334,7 @@ pub fn main(s: Scenario, hooks: Hooks) -> std::process::ExitCode {
     let outputs = match &s {
         Scenario::Connect(a) => Some(a.target.clone()),
         Scenario::Fanout(a) => Some(a.target.clone()),
+        Scenario::Publish(a) => Some(a.target.clone()),
         Scenario::Churn(a) => Some(a.target.clone()),
         Scenario::Soak(a) => Some(a.fanout.target.clone()),
         Scenario::Worker { .. } => None,

@@ -82,7 +82,7 @@ pub async fn run(a: SoakArgs, hooks: Hooks) -> anyhow::Result<Report> {
     if ctx.probe.is_empty() {
         anyhow::bail!("soak needs --pid or --admin to sample the servers");
     }
-    let o = once(&a.fanout, &ctx, a.fanout.rate, a.fanout.duration).await?;
+    let o = once(&a.fanout, &ctx, a.fanout.rate, a.fanout.publishing.duration).await?;
     let mut r = Report::new("soak", &a);
     o.fill(&mut r);
     let warm = a.warmup.as_secs_f64();

@@ -25,12 +25,11 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// The JSON payload of publication `seq` of publisher `p`, padded to about `size` bytes:
-/// `{"p":P,"seq":N,"ts":<micros>,"pad":"xx…"}`. Key order is fixed: [`parse_pub`] relies on it.
-pub fn payload(p: u32, seq: u64, size: usize) -> String {
-    let mut s = format!(
-        "{{\"p\":{p},\"seq\":{seq},\"ts\":{},\"pad\":\"",
-        now_micros()
-    );
+/// `{"p":P,"seq":N,"ts":<micros>,"pad":"xx…"}`, where `ts` is the time (µs since the epoch)
+/// latency counts from: when the publication was due. Key order is fixed: [`parse_pub`]
+/// relies on it.
+pub fn payload(p: u32, seq: u64, ts: u64, size: usize) -> String {
+    let mut s = format!("{{\"p\":{p},\"seq\":{seq},\"ts\":{ts},\"pad\":\"");
     let pad = size.saturating_sub(s.len() + 2);
     s.extend(std::iter::repeat_n('x', pad));
     s.push_str("\"}");
@@ -84,6 +83,17 @@ pub fn parse_pub(line: &[u8]) -> Option<PubMsg> {
         ts,
         offset,
     })
+}
+
+/// Parses a command reply line (`{"id":N,…}`): its id, and whether it is an error reply
+/// (`{"id":N,"error":…}`, the server's field order). `None` for pushes and anything else.
+pub fn parse_reply(line: &[u8]) -> Option<(u32, bool)> {
+    let rest = line.strip_prefix(b"{\"id\":")?;
+    let (id, n) = digits(rest)?;
+    Some((
+        u32::try_from(id).ok()?,
+        rest[n..].starts_with(b",\"error\""),
+    ))
 }
 
 /// A growable bit set of sequence numbers.
@@ -470,15 +480,25 @@ mod tests {
 
     #[test]
     fn parses_a_publication_push() {
-        let data = payload(3, 42, 100);
+        let data = payload(3, 42, 1_700_000_000_000_000, 100);
         assert!((98..=102).contains(&data.len()), "{}", data.len());
         let line = format!(
             "{{\"push\":{{\"channel\":\"chat:b\",\"pub\":{{\"offset\":17,\"data\":{data},\"info\":{{\"user\":\"u\",\"client\":\"c\"}}}}}}}}"
         );
         let m = parse_pub(line.as_bytes()).unwrap();
         assert_eq!((m.p, m.seq, m.offset), (3, 42, Some(17)));
-        assert!(m.ts > 0);
+        assert_eq!(m.ts, 1_700_000_000_000_000);
         assert!(parse_pub(b"{\"id\":1,\"publish\":{}}").is_none());
+    }
+
+    #[test]
+    fn parses_replies_and_their_errors() {
+        assert_eq!(parse_reply(b"{\"id\":7,\"publish\":{}}"), Some((7, false)));
+        assert_eq!(
+            parse_reply(b"{\"id\":8,\"error\":{\"code\":111,\"message\":\"too many requests\"}}"),
+            Some((8, true))
+        );
+        assert_eq!(parse_reply(b"{\"push\":{\"channel\":\"c\"}}"), None);
     }
 
     #[test]

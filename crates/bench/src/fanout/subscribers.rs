@@ -1,5 +1,5 @@
 //! The subscribers of a fan-out run: connecting them, and each one's reader, which tracks
-//! every publisher stream of its channel.
+//! every publisher stream of its channels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use super::layout::Channels;
 use super::{FanoutArgs, Shared};
 use crate::Ctx;
 use crate::client::{Conn, Incoming, lines};
@@ -14,8 +15,8 @@ use crate::stats::{Recorder, StreamSeen, now_micros, parse_pub};
 
 /// What one subscriber saw.
 pub(super) struct SubResult {
-    /// Its channel's number.
-    pub(super) channel: usize,
+    /// Its group (see [`Channels::groups`]).
+    pub(super) group: usize,
     /// What it saw of each publisher's stream, by publisher.
     pub(super) streams: HashMap<u32, StreamSeen>,
     /// Why the server closed it, when it did.
@@ -26,8 +27,8 @@ pub(super) struct SubResult {
 pub(super) struct Subscribers {
     /// One reader per subscribed connection.
     readers: tokio::task::JoinSet<SubResult>,
-    /// Subscribed connections per channel.
-    pub(super) per_channel: Vec<u64>,
+    /// Subscribed connections per group.
+    pub(super) per_group: Vec<u64>,
     /// Subscribers that failed to connect or subscribe.
     pub(super) failed: usize,
     /// The first of their errors.
@@ -45,12 +46,12 @@ impl Subscribers {
     }
 }
 
-/// Connects and subscribes `a.subscribers` connections (subscriber i to channel i mod C,
+/// Connects and subscribes `a.subscribers` connections (each to its channels,
 /// `ctx.concurrency` at a time), and starts a reader for each that succeeded.
 pub(super) async fn open_subscribers(
     a: &FanoutArgs,
     ctx: &Arc<Ctx>,
-    channels: usize,
+    channels: Channels,
     shared: &Shared,
 ) -> anyhow::Result<Subscribers> {
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
@@ -59,10 +60,15 @@ pub(super) async fn open_subscribers(
         let (ctx, sem) = (ctx.clone(), sem.clone());
         connecting.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let ch = ctx.channel(i % channels, channels);
+            let names: Vec<String> = channels
+                .of_subscriber(i)
+                .into_iter()
+                .map(|c| ctx.channel(c, channels.count))
+                .collect();
             let res = async {
                 let token = ctx.token(&format!("bench-sub-{i}"))?;
-                let (conn, _, rest) = ctx.open_subscribed(i, &token, &ch, json!({})).await?;
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let (conn, _, rest) = ctx.open_subscribed(i, &token, &names, json!({})).await?;
                 anyhow::Ok((conn, rest))
             };
             (i, tokio::time::timeout(ctx.timeout, res).await)
@@ -70,7 +76,7 @@ pub(super) async fn open_subscribers(
     }
     let mut subs = Subscribers {
         readers: tokio::task::JoinSet::new(),
-        per_channel: vec![0u64; channels],
+        per_group: vec![0u64; channels.groups()],
         failed: 0,
         first_error: None,
     };
@@ -90,9 +96,10 @@ pub(super) async fn open_subscribers(
             }
         };
         shared.live.subscribed.fetch_add(1, Ordering::Relaxed);
-        subs.per_channel[i % channels] += 1;
+        let group = channels.group_of_subscriber(i);
+        subs.per_group[group] += 1;
         subs.readers
-            .spawn(read_deliveries(conn, early, i % channels, shared.clone()));
+            .spawn(read_deliveries(conn, early, group, shared.clone()));
     }
     Ok(subs)
 }
@@ -102,7 +109,7 @@ pub(super) async fn open_subscribers(
 async fn read_deliveries(
     mut conn: Conn,
     early: Vec<Vec<u8>>,
-    channel: usize,
+    group: usize,
     shared: Shared,
 ) -> SubResult {
     let (live, stop) = (shared.live, shared.stop);
@@ -146,7 +153,7 @@ async fn read_deliveries(
         conn.close().await;
     }
     SubResult {
-        channel,
+        group,
         streams,
         closed,
     }
