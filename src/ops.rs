@@ -39,6 +39,7 @@ pub fn publish_op(channel: &str, opts: &ChannelOptions, p: Publication) -> Op {
         tags: p.tags,
         history,
         new_epoch: new_epoch(),
+        idempotency: None,
     }
 }
 
