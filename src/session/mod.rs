@@ -348,6 +348,7 @@ impl Session {
             info: Some(info),
             tags: None,
             skip_history: false,
+            idempotency: None,
         };
         ops::publish(&self.node, &req.channel, &opts, p).await?;
         Ok(Some(encode_reply(id, "publish", &Empty {})))
