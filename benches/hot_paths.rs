@@ -123,6 +123,7 @@ fn apply(c: &mut Criterion) {
                 tags: None,
                 history,
                 new_epoch: "epoch".into(),
+                idempotency: None,
             })
             .collect(),
     };

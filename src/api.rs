@@ -163,9 +163,7 @@ struct PublishReq {
     tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
     skip_history: bool,
-    /// Accepted for compatibility; not yet used to de-duplicate.
     #[serde(default)]
-    #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
 
@@ -177,6 +175,9 @@ struct BroadcastReq {
     tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
     skip_history: bool,
+    /// Applies to each channel on its own (keys are scoped per channel).
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -254,12 +255,14 @@ fn check_size(node: &Node, data: &Raw) -> Result<(), Fail> {
 
 async fn publish(node: &Node, r: PublishReq) -> Out {
     check_size(node, &r.data)?;
+    let idempotency = ops::idempotency(&node.cfg.api, r.idempotency_key)?;
     let opts = node.channels.resolve(&r.channel)?.clone();
     let p = ops::Publication {
         data: r.data,
         info: None,
         tags: r.tags,
         skip_history: r.skip_history,
+        idempotency,
     };
     let (offset, epoch) = ops::publish(node, &r.channel, &opts, p).await?;
     Ok(position(offset, epoch))
@@ -268,6 +271,7 @@ async fn publish(node: &Node, r: PublishReq) -> Out {
 async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
     // Valid channels go into one proposal (one log entry); invalid ones get their error.
     check_size(node, &r.data)?;
+    let idempotency = ops::idempotency(&node.cfg.api, r.idempotency_key)?;
     let mut slots: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(r.channels.len());
     let mut batch = Vec::new();
     for ch in &r.channels {
@@ -279,6 +283,7 @@ async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
                     info: None,
                     tags: r.tags.clone(),
                     skip_history: r.skip_history,
+                    idempotency: idempotency.clone(),
                 };
                 batch.push(ops::publish_op(ch, opts, p));
             }

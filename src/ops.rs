@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::ChannelOptions;
+use crate::config::{ApiConfig, ChannelOptions};
 use crate::engine::Engine;
 use crate::node::Node;
 use crate::protocol::{
@@ -12,7 +12,10 @@ use crate::protocol::{
     codes,
 };
 use crate::replicator::ProposeError;
-use crate::state::{HistoryPolicy, Op, OpResult};
+use crate::state::{HistoryPolicy, IdempotencyKey, Op, OpResult};
+
+/// Longest `idempotency_key` accepted, in bytes; a longer one is refused with 107.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
 /// A publication as a caller hands it in, before it becomes an [`Op`].
 pub struct Publication {
@@ -24,6 +27,32 @@ pub struct Publication {
     pub tags: Option<BTreeMap<String, String>>,
     /// Keep it out of the channel's history (server API `skip_history`).
     pub skip_history: bool,
+    /// De-duplicate retries by this key (server API `idempotency_key`); see [`idempotency`].
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A server API `idempotency_key` checked (107 over [`MAX_IDEMPOTENCY_KEY_LEN`] bytes, whether
+/// or not keys are on) and resolved with this node's `api.idempotency_window` and
+/// `api.idempotency_max_keys`, which then travel in the op. `None` for no key, an empty key,
+/// or a window of 0 (off).
+pub fn idempotency(
+    cfg: &ApiConfig,
+    key: Option<String>,
+) -> Result<Option<IdempotencyKey>, ErrorCode> {
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(codes::BAD_REQUEST);
+    }
+    if cfg.idempotency_window.is_zero() {
+        return Ok(None);
+    }
+    Ok(Some(IdempotencyKey {
+        key,
+        window_ms: cfg.idempotency_window.as_millis() as u64,
+        max_keys: cfg.idempotency_max_keys,
+    }))
 }
 
 /// The op that publishes `p` to `channel` with the namespace's history policy.
@@ -40,6 +69,7 @@ pub fn publish_op(channel: &str, opts: &ChannelOptions, p: Publication) -> Op {
         tags: p.tags,
         history,
         new_epoch: new_epoch(),
+        idempotency: p.idempotency,
     }
 }
 

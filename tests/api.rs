@@ -262,3 +262,131 @@ async fn batch_keeps_order() {
         assert_eq!(c.publication("open:order").await["data"]["i"], i);
     }
 }
+
+/// `idempotency_key`: a repeat (even with other data) is given the first publication's offset
+/// and epoch and publishes nothing — history holds one, a subscriber receives one. Keys are
+/// per channel, shared by `publish`, `broadcast` and `batch`; an empty key is no key; a key
+/// over 256 bytes is refused with 107.
+#[tokio::test]
+async fn idempotency_keys_publish_once() {
+    let s = TestServer::start().await;
+    let mut c = s.client("alice").await;
+    c.subscribe("chat:idem").await;
+    c.subscribe("chat:idem2").await;
+    let publish = |data: Value, key: &str| json!({"channel": "chat:idem", "data": data, "idempotency_key": key});
+    let (_, b) = s.api("publish", publish(json!({"n": 1}), "order-1")).await;
+    let first = b["result"].clone();
+    assert_eq!(first["offset"], 1, "{b}");
+    assert!(first["epoch"].is_string());
+    for n in 2..5 {
+        let (_, b) = s.api("publish", publish(json!({"n": n}), "order-1")).await;
+        assert_eq!(b["result"], first, "a retry is given the first position");
+    }
+    let (_, b) = s
+        .api(
+            "batch",
+            json!({"commands": [{"publish": publish(json!("batched"), "order-1")}]}),
+        )
+        .await;
+    assert_eq!(b["result"]["replies"][0]["publish"], first, "{b}");
+    // The next publication delivered after the first is the next one committed: no duplicate
+    // was delivered in between (delivery follows log order).
+    assert_eq!(s.publish("chat:idem", json!("after")).await["offset"], 2);
+    let p = c.publication("chat:idem").await;
+    assert_eq!(
+        (p["offset"].clone(), p["data"].clone()),
+        (json!(1), json!({"n": 1}))
+    );
+    let p = c.publication("chat:idem").await;
+    assert_eq!(
+        (p["offset"].clone(), p["data"].clone()),
+        (json!(2), json!("after"))
+    );
+    let (_, b) = s
+        .api("history", json!({"channel": "chat:idem", "limit": -1}))
+        .await;
+    let history: Vec<_> = b["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["offset"].clone(), p["data"].clone()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![(json!(1), json!({"n": 1})), (json!(2), json!("after"))]
+    );
+
+    // broadcast: the key applies per channel. "order-1" is known on chat:idem only.
+    let broadcast = |key: &str| json!({"channels": ["chat:idem", "chat:idem2"], "data": key, "idempotency_key": key});
+    let (_, b) = s.api("broadcast", broadcast("order-1")).await;
+    let responses = b["result"]["responses"].clone();
+    assert_eq!(responses[0]["result"], first, "{b}");
+    assert_eq!(responses[1]["result"]["offset"], 1, "{b}");
+    let (_, b) = s.api("broadcast", broadcast("b-1")).await;
+    let once = b["result"]["responses"].clone();
+    assert_eq!(once[0]["result"]["offset"], 3, "{b}");
+    assert_eq!(once[1]["result"]["offset"], 2, "{b}");
+    for key in ["order-1", "b-1"] {
+        let (_, b) = s.api("broadcast", broadcast(key)).await;
+        let want = if key == "b-1" { &once } else { &responses };
+        assert_eq!(&b["result"]["responses"], want, "retried broadcast {key}");
+    }
+    s.publish("chat:idem", json!("end")).await;
+    let mut got = vec![];
+    loop {
+        let p = c.push().await;
+        let (ch, data) = (
+            p["channel"].as_str().unwrap().to_string(),
+            &p["pub"]["data"],
+        );
+        if *data == json!("end") {
+            break;
+        }
+        got.push((ch, p["pub"]["offset"].as_u64().unwrap(), data.clone()));
+    }
+    got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(
+        got,
+        vec![
+            ("chat:idem".into(), 3, json!("b-1")),
+            ("chat:idem2".into(), 1, json!("order-1")),
+            ("chat:idem2".into(), 2, json!("b-1")),
+        ]
+    );
+
+    // An empty key is no key; a key of 256 bytes is taken, one of 257 refused with 107.
+    for expected in [5, 6] {
+        let (_, b) = s.api("publish", publish(json!("e"), "")).await;
+        assert_eq!(b["result"]["offset"], expected, "{b}");
+    }
+    let (_, b) = s.api("publish", publish(json!(1), &"k".repeat(256))).await;
+    assert_eq!(b["result"]["offset"], 7, "{b}");
+    let (_, b) = s.api("publish", publish(json!(1), &"k".repeat(257))).await;
+    assert_eq!(b["error"]["code"], 107, "{b}");
+    let mut long = broadcast("x");
+    long["idempotency_key"] = json!("é".repeat(129));
+    let (_, b) = s.api("broadcast", long).await;
+    assert_eq!(b["error"]["code"], 107, "258 bytes: {b}");
+    let (_, b) = s
+        .api("history", json!({"channel": "chat:idem", "limit": 0}))
+        .await;
+    assert_eq!(
+        b["result"]["offset"], 7,
+        "the refused keys published nothing"
+    );
+}
+
+/// `api.idempotency_window = "0s"` turns keys off: every publish publishes.
+#[tokio::test]
+async fn idempotency_window_zero_turns_keys_off() {
+    let s = TestServer::start_with("[api]\nidempotency_window = \"0s\"").await;
+    for expected in [1, 2] {
+        let (_, b) = s
+            .api(
+                "publish",
+                json!({"channel": "chat:off", "data": 1, "idempotency_key": "k"}),
+            )
+            .await;
+        assert_eq!(b["result"]["offset"], expected, "{b}");
+    }
+}

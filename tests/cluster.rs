@@ -409,6 +409,140 @@ async fn leader_kill_loses_nothing_acknowledged() {
     assert!(!h.iter().any(|(_, d)| *d == json!("unacknowledgeable")));
 }
 
+/// What one backend saw retrying a keyed publish: the positions it was given, the
+/// temporary errors (100), and the calls cut by a node dying.
+type Retries = (Vec<(u64, String)>, usize, usize);
+
+/// A backend retrying the publish with key "the-one" through random running nodes (`addrs`,
+/// None while a node is down) until `attempts` reaches `max`.
+async fn retry_keyed_publish(
+    backend: u64,
+    addrs: std::sync::Arc<std::sync::Mutex<Vec<Option<std::net::SocketAddr>>>>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    max: u64,
+) -> Retries {
+    use rand::Rng;
+    let (mut answers, mut refused, mut cut) = (vec![], 0, 0);
+    loop {
+        let n = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= max {
+            return (answers, refused, cut);
+        }
+        let via = {
+            let up: Vec<_> = addrs.lock().unwrap().iter().flatten().copied().collect();
+            up[rand::rng().random_range(0..up.len())]
+        };
+        let body =
+            json!({"channel": "chat:once", "data": [backend, n], "idempotency_key": "the-one"});
+        let within = Duration::from_secs(10);
+        match try_api_call(via, "publish", &body.to_string(), within).await {
+            Some((200, b)) if b["result"].is_object() => answers.push((
+                b["result"]["offset"].as_u64().unwrap_or(0),
+                b["result"]["epoch"].as_str().unwrap_or("").to_string(),
+            )),
+            // No leader, or the outcome is unknown: a temporary error, to retry.
+            Some((200, b)) => {
+                assert_eq!(b["error"]["code"], 100, "attempt {n} via {via}: {b}");
+                refused += 1;
+            }
+            Some(other) => panic!("attempt {n} via {via}: {other:?}"),
+            // The node died during the call.
+            None => cut += 1,
+        }
+    }
+}
+
+/// One idempotency key retried 1000 times through random nodes by four concurrent backends
+/// while the leader is SIGKILLed (calls in flight to it are cut; calls forwarded to it fail
+/// with 100) and then restarted, with snapshots every 20 entries so the keys also travel in
+/// snapshots: every answer names the same position, every node's history holds one
+/// publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_publishes_once_across_a_leader_kill() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ATTEMPTS: u64 = 1000;
+    let mut t = Trio::start_with("snapshot_every = 20");
+    let leader = t.wait_leader().await;
+    let started = std::time::Instant::now();
+    let addrs = Arc::new(Mutex::new(
+        (0..3).map(|i| Some(t.node(i).client_addr)).collect(),
+    ));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let backends: Vec<_> = (0..4)
+        .map(|b| {
+            tokio::spawn(retry_keyed_publish(
+                b,
+                addrs.clone(),
+                attempts.clone(),
+                ATTEMPTS,
+            ))
+        })
+        .collect();
+    let reached = |n: u64| {
+        let attempts = attempts.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while attempts.load(Ordering::SeqCst) < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "stuck before attempt {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    reached(ATTEMPTS / 4).await;
+    addrs.lock().unwrap()[leader] = None;
+    t.kill(leader);
+    reached(ATTEMPTS / 2).await;
+    let p = t.spawn(leader);
+    addrs.lock().unwrap()[leader] = Some(p.client_addr);
+    t.nodes[leader] = Some(p);
+    let mut answers = std::collections::BTreeSet::new();
+    let (mut acked, mut refused, mut cut) = (0, 0, 0);
+    for b in backends {
+        let (a, r, c) = b.await.unwrap();
+        acked += a.len();
+        answers.extend(a);
+        refused += r;
+        cut += c;
+    }
+    let took = started.elapsed();
+    eprintln!("acknowledged {acked}, refused {refused}, cut {cut} in {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "{ATTEMPTS} attempts took {took:?}"
+    );
+    assert!(acked as u64 > ATTEMPTS / 2, "most attempts acknowledged");
+    assert_eq!(
+        answers.len(),
+        1,
+        "one position in every answer: {answers:?}"
+    );
+    let (offset, epoch) = answers.into_iter().next().unwrap();
+    assert_eq!(offset, 1);
+
+    // One publication, the same on every node (the restarted one once it has caught up).
+    t.wait_leader().await;
+    let (h, e) = t.history((leader + 1) % 3, "chat:once").await;
+    assert_eq!((h.len(), h[0].0, &e), (1, 1, &epoch), "{h:?}");
+    for i in 0..3 {
+        eventually("every node holds the one publication", || async {
+            t.history(i, "chat:once").await == (h.clone(), epoch.clone())
+        })
+        .await;
+    }
+    let snapshot = t.status(leader).await["snapshot_index"].as_u64();
+    assert!(
+        snapshot >= Some(20),
+        "restarted node's snapshot: {snapshot:?}"
+    );
+    // Another publication (no key) takes the next offset, through the restarted node too.
+    let off = publish_via(t.node(leader), "chat:once", json!("next")).await;
+    assert_eq!(off, Ok(2));
+}
+
 /// A follower is killed while publishing goes on, long enough for the others to snapshot and
 /// purge their logs; brought back, it catches up from a snapshot and serves identical
 /// history and recovery.

@@ -134,13 +134,29 @@ pub struct ApiConfig {
     /// Largest publication `data` accepted by `publish` / `broadcast`, in bytes (larger:
     /// error 107 "bad request"). Keeps one API call from pushing more than a client may be sent.
     pub max_publication_size: usize,
+    /// How long an `idempotency_key` of `publish` / `broadcast` is remembered per channel: a
+    /// repeat within it publishes nothing and is given the first publication's offset and
+    /// epoch. Judged with the log's time, in the replicated state. `"0"` turns keys off.
+    #[serde(with = "duration_str")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered, all channels together; past it the keys closest to
+    /// expiry (the oldest) are forgotten first.
+    pub idempotency_max_keys: usize,
 }
+
+/// Longest `api.idempotency_window` accepted.
+pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Largest `api.idempotency_max_keys` accepted.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 1_000_000;
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_size: 1024 * 1024,
             max_publication_size: 262_144,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -374,6 +390,23 @@ mod tests {
         assert!(
             Config::from_toml("[[channel.namespaces]]\nname = \"a\"\npresense = true").is_err()
         );
+    }
+
+    #[test]
+    fn idempotency_window_and_cap() {
+        let cfg = Config::default();
+        assert_eq!(cfg.api.idempotency_window, Duration::from_secs(300));
+        assert_eq!(cfg.api.idempotency_max_keys, 100_000);
+        let off = Config::from_toml("[api]\nidempotency_window = \"0\"").unwrap();
+        assert!(off.api.idempotency_window.is_zero());
+        let cfg = Config::from_toml("[api]\nidempotency_window = \"90s\"").unwrap();
+        assert_eq!(cfg.api.idempotency_window, Duration::from_secs(90));
+        assert!(Config::from_toml("[api]\nidempotency_window = \"soon\"").is_err());
+        assert!(Config::from_toml("[api]\nidempotency_window = \"25h\"").is_err());
+        assert!(Config::from_toml("[api]\nidempotency_max_keys = 0").is_err());
+        assert!(Config::from_toml("[api]\nidempotency_max_keys = 1000001").is_err());
+        // Off, the cap is not used.
+        Config::from_toml("[api]\nidempotency_window = \"0\"\nidempotency_max_keys = 0").unwrap();
     }
 
     #[test]

@@ -25,6 +25,7 @@ impl Config {
         self.check_namespaces()?;
         self.check_tls_pairs()?;
         self.check_client_limits()?;
+        self.check_api()?;
         self.check_files_exist()
     }
 
@@ -177,6 +178,23 @@ impl Config {
                     "client.allowed_origins: {o:?} must be \"*\" or an origin such as \"https://app.example.com\""
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `[api]`: the idempotency window and, when keys are on, their cap.
+    fn check_api(&self) -> Result<(), ConfigError> {
+        let a = &self.api;
+        if a.idempotency_window > super::MAX_IDEMPOTENCY_WINDOW {
+            return bad("api.idempotency_window must be at most 24h (\"0\" turns keys off)".into());
+        }
+        if !a.idempotency_window.is_zero()
+            && !(1..=super::MAX_IDEMPOTENCY_KEYS).contains(&a.idempotency_max_keys)
+        {
+            return bad(format!(
+                "api.idempotency_max_keys must be between 1 and {}",
+                super::MAX_IDEMPOTENCY_KEYS
+            ));
         }
         Ok(())
     }

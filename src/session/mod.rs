@@ -355,6 +355,7 @@ impl Session {
             info: Some(info),
             tags: None,
             skip_history: false,
+            idempotency: None,
         };
         // Pipelined: submitted in arrival order, answered when its own entry commits. At the
         // bound of proposals in flight this waits, and so the connection is not read.

@@ -6,7 +6,8 @@
 //! Pure data structure: no I/O, no locks, no async.
 //!
 //! This file holds the log's vocabulary (`Entry`, `Op`, `OpResult`, `Event`) and `apply`, which
-//! hands each op to its own method: `stream` (publications, history, recovery) and `presence`.
+//! hands each op to its own method: `stream` (publications, history, recovery), `idempotency`
+//! (publications with an idempotency key) and `presence`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{ClientInfo, Publication, Raw};
 
+mod idempotency;
 mod presence;
 mod stream;
 
+pub use idempotency::IdempotencyKey;
 pub use presence::PresenceEntry;
 pub use stream::Recovery;
 use stream::Stream;
@@ -70,6 +73,10 @@ pub enum Op {
         history: HistoryPolicy,
         /// Epoch used if this creates the stream (chosen by the proposer, so replicated).
         new_epoch: String,
+        /// Idempotency key (server API): a repeat within its window publishes nothing and is
+        /// given the first publication's position. Absent in entries written before keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency: Option<IdempotencyKey>,
     },
     /// Make sure a stream exists (so a position can be given before the first publication).
     EnsureStream {
@@ -228,6 +235,9 @@ pub struct StateMachine {
     last_applied: u64,
     /// Time of the last applied entry.
     last_time_ms: u64,
+    /// Idempotency keys of recent publications (absent from snapshots written before them).
+    #[serde(default)]
+    idempotency: idempotency::Keys,
 }
 
 impl StateMachine {
@@ -244,6 +254,7 @@ impl StateMachine {
     /// Applies one entry; returns one result per op and the events for local subscribers.
     pub fn apply(&mut self, entry: &Entry) -> (Vec<OpResult>, Vec<Event>) {
         let now = entry.time_ms.max(self.last_time_ms);
+        self.idempotency.expire(now);
         let mut results = Vec::with_capacity(entry.ops.len());
         let mut events = Vec::new();
         for op in &entry.ops {
@@ -265,6 +276,7 @@ impl StateMachine {
                 tags,
                 history,
                 new_epoch,
+                idempotency,
             } => {
                 let publication = Publication {
                     offset: 0,
@@ -272,7 +284,16 @@ impl StateMachine {
                     info: info.clone(),
                     tags: tags.clone(),
                 };
-                self.apply_publish(channel, publication, *history, new_epoch, now, events)
+                let key = idempotency.as_ref();
+                self.apply_keyed_publish(
+                    channel,
+                    publication,
+                    *history,
+                    new_epoch,
+                    key,
+                    now,
+                    events,
+                )
             }
             Op::EnsureStream {
                 channel,
@@ -345,6 +366,7 @@ mod tests {
             tags: None,
             history: policy,
             new_epoch: epoch.into(),
+            idempotency: None,
         }
     }
 

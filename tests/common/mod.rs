@@ -208,6 +208,30 @@ pub async fn http_post(
     parse_http(&out)
 }
 
+/// Like [`api_call`], for a node that may die during the call: `None` when the connection
+/// is refused or reset, or no whole answer comes within `within`.
+pub async fn try_api_call(
+    addr: SocketAddr,
+    method: &str,
+    body: &str,
+    within: Duration,
+) -> Option<(u16, Value)> {
+    let call = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        let req = format!(
+            "POST /api/{method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-API-Key: {API_KEY}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        out.windows(4).any(|w| w == b"\r\n\r\n").then_some(out)
+    };
+    let out = tokio::time::timeout(within, call).await.ok()??;
+    let (status, raw) = parse_http(&out);
+    Some((status, serde_json::from_slice(&raw).unwrap_or(Value::Null)))
+}
+
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
