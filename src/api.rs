@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::config::ChannelOptions;
 use crate::node::Node;
 use crate::ops;
 use crate::protocol::types::{Raw, StreamPosition};
@@ -254,6 +255,16 @@ fn check_size(node: &Node, data: &Raw) -> Result<(), Fail> {
 }
 
 async fn publish(node: &Node, r: PublishReq) -> Out {
+    let (channel, opts, p) = publication(node, r)?;
+    let (offset, epoch) = ops::publish(node, &channel, &opts, p).await?;
+    Ok(position(offset, epoch))
+}
+
+/// A `publish` request checked (size, idempotency key, channel) into what `ops` publishes.
+fn publication(
+    node: &Node,
+    r: PublishReq,
+) -> Result<(String, ChannelOptions, ops::Publication), Fail> {
     check_size(node, &r.data)?;
     let idempotency = ops::idempotency(&node.cfg.api, r.idempotency_key)?;
     let opts = node.channels.resolve(&r.channel)?.clone();
@@ -264,8 +275,7 @@ async fn publish(node: &Node, r: PublishReq) -> Out {
         skip_history: r.skip_history,
         idempotency,
     };
-    let (offset, epoch) = ops::publish(node, &r.channel, &opts, p).await?;
-    Ok(position(offset, epoch))
+    Ok((r.channel, opts, p))
 }
 
 async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
@@ -386,13 +396,18 @@ fn refresh(node: &Node, r: RefreshReq) -> Out {
     Ok(json!({}))
 }
 
+/// `batch`: the commands in order. Consecutive `publish` commands are committed together as
+/// one proposal (one log entry, their order kept); any other command first waits for the
+/// publishes before it, so a read sees them.
 async fn batch(node: &Node, body: &[u8]) -> Out {
     #[derive(Deserialize)]
     struct BatchReq {
         commands: Vec<Map<String, Value>>,
     }
     let r: BatchReq = parse(body)?;
-    let mut replies = Vec::with_capacity(r.commands.len());
+    let mut replies: Vec<Value> = Vec::with_capacity(r.commands.len());
+    // Publishes not yet proposed: (reply slot, op).
+    let mut run: Vec<(usize, Op)> = Vec::new();
     for cmd in r.commands {
         if cmd.len() != 1 {
             return Err(Fail::BadBody);
@@ -401,16 +416,65 @@ async fn batch(node: &Node, body: &[u8]) -> Out {
         if method == "batch" {
             return Err(Fail::BadBody);
         }
+        if method == "publish" {
+            let params = serde_json::to_vec(&params).expect("json");
+            let op = parse::<PublishReq>(&params)
+                .and_then(|r| publication(node, r))
+                .map(|(channel, opts, p)| ops::publish_op(&channel, &opts, p));
+            match op {
+                Ok(op) => {
+                    run.push((replies.len(), op));
+                    replies.push(Value::Null);
+                }
+                Err(e) => replies.push(batch_error(e)),
+            }
+            continue;
+        }
+        commit_run(node, &mut run, &mut replies).await;
         let params = serde_json::to_vec(&params).expect("json");
         let reply = match Box::pin(dispatch(node, &method, &params)).await {
             Ok(v) => json!({ method: v }),
-            Err(Fail::Error(e)) => json!({ "error": e }),
-            Err(Fail::BadBody) => json!({ "error": codes::BAD_REQUEST }),
-            Err(Fail::NoMethod) => json!({ "error": codes::METHOD_NOT_FOUND }),
+            Err(e) => batch_error(e),
         };
         replies.push(reply);
     }
+    commit_run(node, &mut run, &mut replies).await;
     Ok(json!({ "replies": replies }))
+}
+
+/// A failed command's reply inside a batch.
+fn batch_error(e: Fail) -> Value {
+    match e {
+        Fail::Error(e) => json!({ "error": e }),
+        Fail::BadBody => json!({ "error": codes::BAD_REQUEST }),
+        Fail::NoMethod => json!({ "error": codes::METHOD_NOT_FOUND }),
+    }
+}
+
+/// Proposes a batch's pending publishes as one entry and fills in their replies.
+async fn commit_run(node: &Node, run: &mut Vec<(usize, Op)>, replies: &mut [Value]) {
+    if run.is_empty() {
+        return;
+    }
+    let (slots, batch): (Vec<usize>, Vec<Op>) = run.drain(..).unzip();
+    match node.replicator.propose(batch).await {
+        Ok(results) => {
+            for (slot, r) in slots.into_iter().zip(results) {
+                replies[slot] = match r {
+                    OpResult::Position { offset, epoch } => {
+                        json!({ "publish": position(offset, epoch) })
+                    }
+                    OpResult::Done => json!({ "publish": {} }),
+                };
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "batch publishes not committed");
+            for slot in slots {
+                replies[slot] = json!({ "error": codes::INTERNAL });
+            }
+        }
+    }
 }
 
 /// `*` matches any run of characters; everything else matches itself.

@@ -230,9 +230,8 @@ async fn health_endpoints() {
     assert_eq!(st, 400);
 }
 
-/// `batch` runs its commands one after another, in order: each publish is committed before
-/// the next starts (offsets follow the list), a subscriber receives them in that order, and
-/// a read between writes sees the writes before it.
+/// `batch` runs its commands in order: offsets follow the list, a subscriber receives them in
+/// that order, and a read between writes sees the writes before it.
 #[tokio::test]
 async fn batch_keeps_order() {
     let s = TestServer::start().await;
@@ -389,4 +388,43 @@ async fn idempotency_window_zero_turns_keys_off() {
             .await;
         assert_eq!(b["result"]["offset"], expected, "{b}");
     }
+}
+
+/// Consecutive publishes of a `batch` are committed as one log entry: 40 publishes (one with a
+/// bad channel, answered with its own error) move the Raft log by one entry, not forty.
+#[tokio::test]
+async fn batch_publishes_commit_as_one_entry() {
+    let s = TestServer::start().await;
+    let admin = s.server.as_ref().unwrap().admin_addr;
+    let log_index = || async {
+        let (st, b) = http_get(admin, "/cluster/status").await;
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        v["applied_index"].as_u64().expect("applied index")
+    };
+    // The node has a leader and has committed its start-up entries.
+    s.publish("open:warm", json!(0)).await;
+    let before = log_index().await;
+    let mut commands: Vec<Value> = (0..40)
+        .map(|i| json!({"publish": {"channel": format!("open:e{}", i % 4), "data": {"i": i}}}))
+        .collect();
+    commands[7] = json!({"publish": {"channel": "nope:x", "data": 1}});
+    let (st, b) = s.api("batch", json!({ "commands": commands })).await;
+    assert_eq!(st, 200, "{b}");
+    let replies = b["result"]["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 40);
+    assert_eq!(replies[7]["error"]["code"], 102, "unknown namespace: {b}");
+    let mut next = [1u64; 4];
+    for (i, r) in replies.iter().enumerate().filter(|(i, _)| *i != 7) {
+        assert_eq!(r["publish"]["offset"], next[i % 4], "reply {i}: {b}");
+        next[i % 4] += 1;
+    }
+    let after = log_index().await;
+    // One entry for the batch (and at most one more: the node's start-up announcement may
+    // commit meanwhile).
+    assert!(
+        (1..=2).contains(&(after - before)),
+        "39 publishes took {} log entries",
+        after - before
+    );
 }
