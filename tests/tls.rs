@@ -249,12 +249,16 @@ async fn wss_end_to_end_and_plain_client_refused() {
     .await
     .expect("a plain client is answered, not left hanging");
     assert!(plain.is_err(), "a plain client cannot talk to the TLS port");
-    let refused = metric(
-        p.admin_addr,
-        "switchyard_connections_rejected_total{reason=\"tls_handshake\"}",
-    )
+    // The client may see the failure before the node has counted it: poll.
+    eventually("the failed handshake is counted", || async {
+        metric(
+            p.admin_addr,
+            "switchyard_connections_rejected_total{reason=\"tls_handshake\"}",
+        )
+        .await
+            >= 1.0
+    })
     .await;
-    assert!(refused >= 1.0, "the failed handshake is counted: {refused}");
     // A client that does not trust the node's CA is refused by its own side.
     let other = make_pki(dir.path(), "ca2", &[]);
     assert!(
