@@ -17,7 +17,8 @@ use crate::state::{Op, OpResult};
 /// Proposals that may wait for the batcher before proposers are slowed down.
 const QUEUE: usize = 8192;
 
-/// How the batcher forms entries and how many it keeps in flight (`[cluster]` keys).
+/// How the batcher forms entries and how many it keeps in flight (`[cluster]` keys; their
+/// defaults live with the config).
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     /// Most operations gathered into one entry.
@@ -27,16 +28,6 @@ pub struct Batching {
     pub linger: std::time::Duration,
     /// Entries started and not yet committed, where the node can pipeline them (the leader).
     pub max_inflight: usize,
-}
-
-impl Default for Batching {
-    fn default() -> Self {
-        Batching {
-            max_ops: 1024,
-            linger: std::time::Duration::ZERO,
-            max_inflight: 8,
-        }
-    }
 }
 
 /// Why a proposal was not committed.
@@ -410,8 +401,9 @@ mod tests {
             started,
         });
         let batching = Batching {
+            max_ops: 1024,
+            linger: std::time::Duration::ZERO,
             max_inflight,
-            ..Batching::default()
         };
         let r = Replicator::start(fake.clone(), batching);
         Rig {

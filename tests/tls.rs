@@ -185,14 +185,14 @@ async fn wait_log(p: &Proc, needle: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn wss_end_to_end_and_plain_client_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(
-        dir.path(),
-        "ca1",
-        &[("server", &["127.0.0.1", "localhost"])],
-    );
+/// A node serving TLS on its client listener with a server certificate for `names`, signed
+/// by a new CA `ca_name`; returns the node, the CA file and the config file (kept alive).
+fn tls_node(
+    dir: &Path,
+    ca_name: &str,
+    names: &[&str],
+) -> (Proc, std::path::PathBuf, tempfile::NamedTempFile) {
+    let pki = make_pki(dir, ca_name, &[("server", names)]);
     let cfg = config_file("");
     let (cert, key) = (pki.join("server.pem"), pki.join("server.key"));
     let p = Proc::start(
@@ -202,7 +202,13 @@ async fn wss_end_to_end_and_plain_client_refused() {
             ("SWITCHYARD_CLIENT__TLS_KEY", key.to_str().unwrap()),
         ],
     );
-    let ca = pki.join("ca.pem");
+    (p, pki.join("ca.pem"), cfg)
+}
+
+#[tokio::test]
+async fn wss_end_to_end_and_plain_client_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, ca, _cfg) = tls_node(dir.path(), "ca1", &["127.0.0.1", "localhost"]);
     // TLS 1.3 by default, ALPN http/1.1; a TLS 1.2-only client is served too.
     let tls = tls_connect(p.client_addr, &ca, false).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -274,17 +280,7 @@ async fn wss_end_to_end_and_plain_client_refused() {
 #[tokio::test]
 async fn https_api_over_http2_with_alpn_h2() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path(), "ca-h2", &[("server", &["127.0.0.1"])]);
-    let cfg = config_file("");
-    let (cert, key) = (pki.join("server.pem"), pki.join("server.key"));
-    let p = Proc::start(
-        cfg.path(),
-        &[
-            ("SWITCHYARD_CLIENT__TLS_CERT", cert.to_str().unwrap()),
-            ("SWITCHYARD_CLIENT__TLS_KEY", key.to_str().unwrap()),
-        ],
-    );
-    let ca = pki.join("ca.pem");
+    let (p, ca, _cfg) = tls_node(dir.path(), "ca-h2", &["127.0.0.1"]);
     let mut ws = wss_client(p.client_addr, &ca, "alice").await;
     let r = call(
         &mut ws,
