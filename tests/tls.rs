@@ -111,13 +111,22 @@ async fn tls_connect_alpn(
         .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
 }
 
-type Wss = WebSocketStream<TlsStream<TcpStream>>;
+/// A `wss://` client connection. The server joins messages queued together into one frame
+/// (one line each), so lines after the one a caller waited for are kept for the next wait.
+struct Wss {
+    ws: WebSocketStream<TlsStream<TcpStream>>,
+    inbox: std::collections::VecDeque<Value>,
+}
 
 /// A `wss://` connection, connected as `user` (asserts the connect reply).
 async fn wss_client(addr: SocketAddr, ca: &Path, user: &str) -> Wss {
     let tls = tls_connect(addr, ca, false).await.expect("TLS handshake");
     let url = format!("wss://127.0.0.1:{}/connection/websocket", addr.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    let mut ws = Wss {
+        ws,
+        inbox: Default::default(),
+    };
     let r = call(&mut ws, json!({"id": 1, "connect": {"token": token(user)}})).await;
     assert!(r["connect"]["client"].is_string(), "{r}");
     ws
@@ -126,22 +135,25 @@ async fn wss_client(addr: SocketAddr, ca: &Path, user: &str) -> Wss {
 /// Sends one command and returns the reply with its id (pushes are skipped, pings answered).
 async fn call(ws: &mut Wss, cmd: Value) -> Value {
     let id = cmd["id"].clone();
-    ws.send(Message::text(cmd.to_string())).await.unwrap();
+    ws.ws.send(Message::text(cmd.to_string())).await.unwrap();
     next_matching(ws, |v| v["id"] == id).await
 }
 
+/// The next message `want` accepts; messages before it are skipped, pings answered.
 async fn next_matching(ws: &mut Wss, want: impl Fn(&Value) -> bool) -> Value {
     tokio::time::timeout(WAIT, async {
         loop {
-            match ws.next().await {
+            while let Some(v) = ws.inbox.pop_front() {
+                if v.as_object().is_some_and(|o| o.is_empty()) {
+                    ws.ws.send(Message::text("{}")).await.unwrap();
+                } else if want(&v) {
+                    return v;
+                }
+            }
+            match ws.ws.next().await {
                 Some(Ok(Message::Text(t))) => {
                     for line in t.as_str().lines() {
-                        let v: Value = serde_json::from_str(line).unwrap();
-                        if v.as_object().is_some_and(|o| o.is_empty()) {
-                            ws.send(Message::text("{}")).await.unwrap();
-                        } else if want(&v) {
-                            return v;
-                        }
+                        ws.inbox.push_back(serde_json::from_str(line).unwrap());
                     }
                 }
                 Some(Ok(_)) => {}
@@ -159,7 +171,7 @@ async fn round_trip(ws: &mut Wss, channel: &str, n: u64) {
     assert!(r.get("error").is_none() || r["error"]["code"] == 105, "{r}");
     let id = 100 + n;
     let cmd = json!({"id": id, "publish": {"channel": channel, "data": {"n": n}}});
-    ws.send(Message::text(cmd.to_string())).await.unwrap();
+    ws.ws.send(Message::text(cmd.to_string())).await.unwrap();
     // The publication push and the reply may come in either order.
     let (mut replied, mut pushed) = (false, false);
     while !(replied && pushed) {
