@@ -105,7 +105,7 @@ impl Default for ClusterConfig {
             propose_timeout: Duration::from_secs(5),
             max_batch_ops: 1024,
             batch_linger: Duration::ZERO,
-            max_inflight_entries: 1,
+            max_inflight_entries: 8,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
             tls_ca: None,
