@@ -22,6 +22,36 @@ use crate::node::{Node, NodeTls};
 use crate::replicator::{Batching, Replicator};
 use crate::transport::Listeners;
 
+/// The runtime of the write path and the backplane: Raft (its core and state machine
+/// worker), the store, the replicator's batcher, the leader's liveness pings and the cluster
+/// listener. Client connections run on the caller's runtime, so under heavy fan-out a commit
+/// does not wait for CPU in a queue behind thousands of connection tasks. Shut down in the
+/// background when dropped (dropping a runtime from async code would block).
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn new(threads: usize) -> std::io::Result<RaftRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("raft")
+            .enable_all()
+            .build()?;
+        Ok(RaftRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle()
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A running node.
 pub struct Server {
     /// Where the client listener is bound (the real port when configured with port 0).
@@ -35,6 +65,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// Stops the cluster listener (after Raft).
     cluster_stop: CancellationToken,
+    /// Where Raft runs; dropped last.
+    _raft: RaftRuntime,
 }
 
 /// Announces this process's incarnation once the cluster can commit, clearing presence that
@@ -69,15 +101,23 @@ impl Server {
         let listeners = Listeners::bind(&cfg).await?;
         let (client_addr, admin_addr, cluster_addr) = listeners.addrs()?;
         let engine = Arc::new(Engine::default());
-        let cluster = Cluster::start(
-            &cfg,
-            engine.clone(),
-            cfg.cluster_advertise(cluster_addr),
-            tls.cluster.clone(),
-        )
-        .await
-        .context("starting the cluster")?;
+        let raft =
+            RaftRuntime::new(cfg.cluster.raft_threads).context("starting the Raft runtime")?;
+        // Started from inside the Raft runtime, so every task openraft spawns runs there.
+        let cluster = raft
+            .handle()
+            .spawn({
+                let (cfg, engine, tls) = (cfg.clone(), engine.clone(), tls.cluster.clone());
+                async move {
+                    let advertise = cfg.cluster_advertise(cluster_addr);
+                    Cluster::start(&cfg, engine, advertise, tls).await
+                }
+            })
+            .await
+            .context("starting the cluster")?
+            .context("starting the cluster")?;
         let replicator = {
+            let _raft = raft.handle().enter();
             let c = &cfg.cluster;
             let batching = Batching {
                 max_ops: c.max_batch_ops,
@@ -116,9 +156,17 @@ impl Server {
         // Raft traffic must outlive client draining (leaves are committed while clients
         // close), so the cluster listener has its own stop signal, given after Raft stops.
         let cluster_stop = CancellationToken::new();
-        listeners.serve(node.clone(), tracker.clone(), cluster_stop.clone());
-        node.cluster
-            .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
+        listeners.serve(
+            node.clone(),
+            tracker.clone(),
+            cluster_stop.clone(),
+            raft.handle(),
+        );
+        {
+            let _raft = raft.handle().enter();
+            node.cluster
+                .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
+        }
         tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
         tracing::info!(listener = "client", addr = %client_addr, tls = node.client_tls.is_some(), "listening");
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
@@ -131,6 +179,7 @@ impl Server {
             node,
             tracker,
             cluster_stop,
+            _raft: raft,
         })
     }
 

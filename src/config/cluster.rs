@@ -76,6 +76,10 @@ pub struct ClusterConfig {
     /// wait for the previous entry's round trip. More = lower latency under load, more memory
     /// and work lost to a leader change (those entries are retried in order or refused).
     pub max_inflight_entries: usize,
+    /// Worker threads of the runtime that runs Raft, the store, the write batcher and the
+    /// cluster listener, apart from the runtime of client connections: commits then do not
+    /// wait for CPU in a queue behind thousands of connection tasks under heavy fan-out.
+    pub raft_threads: usize,
     /// Take a snapshot (and purge the log behind it) every this many log entries.
     pub snapshot_every: u64,
     /// A node the leader cannot reach for this long is declared down: the presence of its
@@ -106,6 +110,7 @@ impl Default for ClusterConfig {
             max_batch_ops: 1024,
             batch_linger: Duration::ZERO,
             max_inflight_entries: 8,
+            raft_threads: 1,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
             tls_ca: None,

@@ -70,6 +70,9 @@ impl Config {
         if c.batch_linger > Duration::from_secs(1) {
             return bad("cluster.batch_linger must be at most 1s".into());
         }
+        if !(1..=64).contains(&c.raft_threads) {
+            return bad("cluster.raft_threads must be between 1 and 64".into());
+        }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }

@@ -103,8 +103,15 @@ impl Listeners {
     }
 
     /// Serves: the client and admin listeners until the node starts stopping (their
-    /// connections tracked by `tracker`), the cluster listener until `cluster_stop`.
-    pub fn serve(self, node: Arc<Node>, tracker: TaskTracker, cluster_stop: CancellationToken) {
+    /// connections tracked by `tracker`), the cluster listener until `cluster_stop`, on the
+    /// `raft` runtime (Raft RPC and forwarded proposals then never wait behind client tasks).
+    pub fn serve(
+        self,
+        node: Arc<Node>,
+        tracker: TaskTracker,
+        cluster_stop: CancellationToken,
+        raft: &tokio::runtime::Handle,
+    ) {
         tracker.spawn(accept_loop(
             self.client,
             Listener::Client,
@@ -117,13 +124,25 @@ impl Listeners {
             node.clone(),
             tracker.clone(),
         ));
-        tokio::spawn(accept_loop_until(
-            self.cluster,
-            Listener::Cluster,
-            node,
-            TaskTracker::new(),
-            cluster_stop,
-        ));
+        // Re-registered with the Raft runtime's reactor, so its sockets are driven there too.
+        let cluster = self.cluster.into_std();
+        raft.spawn(async move {
+            let listener = match cluster.and_then(TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster listener lost");
+                    return;
+                }
+            };
+            accept_loop_until(
+                listener,
+                Listener::Cluster,
+                node,
+                TaskTracker::new(),
+                cluster_stop,
+            )
+            .await
+        });
     }
 }
 
