@@ -30,6 +30,7 @@ use openraft::{
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::mpsc;
 
 use crate::engine::Engine;
 use crate::state::{Entry as SmEntry, StateMachine};
@@ -117,8 +118,11 @@ impl Store {
             .flush_async()
             .await
             .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        if let Some(f) = &self.db_file {
-            f.sync_data()
+        if let Some(f) = self.db_file.clone() {
+            // A blocking fsync: off the async threads, which carry Raft's network I/O.
+            tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?
                 .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         }
         Ok(())
@@ -131,10 +135,14 @@ impl Store {
         }
     }
 
-    /// The log storage half.
+    /// The log storage half. Starts its flusher ([`flush_appends`]), which ends (releasing
+    /// the database) once every clone of the returned store is dropped.
     pub fn log_store(&self) -> LogStore {
+        let (flushes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(flush_appends(self.clone(), rx));
         LogStore {
             store: self.clone(),
+            flushes,
         }
     }
 
@@ -160,6 +168,34 @@ impl Store {
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    /// Appended batches waiting to be acknowledged by [`flush_appends`].
+    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// Most appended batches acknowledged by one flush.
+const FLUSH_GROUP: usize = 1024;
+
+/// Tells Raft an appended batch is on disk (or why not).
+fn acknowledge(callback: LogFlushed<TypeConfig>, res: &SResult<()>) {
+    callback.log_io_completed(
+        res.as_ref()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    );
+}
+
+/// Group commit off Raft's core: `append` writes a batch into sled and queues its callback
+/// here; this task flushes once for everything queued and then acknowledges those batches in
+/// append order. Raft's core goes on meanwhile (the leader sends the entries to followers
+/// while its own disk syncs), and nothing is acknowledged before it is on disk.
+async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut waiting, FLUSH_GROUP).await > 0 {
+        let res = store.flush(ErrorSubject::Logs).await;
+        for callback in waiting.drain(..) {
+            acknowledge(callback, &res);
+        }
+    }
 }
 
 impl LogStore {
@@ -274,14 +310,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // One flush per appended batch (group commit); acknowledged only once on disk.
-        let res = self.store.flush(ErrorSubject::Logs).await;
-        callback.log_io_completed(
-            res.as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        res
+        // Acknowledged by the flusher once on disk (shared by the batches queued with it).
+        if let Err(mpsc::error::SendError(callback)) = self.flushes.send(callback) {
+            // The flusher is gone (only if it panicked): flush here.
+            let res = self.store.flush(ErrorSubject::Logs).await;
+            acknowledge(callback, &res);
+            return res;
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
@@ -479,6 +515,32 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).unwrap();
+    }
+
+    /// Appends are acknowledged by the flusher (blocking_append waits for the callback) and
+    /// are readable; once the log store is dropped the flusher ends and lets go of the
+    /// database, so the directory opens again (a node restarting in the same process).
+    #[tokio::test]
+    async fn appends_are_acknowledged_and_the_flusher_releases_the_database() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |i: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Blank,
+        };
+        {
+            let store = Store::open(dir.path(), 4 << 20).await.unwrap();
+            let mut log = store.log_store();
+            for i in 1..=3 {
+                log.blocking_append([entry(i)]).await.unwrap();
+            }
+            log.blocking_append((4..=10).map(entry)).await.unwrap();
+            let got = log.try_get_log_entries(0..=10).await.unwrap();
+            assert_eq!(got.len(), 10);
+        }
+        let store = Store::open(dir.path(), 4 << 20).await.expect("released");
+        let state = store.log_store().get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(10));
     }
 
     /// A purge far larger than one chunk removes exactly the entries up to the purged index.
