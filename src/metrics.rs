@@ -55,6 +55,9 @@ pub const RAFT_LAST_LOG_INDEX: &str = "switchyard_raft_last_log_index";
 pub const RAFT_APPLIED_INDEX: &str = "switchyard_raft_applied_index";
 /// Entries a follower is behind the leader, by `node` (reported by the leader).
 pub const RAFT_FOLLOWER_LAG: &str = "switchyard_raft_follower_lag";
+/// Entries this node forwarded to the leader, by `path` (`pipelined`: on its forwarding
+/// stream, several in flight; `sequential`: one at a time, as retries after a failure are).
+pub const FORWARDED_ENTRIES: &str = "switchyard_forwarded_entries_total";
 /// Bytes the sled store occupies on disk.
 pub const STORE_BYTES: &str = "switchyard_store_bytes";
 /// Resident memory of the process.
@@ -131,6 +134,13 @@ fn register_all() {
     ] {
         describe_counter!(name, help);
         counter!(name).absolute(0);
+    }
+    describe_counter!(
+        FORWARDED_ENTRIES,
+        "entries forwarded to the leader, by path (pipelined, sequential)"
+    );
+    for path in ["pipelined", "sequential"] {
+        counter!(FORWARDED_ENTRIES, "path" => path).absolute(0);
     }
     describe_counter!(
         CONNECTIONS_REJECTED,

@@ -213,10 +213,10 @@ async fn gather(
     (ops, Replies(replies))
 }
 
-/// Entries are formed from whatever is queued (so they grow with load) and, on the leader,
-/// started without waiting for earlier ones to commit, up to `max_inflight`; each entry's
-/// proposers are answered when it commits. Where entries cannot be started (a follower
-/// forwards to the leader), one is committed at a time, after everything in flight.
+/// Entries are formed from whatever is queued (so they grow with load) and started without
+/// waiting for earlier ones to commit, up to `max_inflight`; each entry's proposers are
+/// answered when it commits. Where an entry cannot be started (no leader is known), it is
+/// committed alone, after everything in flight.
 async fn run<C: Commit>(commit: Arc<C>, mut rx: mpsc::Receiver<Proposal>, b: Batching) {
     let mut inflight: VecDeque<JoinHandle<Outcome>> = VecDeque::new();
     loop {

@@ -298,6 +298,71 @@ async fn three_nodes_replicate_in_order() {
     }
 }
 
+/// 150 publishes (within the default command burst) in one WebSocket message to a follower: the follower forwards them on its
+/// pipelined stream (several entries in flight to the leader), every one is answered, and a
+/// subscriber on the third node sees them in the order sent at contiguous offsets.
+#[tokio::test]
+async fn pipelined_publishes_through_a_follower_keep_their_order() {
+    let t = Trio::start();
+    let leader = t.wait_leader().await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut sub = Client::open(&t.node(other).ws_url()).await;
+    sub.connect(&token("sub")).await;
+    sub.subscribe("open:fwd").await;
+    let mut publisher = Client::open(&t.node(follower).ws_url()).await;
+    publisher.connect(&token("pub")).await;
+    let admin = t.node(follower).admin_addr;
+    let series = |path: &str| format!("switchyard_forwarded_entries_total{{path=\"{path}\"}}");
+    // (Writes made before a leader was known at start-up went one at a time.)
+    let sequential_before = metric(admin, &series("sequential")).await;
+    const N: u32 = 150;
+    let ids: Vec<u32> = (0..N).map(|_| publisher.id()).collect();
+    let lines: Vec<String> = ids
+        .iter()
+        .zip(0..N)
+        .map(|(id, n)| {
+            json!({"id": id, "publish": {"channel": "open:fwd", "data": {"n": n}}}).to_string()
+        })
+        .collect();
+    publisher.send_raw(&lines.join("\n")).await;
+    for &id in &ids {
+        let r = publisher.reply(id).await;
+        if r.get("error").is_some() {
+            for i in 0..3 {
+                for l in t
+                    .node(i)
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                {
+                    eprintln!("DBG {i} {l}");
+                }
+            }
+        }
+        assert!(r.get("error").is_none(), "publish {id}: {r}");
+    }
+    let mut offsets = Vec::new();
+    for n in 0..N {
+        let p = sub.publication("open:fwd").await;
+        assert_eq!(p["data"]["n"], n, "publication order: {p}");
+        offsets.push(p["offset"].as_u64().expect("offset"));
+    }
+    let first = offsets[0];
+    assert_eq!(
+        offsets,
+        (first..first + u64::from(N)).collect::<Vec<_>>(),
+        "contiguous offsets"
+    );
+    // Forwarded on the pipelined stream, none one at a time (no retries).
+    assert!(metric(admin, &series("pipelined")).await >= 1.0);
+    assert_eq!(
+        metric(admin, &series("sequential")).await,
+        sequential_before
+    );
+}
+
 /// SIGKILL the leader under a steady publish load: a new leader takes over; every
 /// acknowledged publication is on the survivors exactly once; a client of the dead node
 /// recovers on a survivor with no loss and no duplicate; the restarted node catches up; a

@@ -48,7 +48,7 @@ impl Cluster {
                     .map(|(id, n)| (*id, n.addr.clone()))
                     .collect();
                 for (id, addr) in members {
-                    let client = this.peer(id, &addr);
+                    let client = this.peer(id, &addr, 0);
                     let seen = last_ok.entry(id).or_insert(now);
                     if client.post(network::PING, Vec::new(), every).await.is_ok() {
                         *seen = tokio::time::Instant::now();

@@ -42,7 +42,7 @@ impl Cluster {
             };
             let path = format!("{}{op}", network::ADMIN_PREFIX);
             return match self
-                .peer(leader, &addr)
+                .peer(leader, &addr, 0)
                 .post(&path, body.to_vec(), Duration::from_secs(30))
                 .await
             {

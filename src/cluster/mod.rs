@@ -13,6 +13,7 @@
 //! Invariant: with `store`, the only module that names openraft. A single node is simply a
 //! one-voter cluster: the same code path.
 
+mod forward;
 mod liveness;
 mod membership;
 pub mod network;
@@ -46,8 +47,15 @@ pub struct Cluster {
     id: NodeId,
     /// The store (for its size on disk).
     store: Store,
-    /// Clients for forwarding proposals to the leader, by node id.
-    forward: Mutex<HashMap<NodeId, Arc<PeerClient>>>,
+    /// Clients to peers, by node id: slot 0 for one-at-a-time calls (pings, membership,
+    /// sequential forwarding), then one connection per entry a follower keeps in flight.
+    forward: Mutex<HashMap<NodeId, Vec<Arc<PeerClient>>>>,
+    /// Pipelined forwarding connections per peer (`cluster.max_inflight_entries`).
+    forward_slots: usize,
+    /// This node's forwarding stream to the leader (as a follower).
+    outgoing: Arc<forward::Outgoing>,
+    /// The order of followers' forwarding streams (as the leader).
+    gates: forward::Gates,
     /// How outgoing cluster connections are made (source IP, mutual TLS).
     link: Link,
     /// How long a write may wait.
@@ -129,6 +137,9 @@ impl Cluster {
             id,
             store,
             forward: Mutex::new(HashMap::new()),
+            forward_slots: c.max_inflight_entries.max(1),
+            outgoing: Arc::default(),
+            gates: forward::Gates::new(c.propose_timeout.min(Duration::from_secs(2))),
             link,
             propose_timeout: c.propose_timeout,
             lease: c.election_timeout_max,
@@ -160,15 +171,18 @@ impl Cluster {
         }
     }
 
-    fn peer(&self, id: NodeId, addr: &str) -> Arc<PeerClient> {
+    /// Client `slot` (0 ..= forward_slots) for node `id` at `addr`.
+    fn peer(&self, id: NodeId, addr: &str, slot: usize) -> Arc<PeerClient> {
         let mut f = self.forward.lock();
-        let c = f
-            .entry(id)
-            .or_insert_with(|| Arc::new(PeerClient::with_link(addr, self.link.clone())));
-        if c.addr() != addr {
-            *c = Arc::new(PeerClient::with_link(addr, self.link.clone()));
+        let clients = f.entry(id).or_default();
+        if clients.first().is_some_and(|c| c.addr() != addr) {
+            clients.clear();
         }
-        c.clone()
+        let slot = slot.min(self.forward_slots);
+        while clients.len() <= slot {
+            clients.push(Arc::new(PeerClient::with_link(addr, self.link.clone())));
+        }
+        clients[slot].clone()
     }
 
     /// Stops Raft (after clients are gone); the store flushes when dropped.

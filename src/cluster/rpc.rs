@@ -3,18 +3,19 @@
 
 use serde::Serialize;
 
+use super::forward::{Proposed, Sequenced};
 use super::write::Forwarded;
 use super::{Cluster, network};
-use crate::replicator::{Committed, ProposeError};
+use crate::replicator::{Pending, ProposeError};
 use crate::state::Op;
 
 impl Cluster {
-    /// Handles an inbound cluster request; returns HTTP status and body. `propose` commits
-    /// forwarded operations through this node's own write path (its batcher).
-    pub async fn handle_rpc<F, Fut>(&self, path: &str, body: &[u8], propose: F) -> (u16, Vec<u8>)
+    /// Handles an inbound cluster request; returns HTTP status and body. `submit` hands
+    /// forwarded operations to this node's own write path (its batcher).
+    pub async fn handle_rpc<F, Fut>(&self, path: &str, body: &[u8], submit: F) -> (u16, Vec<u8>)
     where
         F: FnOnce(Vec<Op>) -> Fut,
-        Fut: std::future::Future<Output = Result<Committed, ProposeError>>,
+        Fut: std::future::Future<Output = Result<Pending, ProposeError>>,
     {
         fn reply<T: Serialize>(v: &T) -> (u16, Vec<u8>) {
             (200, serde_json::to_vec(v).expect("serialise"))
@@ -32,19 +33,10 @@ impl Cluster {
                 Ok(req) => reply(&self.raft.install_snapshot(req).await),
                 Err(_) => (400, Vec::new()),
             },
-            network::PROPOSE => {
-                let Ok(ops) = serde_json::from_slice::<Vec<Op>>(body) else {
-                    return (400, Vec::new());
-                };
-                if self.raft.metrics().borrow().current_leader != Some(self.id) {
-                    return reply(&Forwarded::Retry("not the leader".into()));
-                }
-                match propose(ops).await {
-                    Ok((r, index)) => reply(&Forwarded::Ok(r, index)),
-                    Err(ProposeError::NoLeader) => reply(&Forwarded::Retry("no leader".into())),
-                    Err(e) => reply(&Forwarded::Failed(e.to_string())),
-                }
-            }
+            network::PROPOSE => match Proposed::parse(body) {
+                Some(p) => reply(&self.take_forwarded(p, submit).await),
+                None => (400, Vec::new()),
+            },
             network::PING => (200, b"{}".to_vec()),
             network::ELECT => {
                 tracing::info!("asked to campaign by a leader stepping down");
@@ -58,6 +50,50 @@ impl Cluster {
                 self.admin(op, body, false).await
             }
             _ => (404, Vec::new()),
+        }
+    }
+
+    /// A forwarded entry: a sequenced one waits for its turn in its stream, so entries a
+    /// follower pipelines are submitted (and so appended) in the order it started them.
+    async fn take_forwarded<F, Fut>(&self, p: Proposed, submit: F) -> Forwarded
+    where
+        F: FnOnce(Vec<Op>) -> Fut,
+        Fut: std::future::Future<Output = Result<Pending, ProposeError>>,
+    {
+        let (ops, turn) = match p {
+            Proposed::Plain(ops) => (ops, None),
+            Proposed::Sequenced(Sequenced { stream, seq, ops }) => {
+                match self.gates.turn(stream, seq).await {
+                    Ok(turn) => (ops, Some(turn)),
+                    Err(why) => return Forwarded::Retry(format!("stream refused: {why:?}")),
+                }
+            }
+        };
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            if let Some(t) = turn {
+                t.refused();
+            }
+            return Forwarded::Retry("not the leader".into());
+        }
+        let pending = match submit(ops).await {
+            Ok(pending) => {
+                if let Some(t) = turn {
+                    t.done();
+                }
+                pending
+            }
+            Err(e) => {
+                // Not submitted (the batcher is gone: shutting down): safe to retry.
+                if let Some(t) = turn {
+                    t.refused();
+                }
+                return Forwarded::Retry(e.to_string());
+            }
+        };
+        match pending.await {
+            Ok((r, index)) => Forwarded::Ok(r, index),
+            Err(ProposeError::NoLeader) => Forwarded::Retry("no leader".into()),
+            Err(e) => Forwarded::Failed(e.to_string()),
         }
     }
 }

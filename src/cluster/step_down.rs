@@ -41,7 +41,7 @@ impl Cluster {
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
         let deadline = tokio::time::Instant::now() + within;
-        let client = self.peer(successor, &addr);
+        let client = self.peer(successor, &addr, 0);
         let mut rx = self.raft.metrics();
         let other_leader = |rx: &tokio::sync::watch::Receiver<
             openraft::RaftMetrics<NodeId, BasicNode>,

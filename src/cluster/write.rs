@@ -6,12 +6,13 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 
+use super::forward::Sequenced;
 use super::{Cluster, network};
 use crate::engine::wall_ms;
-use crate::peer::PeerError;
+use crate::peer::{PeerClient, PeerError};
 use crate::replicator::{Attempt, Commit, Committed, InFlight, ProposeError};
 use crate::state::{Op, OpResult};
-use crate::store::types::{Batch, NodeId};
+use crate::store::types::{Batch, NodeId, TypeConfig};
 
 /// What `/cluster/propose` carries back.
 #[derive(Serialize, Deserialize)]
@@ -36,7 +37,19 @@ impl Commit for Cluster {
         &self,
         ops: Vec<Op>,
     ) -> impl std::future::Future<Output = Result<InFlight, Vec<Op>>> + Send {
-        self.start_on_leader(ops)
+        self.start_entry(ops)
+    }
+}
+
+/// Waits (bounded) until this node has applied `index`, so that what a caller reads here
+/// after its forwarded write includes it.
+async fn applied_here(raft: &openraft::Raft<TypeConfig>, index: u64, left: Duration) {
+    let applied = raft
+        .wait(Some(left.max(Duration::from_secs(1))))
+        .applied_index_at_least(Some(index), "forwarded write applied")
+        .await;
+    if let Err(e) = applied {
+        tracing::warn!(index, error = %e, "forwarded write committed but not yet applied here");
     }
 }
 
@@ -46,6 +59,17 @@ impl Cluster {
         let mut t = self.last_time.lock();
         *t = wall_ms().max(*t);
         *t
+    }
+
+    /// Starts an entry without waiting for earlier ones: on the leader into Raft, on a
+    /// follower on its forwarding stream; with no known leader the ops are given back (the
+    /// replicator then commits them one at a time, waiting for a leader).
+    async fn start_entry(&self, ops: Vec<Op>) -> Result<InFlight, Vec<Op>> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.id => self.start_on_leader(ops).await,
+            Some((leader, addr)) => Ok(self.start_forward(leader, &addr, ops)),
+            None => Err(ops),
+        }
     }
 
     /// On the leader, hands `ops` to Raft as one entry without waiting for its commit
@@ -114,17 +138,8 @@ impl Cluster {
             } else {
                 match self.forward_to(leader, &addr, &ops, deadline).await {
                     Ok(Forwarded::Ok(r, index)) => {
-                        // The leader applied it; wait until this node has too, so that what
-                        // the caller reads next here includes its own write.
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        let applied = self
-                            .raft
-                            .wait(Some(left.max(Duration::from_secs(1))))
-                            .applied_index_at_least(Some(index), "forwarded write applied")
-                            .await;
-                        if let Err(e) = applied {
-                            tracing::warn!(index, error = %e, "forwarded write committed but not yet applied here");
-                        }
+                        applied_here(&self.raft, index, left).await;
                         return Ok((r, index));
                     }
                     Ok(Forwarded::Retry(_)) => true,
@@ -155,15 +170,64 @@ impl Cluster {
         ops: &[Op],
         deadline: tokio::time::Instant,
     ) -> Result<Forwarded, PeerError> {
-        let client = self.peer(leader, addr);
+        let client = self.peer(leader, addr, 0);
+        metrics::counter!(crate::metrics::FORWARDED_ENTRIES, "path" => "sequential").increment(1);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let body = serde_json::to_vec(ops).expect("ops serialise");
-        let bytes = client
-            .post(network::PROPOSE, body, left.max(Duration::from_millis(100)))
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| PeerError::Failed {
-            addr: addr.to_string(),
-            why: e.to_string(),
+        post_forwarded(&client, body, left.max(Duration::from_millis(100))).await
+    }
+
+    /// On a follower, sends `ops` to the leader as the next entry of this node's forwarding
+    /// stream without waiting for earlier ones (see `forward`); the entries in flight use
+    /// connections of their own. A refused or failed entry ends the stream.
+    fn start_forward(&self, leader: NodeId, addr: &str, ops: Vec<Op>) -> InFlight {
+        let (stream, seq) = self.outgoing.next(leader);
+        metrics::counter!(crate::metrics::FORWARDED_ENTRIES, "path" => "pipelined").increment(1);
+        let client = self.peer(leader, addr, 1 + seq as usize % self.forward_slots);
+        let body = serde_json::to_vec(&Sequenced {
+            stream,
+            seq,
+            ops: ops.clone(),
+        })
+        .expect("ops serialise");
+        let (raft, outgoing, timeout) = (
+            self.raft.clone(),
+            self.outgoing.clone(),
+            self.propose_timeout,
+        );
+        Box::pin(async move {
+            let attempt = match post_forwarded(&client, body, timeout).await {
+                Ok(Forwarded::Ok(r, index)) => {
+                    applied_here(&raft, index, timeout).await;
+                    return Attempt::Committed((r, index));
+                }
+                Ok(Forwarded::Retry(_)) | Err(PeerError::Unreachable { .. }) => {
+                    Attempt::Refused(ops)
+                }
+                Ok(Forwarded::Failed(why)) => {
+                    tracing::warn!(leader, why, "forwarded write failed");
+                    Attempt::Failed(ProposeError::Failed)
+                }
+                Err(e) => {
+                    tracing::warn!(leader, error = %e, "forwarded write failed");
+                    Attempt::Failed(ProposeError::Failed)
+                }
+            };
+            outgoing.broken(stream);
+            attempt
         })
     }
+}
+
+/// Posts a forwarded entry to the leader and reads its answer.
+async fn post_forwarded(
+    client: &PeerClient,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Forwarded, PeerError> {
+    let bytes = client.post(network::PROPOSE, body, timeout).await?;
+    serde_json::from_slice(&bytes).map_err(|e| PeerError::Failed {
+        addr: client.addr().to_string(),
+        why: e.to_string(),
+    })
 }

@@ -492,9 +492,11 @@ async fn route(
             let replicator = node.replicator.clone();
             let (status, body) = node
                 .cluster
-                .handle_rpc(&path, &body, |ops| async move {
-                    replicator.propose_indexed(ops).await
-                })
+                .handle_rpc(
+                    &path,
+                    &body,
+                    |ops| async move { replicator.submit(ops).await },
+                )
                 .await;
             json(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
