@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::layout::Channels;
 use super::{FanoutArgs, Live};
-use crate::client::{ApiPipe, ApiReplies, Incoming, Reader, Writer, api_pipe, lines};
+use crate::client::{ApiPipe, ApiReplies, ApiResponse, Incoming, Reader, Writer, api_pipe, lines};
 use crate::stats::{Recorder, SeqSet, Timeline, now_micros, parse_reply, payload};
 use crate::{Ctx, Via};
 
@@ -301,21 +301,27 @@ impl Link {
     }
 }
 
+/// Whether an API answer acknowledges the publish.
+fn api_outcome(resp: &ApiResponse) -> Result<(), String> {
+    if resp.status == 200 && resp.body.starts_with(b"{\"result\"") {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish refused: HTTP {} {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ))
+    }
+}
+
 /// Reads a pipelined API connection's responses, in order, until it ends.
 async fn read_api(mut replies: ApiReplies, events: mpsc::UnboundedSender<Event>) {
     loop {
         let ev = match replies.next().await {
-            Ok((status, body)) => Event::Reply {
+            Ok(resp) => Event::Reply {
                 at: now_micros(),
                 id: None,
-                outcome: if status == 200 && body.starts_with(b"{\"result\"") {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "publish refused: HTTP {status} {}",
-                        String::from_utf8_lossy(&body)
-                    ))
-                },
+                outcome: api_outcome(&resp),
             },
             Err(e) => Event::Ended(format!("{e:#}")),
         };
