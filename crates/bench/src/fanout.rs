@@ -271,6 +271,7 @@ pub async fn once(
         unacked_received: d.unacked,
         duplicates: d.duplicates,
         reordered: d.reordered,
+        disordered: d.disordered,
         publish_secs,
         delivery_secs: last.saturating_sub(published.start_micros) as f64 / 1e6,
         latency: Percentiles::of(&total),
@@ -346,6 +347,9 @@ struct Deliveries {
     duplicates: u64,
     /// Arrived after a later one of the same stream.
     reordered: u64,
+    /// Subscriber streams in another order than the others of their group that received the
+    /// same publications.
+    disordered: u64,
     /// Subscribers closed by the server.
     sub_closed: usize,
 }
@@ -360,6 +364,10 @@ fn account(
 ) -> Deliveries {
     let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
     let mut d = Deliveries::default();
+    // The orders each stream arrived in at the subscribers of a group that received exactly
+    // the same publications of it, with how many had each: they must all have one order
+    // (those not in the most common one are counted).
+    let mut orders: HashMap<_, HashMap<u64, u64>> = HashMap::new();
     for s in subs {
         if let Some(e) = &s.closed {
             d.sub_closed += 1;
@@ -381,13 +389,61 @@ fn account(
             if acked.contains_key(p) {
                 d.duplicates += seen.duplicates;
                 d.reordered += seen.reordered;
+                let key = (s.group, *p, seen.seqs.len(), seen.set);
+                *orders
+                    .entry(key)
+                    .or_default()
+                    .entry(seen.order)
+                    .or_default() += 1;
             }
         }
     }
+    d.disordered = orders
+        .values()
+        .map(|seen| seen.values().sum::<u64>() - seen.values().max().copied().unwrap_or(0))
+        .sum();
     for r in pub_results {
         if let Some(e) = &r.error {
             first_error.get_or_insert(e.clone());
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscriber of group 0 that received publisher 0's `seqs` in this order.
+    fn sub(seqs: &[u64]) -> SubResult {
+        let mut seen = StreamSeen::default();
+        for &q in seqs {
+            seen.record(q);
+        }
+        SubResult {
+            group: 0,
+            streams: HashMap::from([(0, seen)]),
+            closed: None,
+        }
+    }
+
+    #[test]
+    fn subscribers_must_agree_on_the_order_not_on_sequence_order() {
+        let mut acked = PubResult::new(0);
+        for q in 0..4 {
+            acked.acked.insert(q);
+        }
+        let pubs = [acked];
+        let channels = Channels::new(1, Layout::Fanout);
+        let account = |subs: &[SubResult]| account(subs, &pubs, channels, &mut None);
+        // Out of sequence order (as over HTTP/2), but the same order everywhere.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 0, 3, 2]), sub(&[1, 0, 3, 2])]);
+        assert_eq!((d.reordered, d.disordered, d.lost), (6, 0, 0));
+        // One subscriber in another order: it is the one counted.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 0, 2, 3]), sub(&[1, 0, 3, 2])]);
+        assert_eq!(d.disordered, 1);
+        // One that lost a publication is counted as lost, not as disordered.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 3, 2]), sub(&[1, 0, 3, 2])]);
+        assert_eq!((d.disordered, d.lost), (0, 1));
+    }
 }

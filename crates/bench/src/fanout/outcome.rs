@@ -41,6 +41,9 @@ pub struct Outcome {
     pub duplicates: u64,
     /// Deliveries that arrived after a later one of the same stream.
     pub reordered: u64,
+    /// Subscriber streams received in another order than at the other subscribers of their
+    /// channels that received the same publications.
+    pub disordered: u64,
     /// Seconds publishing.
     pub publish_secs: f64,
     /// Seconds from the first publication to the last delivery.
@@ -197,6 +200,12 @@ impl Outcome {
         r.fig("duplicates", "duplicates", self.duplicates as f64, "");
         r.fig("reordered", "reordered", self.reordered as f64, "");
         r.fig(
+            "disordered",
+            "subscriber streams in another order than the others'",
+            self.disordered as f64,
+            "",
+        );
+        r.fig(
             "unacked_received",
             "received but not acknowledged",
             self.unacked_received as f64,
@@ -302,6 +311,14 @@ impl Outcome {
             "in order",
             self.reordered == 0,
             format!("{} reordered", self.reordered),
+        );
+        r.check(
+            "one order at every subscriber",
+            self.disordered == 0,
+            format!(
+                "{} subscriber streams differ in order from the others of their channels",
+                self.disordered
+            ),
         );
         r.check(
             "every subscriber connected and stayed",

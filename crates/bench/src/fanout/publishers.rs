@@ -48,7 +48,7 @@ pub(super) struct PubResult {
 }
 
 impl PubResult {
-    fn new(p: usize) -> PubResult {
+    pub(super) fn new(p: usize) -> PubResult {
         PubResult {
             p: p as u32,
             acked: SeqSet::default(),
