@@ -6,9 +6,12 @@
 //! publication carries its publisher, a sequence number and its due time; each subscriber
 //! tracks every publisher stream of its channel, so the report can say exactly how many
 //! deliveries were expected (acknowledged publications × subscribers of their channel),
-//! received, lost, duplicated or reordered, with end-to-end latency percentiles. `--step`
-//! raises R until p99 passes a bound or loss appears. The `publish` scenario runs the same
-//! phases with another [`Layout`].
+//! received, lost, duplicated or reordered, with end-to-end latency percentiles, and whether
+//! every subscriber received each stream in one order (the commit order). Over HTTP/2 (the
+//! default for `--via api`) a publisher's publications in flight together have no order of
+//! their own, so there only that last check holds them to an order. `--step` raises R until
+//! p99 passes a bound or loss appears. The `publish` scenario runs the same phases with
+//! another [`Layout`].
 
 mod layout;
 mod outcome;
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Http;
 use super::report::Report;
 use super::stats::{Clock, Percentiles, StreamSeen, Timeline, percentile_curve};
 use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
@@ -45,8 +49,9 @@ pub struct FanoutArgs {
     /// Channels; subscriber i joins channel i mod C, publisher p publishes to channel p mod C.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
-    /// Publishers (each one ordered stream on one connection, publishing on schedule without
-    /// waiting for acknowledgements).
+    /// Publishers (each one stream on one connection, publishing on schedule without waiting
+    /// for acknowledgements; ordered, except over HTTP/2 where those in flight together are
+    /// concurrent).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
     /// Publications per second offered, all publishers together (open loop: publication i of
@@ -97,6 +102,14 @@ pub struct Publishing {
     /// How to publish (default: api when --api is given, else client).
     #[arg(long, value_enum)]
     pub via: Option<Via>,
+    /// --via api: publish over HTTP/1.1 instead of HTTP/2. By default each publisher's
+    /// connection is HTTP/2 (h2c with prior knowledge) and carries its publications
+    /// concurrently, each answered as it commits; with --http1 they are pipelined on one
+    /// kept-alive HTTP/1.1 connection, which the server answers one after the other (one
+    /// commit per request: about as many publications/s per connection as commits/s).
+    #[arg(long)]
+    #[serde(default)]
+    pub http1: bool,
     /// Longest wait for outstanding deliveries after the last publication.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
@@ -271,7 +284,9 @@ pub async fn once(
         unacked_received: d.unacked,
         duplicates: d.duplicates,
         reordered: d.reordered,
+        ordered_streams: !(via == Via::Api && schedule.http == Http::H2),
         disordered: d.disordered,
+        api_http: api_http(pub_results),
         publish_secs,
         delivery_secs: last.saturating_sub(published.start_micros) as f64 / 1e6,
         latency: Percentiles::of(&total),
@@ -284,6 +299,21 @@ pub async fn once(
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         first_error,
     })
+}
+
+/// The HTTP version the server API answered the publishers over: the one all their answers
+/// came over (none without answers over HTTP).
+fn api_http(pub_results: &[PubResult]) -> Option<Http> {
+    let [h1, h2] = pub_results.iter().fold([0, 0], |[a, b], r| {
+        [a + r.replies_by_http[0], b + r.replies_by_http[1]]
+    });
+    match (h1, h2) {
+        (0, 0) => None,
+        (_, 0) => Some(Http::H1),
+        (0, _) => Some(Http::H2),
+        // Not expected: a publisher's connection speaks one version.
+        _ => None,
+    }
 }
 
 /// The live progress line of a run at `rate` with `n` subscribers.
