@@ -423,6 +423,72 @@ async fn fanout_publishes_over_http2_on_one_connection() {
     assert!(table.contains("server API HTTP version"), "{table}");
 }
 
+/// `--probe-http`: beside the load, one publisher that waits for each answer before the next,
+/// over one kept-alive HTTP/1.1 connection, to a channel of its own; its acknowledgement
+/// latency gets a line of its own (text and JSON) and the subscribers' accounting is
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_probe_reports_sequential_http_latency() {
+    let server = TestServer::start().await;
+    let relay = Relay::start(server.addr).await;
+    let api = format!("http://{}", relay.addr);
+    let (code, table, v) = run_binary(
+        &server,
+        &api,
+        &[
+            "fanout",
+            "--subscribers",
+            "4",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "1500ms",
+            "--probe-http",
+            "--channel",
+            "chat:probe",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{table}");
+    let f = &v["figures"];
+    let acked = f["probe_acked"].as_f64().unwrap();
+    assert!(acked >= 5.0, "{table}");
+    assert_eq!(f["probe_failed"], 0.0, "{table}");
+    assert_eq!(f["probe_http_version"], 1.1, "{table}");
+    for k in ["probe_ack_p50_ms", "probe_ack_p99_ms", "probe_ack_max_ms"] {
+        assert!(f[k].as_f64().unwrap() > 0.0, "{k}: {table}");
+    }
+    assert!(f["probe_ack_p50_ms"].as_f64() <= f["probe_ack_max_ms"].as_f64());
+    let line = &v["latencies"][0];
+    assert_eq!(line["key"], "probe", "{v}");
+    assert_eq!(line["latency"]["count"].as_f64(), Some(acked), "{v}");
+    assert!(table.contains("sequential HTTP/1.1 probe ack"), "{table}");
+    // The load's accounting does not see the probe: 75 publications to 4 subscribers.
+    assert_eq!(f["deliveries_expected"], 300.0, "{table}");
+    assert_eq!(f["deliveries_received"], 300.0, "{table}");
+    // Two connections reached the server: the publisher's (HTTP/2) and the probe's, one
+    // HTTP/1.1 connection kept alive for all its requests.
+    let mut heads = relay.heads();
+    heads.sort();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(heads[0], b"POST /api/publish HTTP/1", "{heads:?}");
+    assert_eq!(heads[1], H2_PREFACE);
+    // The probe's publications are in its own channel's history.
+    let (st, hist) = server
+        .api(
+            "history",
+            serde_json::json!({"channel": "chat:probe-probe", "limit": 1}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        hist["result"]["offset"].as_f64().unwrap() >= acked,
+        "{hist}"
+    );
+}
+
 /// `publish`: three subscribers on every one of 20 channels, one publisher going round them;
 /// the report leads with committed publications/s and acknowledgement percentiles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

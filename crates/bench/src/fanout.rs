@@ -10,11 +10,13 @@
 //! every subscriber received each stream in one order (the commit order). Over HTTP/2 (the
 //! default for `--via api`) a publisher's publications in flight together have no order of
 //! their own, so there only that last check holds them to an order. `--step` raises R until
-//! p99 passes a bound or loss appears. The `publish` scenario runs the same phases with
-//! another [`Layout`].
+//! p99 passes a bound or loss appears; `--probe-http` adds one sequential HTTP publisher and
+//! reports its latency apart (`fanout/probe.rs`). The `publish` scenario runs the same
+//! phases with another [`Layout`].
 
 mod layout;
 mod outcome;
+mod probe;
 mod publishers;
 mod subscribers;
 
@@ -34,6 +36,7 @@ use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
 use layout::Channels;
 pub use layout::Layout;
 pub use outcome::Outcome;
+pub use probe::ProbeResult;
 use publishers::{PubResult, Schedule, kept_up, publish};
 use subscribers::{SubResult, open_subscribers};
 
@@ -62,6 +65,17 @@ pub struct FanoutArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub publishing: Publishing,
+    /// Alongside the load, one sequential HTTP publisher: it publishes to `<channel>-probe`
+    /// through the first --api URL, waits for each answer before sending the next, for the
+    /// whole run; its acknowledgement latency (send → answer) is reported on its own line.
+    /// HTTP/1.1 keep-alive, as typical backends publish (--probe-http2 for HTTP/2).
+    #[arg(long)]
+    #[serde(default)]
+    pub probe_http: bool,
+    /// --probe-http over HTTP/2 (h2c with prior knowledge) instead of HTTP/1.1.
+    #[arg(long, requires = "probe_http")]
+    #[serde(default)]
+    pub probe_http2: bool,
     /// Test hook for the loss detection: publisher 0 does not send this sequence number but
     /// records it as acknowledged, so every subscriber of its channel must report it lost.
     #[arg(long)]
@@ -148,6 +162,12 @@ pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
             "duplicates": o.duplicates,
             "cpu_secs": o.cpu_secs,
         }));
+        if let (Some(p), Some(step)) = (&o.probe, r.steps.last_mut()) {
+            let l = p.latency();
+            step["probe_ack_p50_ms"] = json!(l.p50);
+            step["probe_ack_p99_ms"] = json!(l.p99);
+            step["probe_ack_max_ms"] = json!(l.max);
+        }
         let over = o.latency.p99 > bound_ms;
         let lossy = o.lost > 0 || o.duplicates > 0;
         if over || lossy || !kept_up {
@@ -222,6 +242,9 @@ pub async fn once(
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
     let via = ctx.via(a.publishing.via)?;
+    if a.probe_http && (ctx.apis.is_empty() || ctx.api_key.is_none()) {
+        anyhow::bail!("--probe-http needs --api URL and --api-key");
+    }
     let channels = Channels::new(a.channels, a.layout);
     let clock = Clock::start();
     let shared = Shared {
@@ -245,7 +268,19 @@ pub async fn once(
     );
     let cpu_before = server_cpu(ctx).await;
     let schedule = Schedule::new(a, channels, via, rate, duration);
-    let published = publish(ctx, &schedule, live).await?;
+    let probe_stop = CancellationToken::new();
+    let probe = a.probe_http.then(|| {
+        let http = if a.probe_http2 { Http::H2 } else { Http::H1 };
+        let size = a.publishing.payload;
+        probe::spawn(ctx, http, size, duration, probe_stop.clone())
+    });
+    let published = publish(ctx, &schedule, live).await;
+    probe_stop.cancel();
+    let probe = match probe {
+        Some(p) => Some(p.await?),
+        None => None,
+    };
+    let published = published?;
     let publish_secs = published.start.elapsed().as_secs_f64();
     let pub_results = &published.results;
 
@@ -287,6 +322,7 @@ pub async fn once(
         ordered_streams: !(via == Via::Api && schedule.http == Http::H2),
         disordered: d.disordered,
         api_http: api_http(pub_results),
+        probe,
         publish_secs,
         delivery_secs: last.saturating_sub(published.start_micros) as f64 / 1e6,
         latency: Percentiles::of(&total),

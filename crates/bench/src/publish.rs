@@ -48,6 +48,8 @@ impl PublishArgs {
             publishers: self.publishers,
             rate: self.rate,
             publishing: self.publishing.clone(),
+            probe_http: false,
+            probe_http2: false,
             inject_drop: None,
             step: false,
             p99_bound: Duration::from_millis(100),

@@ -1,9 +1,10 @@
-//! What one fan-out run measured ([`Outcome`]), and how it goes into a report: figures and
-//! checks.
+//! What one fan-out run measured ([`Outcome`]), and how it goes into a report: figures,
+//! latency sections and checks.
 
+use super::probe::ProbeResult;
 use super::publishers::{RATE_TOLERANCE, kept_up};
 use crate::client::Http;
-use crate::report::Report;
+use crate::report::{LatencyLine, Report};
 use crate::stats::{Percentiles, ServerSample};
 
 /// The measured outcome of one fan-out run.
@@ -51,6 +52,8 @@ pub struct Outcome {
     pub disordered: u64,
     /// The HTTP version the server API answered the publishers over (`--via api`).
     pub api_http: Option<Http>,
+    /// The sequential HTTP probe (`--probe-http`).
+    pub probe: Option<ProbeResult>,
     /// Seconds publishing.
     pub publish_secs: f64,
     /// Seconds from the first publication to the last delivery.
@@ -104,6 +107,7 @@ impl Outcome {
         r.latency = Some(self.latency);
         r.percentiles = self.curve.clone();
         r.timeline = self.timeline.clone();
+        self.probe_section(r);
     }
 
     /// Adds the figures and checks to `r`, with the acknowledgement latency as the headline.
@@ -113,6 +117,19 @@ impl Outcome {
         r.latency = Some(self.ack);
         r.percentiles = self.ack_curve.clone();
         r.timeline = self.ack_timeline.clone();
+        self.probe_section(r);
+    }
+
+    /// The probe's latency on a line of its own.
+    fn probe_section(&self, r: &mut Report) {
+        if let Some(p) = &self.probe {
+            r.latencies.push(LatencyLine {
+                key: "probe".into(),
+                label: format!("sequential {} probe ack", p.http.name()),
+                latency: p.latency(),
+                detail: format!("{} publishes one at a time, {} failed", p.acked, p.failed),
+            });
+        }
     }
 
     /// Every figure, the server samples and the checks.
@@ -120,6 +137,7 @@ impl Outcome {
         self.count_figures(r);
         self.schedule_figures(r);
         self.latency_figures(r);
+        self.probe_figures(r);
         self.server_figures(r);
         r.server = self.server.clone();
         self.checks(r);
@@ -249,6 +267,34 @@ impl Outcome {
         r.fig("ack_max_ms", "publish ack max", self.ack.max, "ms");
     }
 
+    /// The sequential probe: answered, failed, protocol, latency percentiles.
+    fn probe_figures(&self, r: &mut Report) {
+        let Some(p) = &self.probe else {
+            return;
+        };
+        let l = p.latency();
+        r.fig(
+            "probe_acked",
+            "probe: publishes acknowledged",
+            p.acked as f64,
+            "",
+        );
+        r.fig(
+            "probe_failed",
+            "probe: publishes failed",
+            p.failed as f64,
+            "",
+        );
+        if let Some(h) = p.answered_over {
+            let label = format!("probe: HTTP version ({})", h.name());
+            r.fig("probe_http_version", &label, h.number(), "");
+        }
+        r.fig("probe_ack_p50_ms", "probe ack p50", l.p50, "ms");
+        r.fig("probe_ack_p90_ms", "probe ack p90", l.p90, "ms");
+        r.fig("probe_ack_p99_ms", "probe ack p99", l.p99, "ms");
+        r.fig("probe_ack_max_ms", "probe ack max", l.max, "ms");
+    }
+
     /// Server CPU (with `--pid`) and RSS at the end.
     fn server_figures(&self, r: &mut Report) {
         if let Some(cpu) = self.cpu_secs {
@@ -324,6 +370,21 @@ impl Outcome {
             format!("{} duplicates", self.duplicates),
         );
         self.order_checks(r);
+        if let Some(p) = &self.probe {
+            r.check(
+                "every probe publish acknowledged",
+                p.failed == 0 && p.acked > 0,
+                format!(
+                    "{} acknowledged, {} failed{}",
+                    p.acked,
+                    p.failed,
+                    p.error
+                        .as_deref()
+                        .map(|e| format!("; first error: {e}"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
         r.check(
             "every subscriber connected and stayed",
             self.sub_failed == 0 && self.sub_closed == 0,
