@@ -300,6 +300,195 @@ async fn fanout_fails_when_the_publisher_cannot_keep_up() {
     assert!(fig(&r, "publish_lag_max_ms") > 0.0, "{table}");
 }
 
+/// A TCP relay in front of a node's client listener that keeps the first 24 bytes each
+/// connection sent (the length of the HTTP/2 preface): what the server saw on the wire.
+struct Relay {
+    addr: std::net::SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 24];
+                    let Ok(_) = client.read_exact(&mut head).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(head.to_vec());
+                    let mut server = tokio::net::TcpStream::connect(to).await.unwrap();
+                    server.set_nodelay(true).unwrap();
+                    client.set_nodelay(true).unwrap();
+                    if server.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, heads }
+    }
+
+    /// The first bytes of every connection so far.
+    fn heads(&self) -> Vec<Vec<u8>> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Runs the `switchyard bench` binary with `words`, subscribers on `server`, the API at
+/// `api`; returns its exit code, its stdout and its `--json` report.
+async fn run_binary(server: &TestServer, api: &str, words: &[&str]) -> (i32, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("bench")
+        .args(words)
+        .args(["--quiet", "--token-secret", SECRET, "--api-key", API_KEY])
+        .args(["--url", &server.ws_url(), "--api", api])
+        .arg("--json")
+        .arg(&json)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(25), out)
+        .await
+        .expect("bench finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), stdout, v)
+}
+
+/// `--via api` publishes over HTTP/2 by default: one publisher's one connection (h2c, the
+/// server sees the HTTP/2 preface) carries 400 publications/s, many in flight at once. The
+/// node waits 20 ms after a write for more to join its log entry (`cluster.batch_linger`):
+/// publications in flight together share an entry, so they are acknowledged at the offered
+/// rate, while requests answered one at a time (HTTP/1.1: one request, one entry) could not
+/// be acknowledged faster than 50/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_publishes_over_http2_on_one_connection() {
+    let toml = common::base_toml().replace("[cluster]\n", "[cluster]\nbatch_linger = \"20ms\"\n");
+    let server = TestServer::start_toml(&toml).await;
+    let relay = Relay::start(server.addr).await;
+    let api = format!("http://{}", relay.addr);
+    let (code, table, v) = run_binary(
+        &server,
+        &api,
+        &[
+            "fanout",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "1",
+            "--rate",
+            "400",
+            "--duration",
+            "2s",
+            "--via",
+            "api",
+            "--channel",
+            "chat:h2",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{table}");
+    let f = &v["figures"];
+    assert_eq!(f["api_http_version"], 2.0, "{table}");
+    assert_eq!(f["publications_acked"], 800.0, "{table}");
+    assert_eq!(f["deliveries_received"], 2400.0, "{table}");
+    assert!(f["achieved_rate"].as_f64().unwrap() >= 396.0, "{table}");
+    // Acknowledged at the offered rate, not one entry (20 ms) at a time.
+    assert!(
+        f["publications_per_sec"].as_f64().unwrap() >= 360.0,
+        "{table}"
+    );
+    assert!(f["ack_p50_ms"].as_f64().unwrap() < 500.0, "{table}");
+    assert_eq!(f["disordered"], 0.0, "{table}");
+    // The one publisher connection is all the relay saw, and it spoke HTTP/2 from its
+    // first bytes.
+    let heads = relay.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads[0], H2_PREFACE);
+    assert!(table.contains("server API HTTP version"), "{table}");
+}
+
+/// `--probe-http`: beside the load, one publisher that waits for each answer before the next,
+/// over one kept-alive HTTP/1.1 connection, to a channel of its own; its acknowledgement
+/// latency gets a line of its own (text and JSON) and the subscribers' accounting is
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_probe_reports_sequential_http_latency() {
+    let server = TestServer::start().await;
+    let relay = Relay::start(server.addr).await;
+    let api = format!("http://{}", relay.addr);
+    let (code, table, v) = run_binary(
+        &server,
+        &api,
+        &[
+            "fanout",
+            "--subscribers",
+            "4",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "1500ms",
+            "--probe-http",
+            "--channel",
+            "chat:probe",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{table}");
+    let f = &v["figures"];
+    let acked = f["probe_acked"].as_f64().unwrap();
+    assert!(acked >= 5.0, "{table}");
+    assert_eq!(f["probe_failed"], 0.0, "{table}");
+    assert_eq!(f["probe_http_version"], 1.1, "{table}");
+    for k in ["probe_ack_p50_ms", "probe_ack_p99_ms", "probe_ack_max_ms"] {
+        assert!(f[k].as_f64().unwrap() > 0.0, "{k}: {table}");
+    }
+    assert!(f["probe_ack_p50_ms"].as_f64() <= f["probe_ack_max_ms"].as_f64());
+    let line = &v["latencies"][0];
+    assert_eq!(line["key"], "probe", "{v}");
+    assert_eq!(line["latency"]["count"].as_f64(), Some(acked), "{v}");
+    assert!(table.contains("sequential HTTP/1.1 probe ack"), "{table}");
+    // The load's accounting does not see the probe: 75 publications to 4 subscribers.
+    assert_eq!(f["deliveries_expected"], 300.0, "{table}");
+    assert_eq!(f["deliveries_received"], 300.0, "{table}");
+    // Two connections reached the server: the publisher's (HTTP/2) and the probe's, one
+    // HTTP/1.1 connection kept alive for all its requests.
+    let mut heads = relay.heads();
+    heads.sort();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(heads[0], b"POST /api/publish HTTP/1", "{heads:?}");
+    assert_eq!(heads[1], H2_PREFACE);
+    // The probe's publications are in its own channel's history.
+    let (st, hist) = server
+        .api(
+            "history",
+            serde_json::json!({"channel": "chat:probe-probe", "limit": 1}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        hist["result"]["offset"].as_f64().unwrap() >= acked,
+        "{hist}"
+    );
+}
+
 /// `publish`: three subscribers on every one of 20 channels, one publisher going round them;
 /// the report leads with committed publications/s and acknowledgement percentiles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The bench's own protocol client: a WebSocket over fastwebsockets' client handshake (optionally
 //! leaving from a chosen loopback source address), JSON commands, server pings answered, a
 //! connection that splits into a reading and a writing half (so commands can be sent while
-//! replies are read), a tiny kept-alive HTTP/1.1 client for the server API, and a pipelined one.
+//! replies are read), a tiny kept-alive client for the server API (HTTP/1.1 or HTTP/2), a
+//! pipelined HTTP/1.1 one, and an HTTP/2 one whose requests go out concurrently.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +72,8 @@ pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
     Ok(stream)
 }
 
+/// Runs hyper's background tasks (WebSocket upgrade, HTTP/2 connection) on tokio.
+#[derive(Clone, Copy)]
 struct SpawnExecutor;
 
 impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
@@ -340,57 +343,217 @@ impl Conn {
     }
 }
 
-/// A kept-alive HTTP/1.1 connection to a node's server API.
+/// The HTTP version of an API connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1: one request at a time on a kept-alive connection (or pipelined: [`api_pipe`]).
+    H1,
+    /// HTTP/2, h2c with prior knowledge (the connection starts with the HTTP/2 preface; plain
+    /// `http://` only): many requests at once on one connection.
+    H2,
+}
+
+impl Http {
+    /// The version as a number for the reports: 1.1 or 2.
+    pub fn number(self) -> f64 {
+        match self {
+            Http::H1 => 1.1,
+            Http::H2 => 2.0,
+        }
+    }
+
+    /// The version of a response.
+    pub fn of(v: hyper::Version) -> Option<Http> {
+        match v {
+            hyper::Version::HTTP_11 => Some(Http::H1),
+            hyper::Version::HTTP_2 => Some(Http::H2),
+            _ => None,
+        }
+    }
+
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Http::H1 => "HTTP/1.1",
+            Http::H2 => "HTTP/2",
+        }
+    }
+}
+
+/// A server API connection's sending side.
+enum ApiConn {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// A kept-alive connection to a node's server API, over HTTP/1.1 or HTTP/2 (h2c).
 pub struct Api {
     ep: Endpoint,
     key: String,
     source: Option<IpAddr>,
-    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    http: Http,
+    conn: Option<ApiConn>,
+}
+
+/// An answer of the server API.
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// The HTTP version it came over.
+    pub http: Option<Http>,
+    /// The body.
+    pub body: Bytes,
 }
 
 impl Api {
-    /// A client for the API at `url` (`http://host:port`) with `key`; connects lazily.
+    /// An HTTP/1.1 client for the API at `url` (`http://host:port`) with `key`; connects
+    /// lazily.
     pub fn new(ep: Endpoint, key: String, source: Option<IpAddr>) -> Api {
+        Api::with(ep, key, source, Http::H1)
+    }
+
+    /// A client for the API at `ep` with `key` over `http`; connects lazily.
+    pub fn with(ep: Endpoint, key: String, source: Option<IpAddr>, http: Http) -> Api {
         Api {
             ep,
             key,
             source,
+            http,
             conn: None,
         }
     }
 
     /// `POST /api/<method>`; returns the parsed JSON body (error when the status is not 200).
     pub async fn call(&mut self, method: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
-        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
-            let io = TokioIo::new(tcp(self.ep.addr, self.source).await?);
-            let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.conn = Some(send);
+        let resp = self.post(method, body).await?;
+        if resp.status != 200 {
+            bail!("API {method}: HTTP {}", resp.status);
         }
-        let send = self.conn.as_mut().expect("connected");
-        send.ready().await?;
-        let req = Request::builder()
-            .method("POST")
-            .uri(format!("/api/{method}"))
-            .header("Host", &self.ep.authority)
-            .header("Content-Type", "application/json")
-            .header("X-API-Key", &self.key)
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = match send.send_request(req).await {
+        Ok(serde_json::from_slice(&resp.body)?)
+    }
+
+    /// `POST /api/<method>` (connecting first when there is no open connection): the status,
+    /// HTTP version and body of the answer.
+    pub async fn post(&mut self, method: &str, body: Vec<u8>) -> anyhow::Result<ApiResponse> {
+        let closed = match &self.conn {
+            None => true,
+            Some(ApiConn::H1(c)) => c.is_closed(),
+            Some(ApiConn::H2(c)) => c.is_closed(),
+        };
+        if closed {
+            let io = TokioIo::new(tcp(self.ep.addr, self.source).await?);
+            self.conn = Some(match self.http {
+                Http::H1 => {
+                    let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+                    tokio::spawn(conn);
+                    ApiConn::H1(send)
+                }
+                Http::H2 => {
+                    let (send, conn) =
+                        hyper::client::conn::http2::handshake(SpawnExecutor, io).await?;
+                    tokio::spawn(conn);
+                    ApiConn::H2(send)
+                }
+            });
+        }
+        let req = api_request(self.http, &self.ep.authority, &self.key, method, body)?;
+        let sent = match self.conn.as_mut().expect("connected") {
+            ApiConn::H1(send) => match send.ready().await {
+                Ok(()) => send.send_request(req).await,
+                Err(e) => Err(e),
+            },
+            ApiConn::H2(send) => send.send_request(req).await,
+        };
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 self.conn = None;
                 return Err(e.into());
             }
         };
-        let status = resp.status();
+        let (status, http) = (resp.status().as_u16(), Http::of(resp.version()));
         let body = resp.into_body().collect().await?.to_bytes();
-        if status != 200 {
-            bail!("API {method}: HTTP {status}");
+        Ok(ApiResponse { status, http, body })
+    }
+}
+
+/// The request `POST /api/<method>` with `body` and the key: origin-form with a `Host`
+/// header for HTTP/1.1, an absolute URI (which gives the `:authority`) for HTTP/2.
+fn api_request(
+    http: Http,
+    authority: &str,
+    key: &str,
+    method: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Request<Full<Bytes>>> {
+    let req = match http {
+        Http::H1 => Request::builder()
+            .uri(format!("/api/{method}"))
+            .header("Host", authority),
+        Http::H2 => Request::builder().uri(format!("http://{authority}/api/{method}")),
+    };
+    Ok(req
+        .method("POST")
+        .header("Content-Type", "application/json")
+        .header("X-API-Key", key)
+        .body(Full::new(Bytes::from(body)))?)
+}
+
+/// A server API connection over HTTP/2 (h2c with prior knowledge) whose requests go out
+/// concurrently: [`ApiH2::request`] queues one on the connection at once and returns the
+/// future of its answer, so one connection carries many publishes in flight (the server
+/// takes up to its `SETTINGS_MAX_CONCURRENT_STREAMS` at a time; more wait in the client).
+pub struct ApiH2 {
+    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    authority: String,
+    key: String,
+}
+
+/// What drives an HTTP/2 connection: to be polled (spawned) until it ends, with the
+/// connection's error if any; dropping it closes the connection.
+pub type H2Driver = std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// Opens an HTTP/2 server API connection to `ep` with `key` (from `source` when given), and
+/// what drives it.
+pub async fn api_h2(
+    ep: &Endpoint,
+    key: &str,
+    source: Option<IpAddr>,
+) -> anyhow::Result<(ApiH2, H2Driver)> {
+    let io = TokioIo::new(tcp(ep.addr, source).await?);
+    let (send, conn) = hyper::client::conn::http2::handshake(SpawnExecutor, io)
+        .await
+        .map_err(|e| anyhow!("HTTP/2 handshake: {e}"))?;
+    let driver: H2Driver = Box::pin(conn);
+    Ok((
+        ApiH2 {
+            send,
+            authority: ep.authority.clone(),
+            key: key.to_string(),
+        },
+        driver,
+    ))
+}
+
+impl ApiH2 {
+    /// Queues `POST /api/<method>` with `body` on the connection now; the returned future
+    /// resolves to its answer. Fails at once when the connection is closed.
+    pub fn request(
+        &mut self,
+        method: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<impl Future<Output = anyhow::Result<ApiResponse>> + Send + use<>> {
+        if self.send.is_closed() {
+            bail!("HTTP/2 connection closed");
         }
-        Ok(serde_json::from_slice(&body)?)
+        let req = api_request(Http::H2, &self.authority, &self.key, method, body)?;
+        let resp = self.send.send_request(req);
+        Ok(async move {
+            let resp = resp.await?;
+            let (status, http) = (resp.status().as_u16(), Http::of(resp.version()));
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok(ApiResponse { status, http, body })
+        })
     }
 }
 
@@ -452,13 +615,14 @@ impl ApiPipe {
 }
 
 impl ApiReplies {
-    /// The next response, in request order: its status and body (`Content-Length` bodies
-    /// only, as the server sends them).
-    pub async fn next(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
+    /// The next response, in request order: its status, version and body (`Content-Length`
+    /// bodies only, as the server sends them).
+    pub async fn next(&mut self) -> anyhow::Result<ApiResponse> {
         let mut line = String::new();
         if self.r.read_line(&mut line).await? == 0 {
             bail!("read: connection closed");
         }
+        let http = line.starts_with("HTTP/1.1 ").then_some(Http::H1);
         let status: u16 = line
             .split_whitespace()
             .nth(1)
@@ -487,7 +651,11 @@ impl ApiReplies {
             .read_exact(&mut body)
             .await
             .map_err(|e| anyhow!("read: {e}"))?;
-        Ok((status, body))
+        Ok(ApiResponse {
+            status,
+            http,
+            body: body.into(),
+        })
     }
 }
 

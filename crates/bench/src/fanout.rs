@@ -6,11 +6,17 @@
 //! publication carries its publisher, a sequence number and its due time; each subscriber
 //! tracks every publisher stream of its channel, so the report can say exactly how many
 //! deliveries were expected (acknowledged publications × subscribers of their channel),
-//! received, lost, duplicated or reordered, with end-to-end latency percentiles. `--step`
-//! raises R until p99 passes a bound or loss appears. The `publish` scenario runs the same
+//! received, lost, duplicated or reordered, with end-to-end latency percentiles, and whether
+//! every subscriber received each stream in one order (the commit order). Over HTTP/2 (the
+//! default for `--via api`) a publisher's publications in flight together have no order of
+//! their own, so there only that last check holds them to an order. `--step` raises R until
+//! p99 passes a bound or loss appears; `--probe-http` adds one sequential HTTP publisher and
+//! reports its latency apart (`fanout/probe.rs`). The `publish` scenario runs the same
 //! phases with another [`Layout`].
 
 mod layout;
+mod outcome;
+mod probe;
 mod publishers;
 mod subscribers;
 
@@ -23,12 +29,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Http;
 use super::report::Report;
-use super::stats::{Clock, Percentiles, ServerSample, StreamSeen, Timeline, percentile_curve};
+use super::stats::{Clock, Percentiles, StreamSeen, Timeline, percentile_curve};
 use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
 use layout::Channels;
 pub use layout::Layout;
-use publishers::{PubResult, RATE_TOLERANCE, Schedule, kept_up, publish};
+pub use outcome::Outcome;
+pub use probe::ProbeResult;
+use publishers::{PubResult, Schedule, kept_up, publish};
 use subscribers::{SubResult, open_subscribers};
 
 /// Arguments of `switchyard bench fanout`.
@@ -43,8 +52,9 @@ pub struct FanoutArgs {
     /// Channels; subscriber i joins channel i mod C, publisher p publishes to channel p mod C.
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
-    /// Publishers (each one ordered stream on one connection, publishing on schedule without
-    /// waiting for acknowledgements).
+    /// Publishers (each one stream on one connection, publishing on schedule without waiting
+    /// for acknowledgements; ordered, except over HTTP/2 where those in flight together are
+    /// concurrent).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
     /// Publications per second offered, all publishers together (open loop: publication i of
@@ -55,6 +65,17 @@ pub struct FanoutArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub publishing: Publishing,
+    /// Alongside the load, one sequential HTTP publisher: it publishes to `<channel>-probe`
+    /// through the first --api URL, waits for each answer before sending the next, for the
+    /// whole run; its acknowledgement latency (send → answer) is reported on its own line.
+    /// HTTP/1.1 keep-alive, as typical backends publish (--probe-http2 for HTTP/2).
+    #[arg(long)]
+    #[serde(default)]
+    pub probe_http: bool,
+    /// --probe-http over HTTP/2 (h2c with prior knowledge) instead of HTTP/1.1.
+    #[arg(long, requires = "probe_http")]
+    #[serde(default)]
+    pub probe_http2: bool,
     /// Test hook for the loss detection: publisher 0 does not send this sequence number but
     /// records it as acknowledged, so every subscriber of its channel must report it lost.
     #[arg(long)]
@@ -95,326 +116,20 @@ pub struct Publishing {
     /// How to publish (default: api when --api is given, else client).
     #[arg(long, value_enum)]
     pub via: Option<Via>,
+    /// --via api: publish over HTTP/1.1 instead of HTTP/2. By default each publisher's
+    /// connection is HTTP/2 (h2c with prior knowledge) and carries its publications
+    /// concurrently, each answered as it commits; with --http1 they are pipelined on one
+    /// kept-alive HTTP/1.1 connection, which the server answers one after the other (one
+    /// commit per request: about as many publications/s per connection as commits/s).
+    #[arg(long)]
+    #[serde(default)]
+    pub http1: bool,
     /// Longest wait for outstanding deliveries after the last publication.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
     /// How often to sample the servers (with --pid / --admin).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sample_every: Duration,
-}
-
-/// The measured outcome of one fan-out run.
-pub struct Outcome {
-    /// Rate asked for.
-    pub rate: f64,
-    /// Subscribers connected / asked for.
-    pub subscribed: usize,
-    /// Subscribers that failed to connect or subscribe.
-    pub sub_failed: usize,
-    /// Subscribers closed by the server during the run.
-    pub sub_closed: usize,
-    /// Publications scheduled (all publishers).
-    pub scheduled: u64,
-    /// Publications sent within their publisher's window.
-    pub sent: u64,
-    /// Offered publish rate: every scheduled publication over the window.
-    pub offered_rate: f64,
-    /// Achieved publish rate: the publications sent over the window.
-    pub achieved_rate: f64,
-    /// How far a publisher fell behind its schedule at most, ms.
-    pub lag_max_ms: f64,
-    /// Publications acknowledged.
-    pub acked: u64,
-    /// Publications refused or failed.
-    pub pub_failed: u64,
-    /// Deliveries expected (acknowledged × subscribers of their channel).
-    pub expected: u64,
-    /// Expected deliveries received.
-    pub received: u64,
-    /// Expected deliveries never received.
-    pub lost: u64,
-    /// Deliveries of publications not acknowledged (their publish failed or timed out).
-    pub unacked_received: u64,
-    /// Deliveries received more than once.
-    pub duplicates: u64,
-    /// Deliveries that arrived after a later one of the same stream.
-    pub reordered: u64,
-    /// Seconds publishing.
-    pub publish_secs: f64,
-    /// Seconds from the first publication to the last delivery.
-    pub delivery_secs: f64,
-    /// Publication→delivery latency.
-    pub latency: Percentiles,
-    /// Publish→acknowledgement latency (from when each publication was due).
-    pub ack: Percentiles,
-    /// Percentile curve of the delivery latency.
-    pub curve: Vec<(f64, f64)>,
-    /// Percentile curve of the acknowledgement latency.
-    pub ack_curve: Vec<(f64, f64)>,
-    /// Per-second timeline of the deliveries.
-    pub timeline: Vec<super::report::Point>,
-    /// Per-second timeline of the acknowledgements.
-    pub ack_timeline: Vec<super::report::Point>,
-    /// Server samples.
-    pub server: Vec<ServerSample>,
-    /// Server CPU seconds during publishing + drain (with --pid).
-    pub cpu_secs: Option<f64>,
-    /// First error of a publisher or subscriber, for the report.
-    pub first_error: Option<String>,
-}
-
-impl Outcome {
-    /// Delivered messages per second.
-    pub fn delivered_per_sec(&self) -> f64 {
-        let total = self.received + self.unacked_received;
-        if self.delivery_secs > 0.0 {
-            total as f64 / self.delivery_secs
-        } else {
-            0.0
-        }
-    }
-
-    /// Publications acknowledged per second, from the start of the schedule to the last
-    /// acknowledgement.
-    pub fn committed_per_sec(&self) -> f64 {
-        if self.publish_secs > 0.0 {
-            self.acked as f64 / self.publish_secs
-        } else {
-            0.0
-        }
-    }
-
-    /// Adds the figures and checks to `r`, with the delivery latency as the headline (its
-    /// percentiles, curve and timeline).
-    pub fn fill(&self, r: &mut Report) {
-        self.fill_figures(r);
-        r.latency_label = "publish→delivery".into();
-        r.latency = Some(self.latency);
-        r.percentiles = self.curve.clone();
-        r.timeline = self.timeline.clone();
-    }
-
-    /// Adds the figures and checks to `r`, with the acknowledgement latency as the headline.
-    pub fn fill_acks(&self, r: &mut Report) {
-        self.fill_figures(r);
-        r.latency_label = "publish→acknowledgement".into();
-        r.latency = Some(self.ack);
-        r.percentiles = self.ack_curve.clone();
-        r.timeline = self.ack_timeline.clone();
-    }
-
-    /// Every figure, the server samples and the checks.
-    fn fill_figures(&self, r: &mut Report) {
-        self.count_figures(r);
-        self.schedule_figures(r);
-        self.latency_figures(r);
-        self.server_figures(r);
-        r.server = self.server.clone();
-        self.checks(r);
-    }
-
-    /// Offered and achieved publish rates, and how far behind schedule the publishers got.
-    fn schedule_figures(&self, r: &mut Report) {
-        r.fig(
-            "offered_rate",
-            "publish rate offered",
-            self.offered_rate,
-            "/s",
-        );
-        r.fig(
-            "achieved_rate",
-            "publish rate achieved",
-            self.achieved_rate,
-            "/s",
-        );
-        r.fig(
-            "publications_unsent",
-            "publications not sent (behind schedule)",
-            self.scheduled.saturating_sub(self.sent) as f64,
-            "",
-        );
-        r.fig(
-            "publish_lag_max_ms",
-            "publishers behind schedule, max",
-            self.lag_max_ms,
-            "ms",
-        );
-    }
-
-    /// Subscribers, publications and deliveries: counts and rates.
-    fn count_figures(&self, r: &mut Report) {
-        r.fig(
-            "subscribers",
-            "subscribers connected",
-            self.subscribed as f64,
-            "",
-        );
-        r.fig(
-            "subscribers_failed",
-            "subscribers failed",
-            self.sub_failed as f64,
-            "",
-        );
-        r.fig(
-            "subscribers_closed",
-            "subscribers closed by server",
-            self.sub_closed as f64,
-            "",
-        );
-        r.fig(
-            "publications_acked",
-            "publications acknowledged",
-            self.acked as f64,
-            "",
-        );
-        r.fig(
-            "publications_failed",
-            "publications failed",
-            self.pub_failed as f64,
-            "",
-        );
-        r.fig(
-            "publications_per_sec",
-            "publications committed/s",
-            self.committed_per_sec(),
-            "/s",
-        );
-        r.fig(
-            "deliveries_expected",
-            "deliveries expected",
-            self.expected as f64,
-            "",
-        );
-        r.fig(
-            "deliveries_received",
-            "deliveries received",
-            self.received as f64,
-            "",
-        );
-        r.fig("lost", "lost", self.lost as f64, "");
-        r.fig("duplicates", "duplicates", self.duplicates as f64, "");
-        r.fig("reordered", "reordered", self.reordered as f64, "");
-        r.fig(
-            "unacked_received",
-            "received but not acknowledged",
-            self.unacked_received as f64,
-            "",
-        );
-        r.fig(
-            "delivered_per_sec",
-            "delivered msgs/s",
-            self.delivered_per_sec(),
-            "/s",
-        );
-        r.fig("publish_secs", "publishing time", self.publish_secs, "s");
-    }
-
-    /// Delivery and acknowledgement latency percentiles.
-    fn latency_figures(&self, r: &mut Report) {
-        r.fig("latency_p50_ms", "latency p50", self.latency.p50, "ms");
-        r.fig("latency_p90_ms", "latency p90", self.latency.p90, "ms");
-        r.fig("latency_p99_ms", "latency p99", self.latency.p99, "ms");
-        r.fig("latency_p999_ms", "latency p99.9", self.latency.p999, "ms");
-        r.fig("latency_max_ms", "latency max", self.latency.max, "ms");
-        r.fig("ack_p50_ms", "publish ack p50", self.ack.p50, "ms");
-        r.fig("ack_p90_ms", "publish ack p90", self.ack.p90, "ms");
-        r.fig("ack_p99_ms", "publish ack p99", self.ack.p99, "ms");
-        r.fig("ack_max_ms", "publish ack max", self.ack.max, "ms");
-    }
-
-    /// Server CPU (with `--pid`) and RSS at the end.
-    fn server_figures(&self, r: &mut Report) {
-        if let Some(cpu) = self.cpu_secs {
-            r.fig("server_cpu_secs", "server CPU", cpu, "s");
-            let m = (self.received + self.unacked_received) as f64 / 1e6;
-            if m > 0.0 {
-                r.fig(
-                    "server_cpu_secs_per_million",
-                    "server CPU per million deliveries",
-                    cpu / m,
-                    "s",
-                );
-            }
-        }
-        if let Some(last) = self.server.last() {
-            r.fig(
-                "server_rss_bytes",
-                "server RSS (end)",
-                last.rss_bytes as f64,
-                "B",
-            );
-        }
-    }
-
-    /// Deliveries add up; nothing failed, lost, duplicated or reordered.
-    fn checks(&self, r: &mut Report) {
-        r.check(
-            "deliveries add up",
-            self.expected == self.received + self.lost,
-            format!(
-                "expected {} = received {} + lost {}",
-                self.expected, self.received, self.lost
-            ),
-        );
-        r.check(
-            "something was delivered",
-            self.expected > 0,
-            format!("{} deliveries expected", self.expected),
-        );
-        r.check(
-            "every publication acknowledged",
-            self.pub_failed == 0,
-            format!(
-                "{} failed{}",
-                self.pub_failed,
-                self.first_error
-                    .as_deref()
-                    .map(|e| format!("; first error: {e}"))
-                    .unwrap_or_default()
-            ),
-        );
-        let pct = if self.offered_rate > 0.0 {
-            100.0 * self.achieved_rate / self.offered_rate
-        } else {
-            0.0
-        };
-        r.check(
-            "publishers kept to the offered rate",
-            kept_up(self.offered_rate, self.achieved_rate),
-            format!(
-                "achieved {:.1}/s of {:.1}/s offered ({pct:.1} %, at least {:.0} % needed); {} not sent; at most {:.1} ms behind schedule",
-                self.achieved_rate,
-                self.offered_rate,
-                100.0 * (1.0 - RATE_TOLERANCE),
-                self.scheduled.saturating_sub(self.sent),
-                self.lag_max_ms
-            ),
-        );
-        r.check("no loss", self.lost == 0, format!("{} lost", self.lost));
-        r.check(
-            "no duplicates",
-            self.duplicates == 0,
-            format!("{} duplicates", self.duplicates),
-        );
-        r.check(
-            "in order",
-            self.reordered == 0,
-            format!("{} reordered", self.reordered),
-        );
-        r.check(
-            "every subscriber connected and stayed",
-            self.sub_failed == 0 && self.sub_closed == 0,
-            format!(
-                "{} failed, {} closed{}",
-                self.sub_failed,
-                self.sub_closed,
-                self.first_error
-                    .as_deref()
-                    .map(|e| format!("; first error: {e}"))
-                    .unwrap_or_default()
-            ),
-        );
-    }
 }
 
 /// Runs `switchyard bench fanout`.
@@ -447,6 +162,12 @@ pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
             "duplicates": o.duplicates,
             "cpu_secs": o.cpu_secs,
         }));
+        if let (Some(p), Some(step)) = (&o.probe, r.steps.last_mut()) {
+            let l = p.latency();
+            step["probe_ack_p50_ms"] = json!(l.p50);
+            step["probe_ack_p99_ms"] = json!(l.p99);
+            step["probe_ack_max_ms"] = json!(l.max);
+        }
         let over = o.latency.p99 > bound_ms;
         let lossy = o.lost > 0 || o.duplicates > 0;
         if over || lossy || !kept_up {
@@ -521,6 +242,9 @@ pub async fn once(
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
     let via = ctx.via(a.publishing.via)?;
+    if a.probe_http && (ctx.apis.is_empty() || ctx.api_key.is_none()) {
+        anyhow::bail!("--probe-http needs --api URL and --api-key");
+    }
     let channels = Channels::new(a.channels, a.layout);
     let clock = Clock::start();
     let shared = Shared {
@@ -544,7 +268,19 @@ pub async fn once(
     );
     let cpu_before = server_cpu(ctx).await;
     let schedule = Schedule::new(a, channels, via, rate, duration);
-    let published = publish(ctx, &schedule, live).await?;
+    let probe_stop = CancellationToken::new();
+    let probe = a.probe_http.then(|| {
+        let http = if a.probe_http2 { Http::H2 } else { Http::H1 };
+        let size = a.publishing.payload;
+        probe::spawn(ctx, http, size, duration, probe_stop.clone())
+    });
+    let published = publish(ctx, &schedule, live).await;
+    probe_stop.cancel();
+    let probe = match probe {
+        Some(p) => Some(p.await?),
+        None => None,
+    };
+    let published = published?;
     let publish_secs = published.start.elapsed().as_secs_f64();
     let pub_results = &published.results;
 
@@ -583,6 +319,10 @@ pub async fn once(
         unacked_received: d.unacked,
         duplicates: d.duplicates,
         reordered: d.reordered,
+        ordered_streams: !(via == Via::Api && schedule.http == Http::H2),
+        disordered: d.disordered,
+        api_http: api_http(pub_results),
+        probe,
         publish_secs,
         delivery_secs: last.saturating_sub(published.start_micros) as f64 / 1e6,
         latency: Percentiles::of(&total),
@@ -595,6 +335,21 @@ pub async fn once(
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         first_error,
     })
+}
+
+/// The HTTP version the server API answered the publishers over: the one all their answers
+/// came over (none without answers over HTTP).
+fn api_http(pub_results: &[PubResult]) -> Option<Http> {
+    let [h1, h2] = pub_results.iter().fold([0, 0], |[a, b], r| {
+        [a + r.replies_by_http[0], b + r.replies_by_http[1]]
+    });
+    match (h1, h2) {
+        (0, 0) => None,
+        (_, 0) => Some(Http::H1),
+        (0, _) => Some(Http::H2),
+        // Not expected: a publisher's connection speaks one version.
+        _ => None,
+    }
 }
 
 /// The live progress line of a run at `rate` with `n` subscribers.
@@ -658,6 +413,9 @@ struct Deliveries {
     duplicates: u64,
     /// Arrived after a later one of the same stream.
     reordered: u64,
+    /// Subscriber streams in another order than the others of their group that received the
+    /// same publications.
+    disordered: u64,
     /// Subscribers closed by the server.
     sub_closed: usize,
 }
@@ -672,6 +430,10 @@ fn account(
 ) -> Deliveries {
     let acked: HashMap<u32, &PubResult> = pub_results.iter().map(|r| (r.p, r)).collect();
     let mut d = Deliveries::default();
+    // The orders each stream arrived in at the subscribers of a group that received exactly
+    // the same publications of it, with how many had each: they must all have one order
+    // (those not in the most common one are counted).
+    let mut orders: HashMap<_, HashMap<u64, u64>> = HashMap::new();
     for s in subs {
         if let Some(e) = &s.closed {
             d.sub_closed += 1;
@@ -693,13 +455,61 @@ fn account(
             if acked.contains_key(p) {
                 d.duplicates += seen.duplicates;
                 d.reordered += seen.reordered;
+                let key = (s.group, *p, seen.seqs.len(), seen.set);
+                *orders
+                    .entry(key)
+                    .or_default()
+                    .entry(seen.order)
+                    .or_default() += 1;
             }
         }
     }
+    d.disordered = orders
+        .values()
+        .map(|seen| seen.values().sum::<u64>() - seen.values().max().copied().unwrap_or(0))
+        .sum();
     for r in pub_results {
         if let Some(e) = &r.error {
             first_error.get_or_insert(e.clone());
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscriber of group 0 that received publisher 0's `seqs` in this order.
+    fn sub(seqs: &[u64]) -> SubResult {
+        let mut seen = StreamSeen::default();
+        for &q in seqs {
+            seen.record(q);
+        }
+        SubResult {
+            group: 0,
+            streams: HashMap::from([(0, seen)]),
+            closed: None,
+        }
+    }
+
+    #[test]
+    fn subscribers_must_agree_on_the_order_not_on_sequence_order() {
+        let mut acked = PubResult::new(0);
+        for q in 0..4 {
+            acked.acked.insert(q);
+        }
+        let pubs = [acked];
+        let channels = Channels::new(1, Layout::Fanout);
+        let account = |subs: &[SubResult]| account(subs, &pubs, channels, &mut None);
+        // Out of sequence order (as over HTTP/2), but the same order everywhere.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 0, 3, 2]), sub(&[1, 0, 3, 2])]);
+        assert_eq!((d.reordered, d.disordered, d.lost), (6, 0, 0));
+        // One subscriber in another order: it is the one counted.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 0, 2, 3]), sub(&[1, 0, 3, 2])]);
+        assert_eq!(d.disordered, 1);
+        // One that lost a publication is counted as lost, not as disordered.
+        let d = account(&[sub(&[1, 0, 3, 2]), sub(&[1, 3, 2]), sub(&[1, 0, 3, 2])]);
+        assert_eq!((d.disordered, d.lost), (0, 1));
+    }
 }

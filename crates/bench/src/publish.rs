@@ -26,7 +26,7 @@ pub struct PublishArgs {
     /// Channels; each publisher's publications go round them.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,
-    /// Publishers (each one ordered stream on one connection).
+    /// Publishers (each one stream on one connection; see `fanout --help`).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
     /// Publications per second offered, all publishers together (open loop).
@@ -48,6 +48,8 @@ impl PublishArgs {
             publishers: self.publishers,
             rate: self.rate,
             publishing: self.publishing.clone(),
+            probe_http: false,
+            probe_http2: false,
             inject_drop: None,
             step: false,
             p99_bound: Duration::from_millis(100),

@@ -50,6 +50,20 @@ pub struct Point {
     pub connections: f64,
 }
 
+/// A latency besides the headline one, shown on a line of its own (the sequential probe of
+/// `fanout --probe-http`); in the JSON under `latencies`, its percentiles also as figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyLine {
+    /// Short name (`probe`).
+    pub key: String,
+    /// What it measures.
+    pub label: String,
+    /// Its percentiles (ms).
+    pub latency: Percentiles,
+    /// What else to say about it (counts).
+    pub detail: String,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -65,6 +79,9 @@ pub struct Report {
     pub latency_label: String,
     /// Latency percentiles of the whole run.
     pub latency: Option<Percentiles>,
+    /// Other latencies, each on a line of its own.
+    #[serde(default)]
+    pub latencies: Vec<LatencyLine>,
     /// (percentile, ms) for the percentile plot.
     pub percentiles: Vec<(f64, f64)>,
     /// Per-second timeline.
@@ -192,6 +209,20 @@ impl Report {
                 fmt_num(l.count as f64)
             );
         }
+        for l in &self.latencies {
+            let p = &l.latency;
+            let _ = writeln!(
+                out,
+                "  {:<w$}  p50 {} · p90 {} · p99 {} · max {} ms ({} samples; {})",
+                l.label,
+                fmt_num(p.p50),
+                fmt_num(p.p90),
+                fmt_num(p.p99),
+                fmt_num(p.max),
+                fmt_num(p.count as f64),
+                l.detail
+            );
+        }
         if !self.steps.is_empty() {
             let _ = writeln!(out, "  steps:");
             for s in &self.steps {
@@ -283,6 +314,20 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
                 fmt_num(l.p99),
                 fmt_num(l.p999),
                 fmt_num(l.max)
+            );
+        }
+        for l in &self.latencies {
+            let p = &l.latency;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=v colspan=2>p50 {} · p90 {} · p99 {} · max {} ms ({} samples; {})</td></tr>",
+                esc(&l.label),
+                fmt_num(p.p50),
+                fmt_num(p.p90),
+                fmt_num(p.p99),
+                fmt_num(p.max),
+                fmt_num(p.count as f64),
+                esc(&l.detail)
             );
         }
         h.push_str("</table>");

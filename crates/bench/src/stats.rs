@@ -168,6 +168,19 @@ pub struct StreamSeen {
     pub duplicates: u64,
     /// Messages that arrived after a higher sequence number of the same stream.
     pub reordered: u64,
+    /// A fingerprint of the order the distinct sequence numbers arrived in: subscribers that
+    /// received the same messages in the same order have the same one.
+    pub order: u64,
+    /// A fingerprint of the set of distinct sequence numbers, whatever their order.
+    pub set: u64,
+}
+
+/// Mixes `x` into 64 well-spread bits (the splitmix64 finaliser).
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl StreamSeen {
@@ -177,6 +190,8 @@ impl StreamSeen {
             self.duplicates += 1;
             return;
         }
+        self.order = mix(self.order ^ mix(seq));
+        self.set = self.set.wrapping_add(mix(seq));
         match self.max {
             Some(m) if seq < m => self.reordered += 1,
             _ => self.max = Some(seq),
@@ -508,6 +523,18 @@ mod tests {
             s.record(q);
         }
         assert_eq!((s.seqs.len(), s.duplicates, s.reordered), (4, 1, 1));
+        // The same messages in another order: the same set, another order.
+        let mut t = StreamSeen::default();
+        for q in [0, 1, 2, 3, 2] {
+            t.record(q);
+        }
+        assert_eq!((t.set, t.seqs.len()), (s.set, s.seqs.len()));
+        assert_ne!(t.order, s.order);
+        let mut u = StreamSeen::default();
+        for q in [0, 1, 3, 2] {
+            u.record(q);
+        }
+        assert_eq!((u.set, u.order), (s.set, s.order));
         let mut acked = SeqSet::default();
         for q in 0..5 {
             acked.insert(q);

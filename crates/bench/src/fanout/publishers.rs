@@ -1,9 +1,11 @@
 //! The publishers of a run, open loop: publication k of publisher p is due at a fixed time
 //! from the start, whatever the server does, and its latency (acknowledgement, and delivery
 //! through its payload's `ts`) counts from then. A publisher writes what is due, reads the
-//! replies concurrently (a connection's publishes are pipelined: over WebSocket matched by
-//! command id, over the API in request order) and never waits for one acknowledgement before
-//! sending the next. A publisher that falls behind sends late publications as soon as it can
+//! replies concurrently and never waits for one acknowledgement before sending the next: a
+//! connection's publishes are pipelined over WebSocket (replies matched by command id) and
+//! over HTTP/1.1 (in request order; the server answers them one after the other), and
+//! concurrent over HTTP/2 (one stream each, answered as each commits, so they have no order
+//! among themselves). A publisher that falls behind sends late publications as soon as it can
 //! (their lateness counts as latency) until its window ends; what it has not sent by then
 //! makes its achieved rate fall short of the offered one.
 
@@ -18,7 +20,10 @@ use tokio::time::Instant;
 
 use super::layout::Channels;
 use super::{FanoutArgs, Live};
-use crate::client::{ApiPipe, ApiReplies, Incoming, Reader, Writer, api_pipe, lines};
+use crate::client::{
+    ApiH2, ApiPipe, ApiReplies, ApiResponse, H2Driver, Http, Incoming, Reader, Writer, api_h2,
+    api_pipe, lines,
+};
 use crate::stats::{Recorder, SeqSet, Timeline, now_micros, parse_reply, payload};
 use crate::{Ctx, Via};
 
@@ -43,12 +48,14 @@ pub(super) struct PubResult {
     pub(super) unsent: u64,
     /// How far it fell behind its schedule at most, µs.
     pub(super) lag_max: u64,
+    /// Server API replies that came over HTTP/1.1 and over HTTP/2.
+    pub(super) replies_by_http: [u64; 2],
     /// Its first error.
     pub(super) error: Option<String>,
 }
 
 impl PubResult {
-    fn new(p: usize) -> PubResult {
+    pub(super) fn new(p: usize) -> PubResult {
         PubResult {
             p: p as u32,
             acked: SeqSet::default(),
@@ -56,6 +63,7 @@ impl PubResult {
             sent: 0,
             unsent: 0,
             lag_max: 0,
+            replies_by_http: [0; 2],
             error: None,
         }
     }
@@ -65,7 +73,9 @@ impl PubResult {
 #[derive(Clone)]
 pub(super) struct Schedule {
     /// Server API or client `publish`.
-    via: Via,
+    pub(super) via: Via,
+    /// The server API's HTTP version (with `via` API).
+    pub(super) http: Http,
     /// Publishers.
     pub(super) publishers: usize,
     /// The channels and who publishes where.
@@ -95,6 +105,11 @@ impl Schedule {
         let per_pub_rate = (rate / publishers as f64).max(1e-6);
         Schedule {
             via,
+            http: if a.publishing.http1 {
+                Http::H1
+            } else {
+                Http::H2
+            },
             publishers,
             channels,
             per_pub_total: (per_pub_rate * duration.as_secs_f64()).round() as u64,
@@ -173,8 +188,8 @@ pub(super) async fn publish(
     // Connections first, so that setting them up is not counted as falling behind.
     let mut opening = tokio::task::JoinSet::new();
     for p in 0..schedule.publishers {
-        let (ctx, via, channels) = (ctx.clone(), schedule.via, schedule.channels);
-        opening.spawn(async move { (p, Link::open(via, &ctx, p, channels).await) });
+        let (ctx, s) = (ctx.clone(), schedule.clone());
+        opening.spawn(async move { (p, Link::open(&s, &ctx, p).await) });
     }
     let mut links = Vec::new();
     while let Some(j) = opening.join_next().await {
@@ -233,19 +248,24 @@ struct Clock {
 
 /// The writing half of a publisher's connection.
 enum Tx {
-    /// A pipelined server API connection.
+    /// A pipelined server API connection (HTTP/1.1).
     Api(ApiPipe),
+    /// A server API connection over HTTP/2, and where its requests report their answers
+    /// (each request waits for its answer in a task of its own).
+    H2(ApiH2, mpsc::UnboundedSender<Event>),
     /// A WebSocket (replies matched by command id).
     Ws(Writer),
 }
 
 /// What the reading half of a publisher's connection reports.
 enum Event {
-    /// A reply arrived at `at` (µs since the epoch): to command `id` (WebSocket) or to the
-    /// oldest request outstanding (API, `None`); `Err` when the publish was refused.
+    /// A reply arrived at `at` (µs since the epoch): to command or request `id` (WebSocket,
+    /// HTTP/2) or to the oldest request outstanding (HTTP/1.1, `None`), over `http` (the
+    /// server API); `Err` when the publish was refused or failed.
     Reply {
         at: u64,
         id: Option<u32>,
+        http: Option<Http>,
         outcome: Result<(), String>,
     },
     /// The connection ended.
@@ -253,7 +273,8 @@ enum Event {
 }
 
 /// A publisher's connection: its writing half, the replies its reading half (a task of its
-/// own, which stamps each reply's arrival) reports, and the first command id to use.
+/// own, which stamps each reply's arrival; over HTTP/2 the task driving the connection, and
+/// a task per request) reports, and the first command id to use.
 struct Link {
     tx: Tx,
     events: mpsc::UnboundedReceiver<Event>,
@@ -262,17 +283,28 @@ struct Link {
 }
 
 impl Link {
-    /// Publisher `p`'s connection: a pipelined API connection, or a WebSocket subscribed to
-    /// the channels it publishes to (namespaces commonly allow publishing to subscribers only;
-    /// its own publications come back and are ignored).
-    async fn open(via: Via, ctx: &Ctx, p: usize, channels: Channels) -> anyhow::Result<Link> {
+    /// Publisher `p`'s connection: a pipelined HTTP/1.1 or a concurrent HTTP/2 API
+    /// connection, or a WebSocket subscribed to the channels it publishes to (namespaces
+    /// commonly allow publishing to subscribers only; its own publications come back and are
+    /// ignored).
+    async fn open(s: &Schedule, ctx: &Ctx, p: usize) -> anyhow::Result<Link> {
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (tx, reader, next_id) = match via {
+        let channels = s.channels;
+        let (tx, reader, next_id) = match s.via {
             Via::Api => {
                 let ep = &ctx.apis[p % ctx.apis.len()];
                 let key = ctx.api_key.clone().unwrap_or_default();
-                let (pipe, replies) = api_pipe(ep, &key, ctx.source(p)).await?;
-                (Tx::Api(pipe), tokio::spawn(read_api(replies, events_tx)), 1)
+                match s.http {
+                    Http::H1 => {
+                        let (pipe, replies) = api_pipe(ep, &key, ctx.source(p)).await?;
+                        (Tx::Api(pipe), tokio::spawn(read_api(replies, events_tx)), 1)
+                    }
+                    Http::H2 => {
+                        let (api, conn) = api_h2(ep, &key, ctx.source(p)).await?;
+                        let driver = tokio::spawn(drive_h2(conn, events_tx.clone()));
+                        (Tx::H2(api, events_tx), driver, 1)
+                    }
+                }
             }
             Via::Client => {
                 let token = ctx.token(&format!("bench-pub-{p}"))?;
@@ -301,21 +333,28 @@ impl Link {
     }
 }
 
+/// Whether an API answer acknowledges the publish.
+fn api_outcome(resp: &ApiResponse) -> Result<(), String> {
+    if resp.status == 200 && resp.body.starts_with(b"{\"result\"") {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish refused: HTTP {} {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ))
+    }
+}
+
 /// Reads a pipelined API connection's responses, in order, until it ends.
 async fn read_api(mut replies: ApiReplies, events: mpsc::UnboundedSender<Event>) {
     loop {
         let ev = match replies.next().await {
-            Ok((status, body)) => Event::Reply {
+            Ok(resp) => Event::Reply {
                 at: now_micros(),
                 id: None,
-                outcome: if status == 200 && body.starts_with(b"{\"result\"") {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "publish refused: HTTP {status} {}",
-                        String::from_utf8_lossy(&body)
-                    ))
-                },
+                http: resp.http,
+                outcome: api_outcome(&resp),
             },
             Err(e) => Event::Ended(format!("{e:#}")),
         };
@@ -324,6 +363,41 @@ async fn read_api(mut replies: ApiReplies, events: mpsc::UnboundedSender<Event>)
             return;
         }
     }
+}
+
+/// Drives an HTTP/2 API connection until it ends, then reports that it did.
+async fn drive_h2(conn: H2Driver, events: mpsc::UnboundedSender<Event>) {
+    let why = match conn.await {
+        Ok(()) => "HTTP/2 connection closed by the server".to_string(),
+        Err(e) => format!("HTTP/2 connection: {e}"),
+    };
+    let _ = events.send(Event::Ended(why));
+}
+
+/// Waits for the answer to HTTP/2 request `id` and reports it (in a task of its own, so
+/// that a connection's requests are answered concurrently).
+fn await_h2(
+    id: u32,
+    answer: impl std::future::Future<Output = anyhow::Result<ApiResponse>> + Send + 'static,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    tokio::spawn(async move {
+        let ev = match answer.await {
+            Ok(resp) => Event::Reply {
+                at: now_micros(),
+                id: Some(id),
+                http: resp.http,
+                outcome: api_outcome(&resp),
+            },
+            Err(e) => Event::Reply {
+                at: now_micros(),
+                id: Some(id),
+                http: None,
+                outcome: Err(format!("publish failed: {e:#}")),
+            },
+        };
+        let _ = events.send(ev);
+    });
 }
 
 /// Reads a WebSocket's command replies until it ends (pushes are ignored).
@@ -356,6 +430,7 @@ async fn read_ws(mut reader: Reader, events: mpsc::UnboundedSender<Event>) {
                 let ev = Event::Reply {
                     at,
                     id: Some(id),
+                    http: None,
                     outcome,
                 };
                 if events.send(ev).is_err() {
@@ -367,7 +442,7 @@ async fn read_ws(mut reader: Reader, events: mpsc::UnboundedSender<Event>) {
 }
 
 /// Publications sent and not yet answered: sequence number and due time (µs since the
-/// epoch), by command id (WebSocket) or in request order (API).
+/// epoch), by command or request id (WebSocket, HTTP/2) or in request order (HTTP/1.1).
 #[derive(Default)]
 struct InFlight {
     by_id: HashMap<u32, (u64, u64)>,
@@ -435,7 +510,9 @@ impl Publisher {
             let room = self.in_flight.len() < self.schedule.max_in_flight;
             tokio::select! {
                 ev = link.events.recv() => match ev {
-                    Some(Event::Reply { at, id, outcome }) => self.answered(at, id, outcome),
+                    Some(Event::Reply { at, id, http, outcome }) => {
+                        self.answered(at, id, http, outcome)
+                    }
                     Some(Event::Ended(e)) => {
                         self.lost_connection(&e, total - next);
                         break;
@@ -470,7 +547,7 @@ impl Publisher {
     }
 
     /// Writes every publication that is due (and inside the window) in one write, up to
-    /// [`BATCH_BYTES`]; `next` moves past them.
+    /// [`BATCH_BYTES`] (over HTTP/2: queues one request each); `next` moves past them.
     async fn send_due(
         &mut self,
         link: &mut Link,
@@ -480,10 +557,11 @@ impl Publisher {
         let now = Instant::now();
         let ch_count = self.schedule.channels.count;
         let mut buf = Vec::new();
+        let mut queued = 0;
         let room = self.schedule.max_in_flight;
         while *next < self.schedule.per_pub_total
             && now < end
-            && buf.len() < BATCH_BYTES
+            && queued < BATCH_BYTES
             && self.in_flight.len() < room
         {
             let k = *next;
@@ -505,21 +583,8 @@ impl Publisher {
                 .ctx
                 .channel(self.schedule.channels.of_publication(self.p, k), ch_count);
             let body = format!("{{\"channel\":{},\"data\":{data}}}", json!(ch));
-            match &link.tx {
-                Tx::Api(pipe) => {
-                    pipe.request(&mut buf, "publish", body.as_bytes());
-                    self.in_flight.in_order.push_back((k, due_micros));
-                }
-                Tx::Ws(_) => {
-                    let id = link.next_id;
-                    link.next_id = link.next_id.wrapping_add(1).max(1);
-                    if !buf.is_empty() {
-                        buf.push(b'\n');
-                    }
-                    buf.extend_from_slice(format!("{{\"id\":{id},\"publish\":{body}}}").as_bytes());
-                    self.in_flight.by_id.insert(id, (k, due_micros));
-                }
-            }
+            queued += body.len();
+            self.queue(link, &mut buf, body, (k, due_micros))?;
         }
         if buf.is_empty() {
             return Ok(());
@@ -527,8 +592,46 @@ impl Publisher {
         let written = match &mut link.tx {
             Tx::Api(pipe) => pipe.write(&buf).await,
             Tx::Ws(w) => w.send(&buf).await,
+            Tx::H2(..) => Ok(()),
         };
         written.map_err(|e| format!("{e:#}"))
+    }
+
+    /// Publishes `body`, publication `pubn` (sequence number, due time): appended to `buf`
+    /// (HTTP/1.1, WebSocket: written with the others due at once) or queued on the HTTP/2
+    /// connection at once.
+    fn queue(
+        &mut self,
+        link: &mut Link,
+        buf: &mut Vec<u8>,
+        body: String,
+        pubn: (u64, u64),
+    ) -> Result<(), String> {
+        match &mut link.tx {
+            Tx::Api(pipe) => {
+                pipe.request(buf, "publish", body.as_bytes());
+                self.in_flight.in_order.push_back(pubn);
+            }
+            Tx::H2(api, events) => {
+                let id = link.next_id;
+                link.next_id = link.next_id.wrapping_add(1).max(1);
+                let answer = api
+                    .request("publish", body.into_bytes())
+                    .map_err(|e| format!("{e:#}"))?;
+                self.in_flight.by_id.insert(id, pubn);
+                await_h2(id, answer, events.clone());
+            }
+            Tx::Ws(_) => {
+                let id = link.next_id;
+                link.next_id = link.next_id.wrapping_add(1).max(1);
+                if !buf.is_empty() {
+                    buf.push(b'\n');
+                }
+                buf.extend_from_slice(format!("{{\"id\":{id},\"publish\":{body}}}").as_bytes());
+                self.in_flight.by_id.insert(id, pubn);
+            }
+        }
+        Ok(())
     }
 
     /// At `now` publication `k` is due and not sent yet: how far behind schedule that is.
@@ -539,12 +642,23 @@ impl Publisher {
         self.live.lag_max.fetch_max(lag, Ordering::Relaxed);
     }
 
-    /// A reply arrived at `at`: the publication it answers is acknowledged (its latency
-    /// counted from when it was due) or failed.
-    fn answered(&mut self, at: u64, id: Option<u32>, outcome: Result<(), String>) {
+    /// A reply arrived at `at` (over `http`): the publication it answers is acknowledged
+    /// (its latency counted from when it was due) or failed.
+    fn answered(
+        &mut self,
+        at: u64,
+        id: Option<u32>,
+        http: Option<Http>,
+        outcome: Result<(), String>,
+    ) {
         let Some((k, due_micros)) = self.in_flight.take(id) else {
             return;
         };
+        match http {
+            Some(Http::H1) => self.res.replies_by_http[0] += 1,
+            Some(Http::H2) => self.res.replies_by_http[1] += 1,
+            None => {}
+        }
         match outcome {
             Ok(()) => {
                 self.res.acked.insert(k);
