@@ -8,13 +8,15 @@
 #   scripts/cluster-local.sh kill N   # SIGKILL node N (1-3), to watch a failover
 #   scripts/cluster-local.sh start-node N
 #
-# Environment: SWITCHYARD_BIN (binary; default target/debug/switchyard), CLUSTER_DIR (state,
+# Environment: SWITCHYARD_BIN (binary; default target/debug/switchyard), CONFIG (config file;
+# default config.toml), CLUSTER_DIR (state,
 # logs, PIDs; default ./cluster-local), PORT_BASE (client port; admin = +1, cluster = +100;
 # default 8000, so 127.0.0.N:8000 / :8001 / :8100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${SWITCHYARD_BIN:-target/debug/switchyard}
+CONFIG=${CONFIG:-config.toml}
 DIR=${CLUSTER_DIR:-./cluster-local}
 PORT=${PORT_BASE:-8000}
 IPS=(127.0.0.1 127.0.0.2 127.0.0.3)
@@ -30,7 +32,7 @@ start_node() {
   # the voter list are layered on top as SWITCHYARD_* environment variables.
   (
     # SWITCHYARD_* variables are config keys to the node: not this script's own.
-    unset SWITCHYARD_BIN
+    unset SWITCHYARD_BIN CONFIG
     set -a
     SWITCHYARD_NODE__ID=$n
     SWITCHYARD_NODE__DATA_DIR="$DIR/node-$n/data"
@@ -39,7 +41,7 @@ start_node() {
     SWITCHYARD_CLUSTER__LISTEN="${IPS[$(( n - 1 ))]}:$(( PORT + 100 ))"
     SWITCHYARD_CLUSTER__PEERS="[{id=1,addr=\"${IPS[0]}:$(( PORT + 100 ))\"},{id=2,addr=\"${IPS[1]}:$(( PORT + 100 ))\"},{id=3,addr=\"${IPS[2]}:$(( PORT + 100 ))\"}]"
     set +a
-    exec "$BIN" serve --config config.toml
+    exec "$BIN" serve --config "$CONFIG"
   ) > "$DIR/node-$n/log" 2>&1 &
   echo $! > "$DIR/node-$n/pid"
   echo "node $n started: pid $!, ws://${IPS[$(( n - 1 ))]}:$PORT/connection/websocket, log $DIR/node-$n/log"
