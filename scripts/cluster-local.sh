@@ -32,6 +32,7 @@ start_node() {
   # the voter list are layered on top as SWITCHYARD_* environment variables.
   (
     # SWITCHYARD_* variables are config keys to the node: not this script's own.
+    config=$CONFIG
     unset SWITCHYARD_BIN CONFIG
     set -a
     SWITCHYARD_NODE__ID=$n
@@ -41,7 +42,7 @@ start_node() {
     SWITCHYARD_CLUSTER__LISTEN="${IPS[$(( n - 1 ))]}:$(( PORT + 100 ))"
     SWITCHYARD_CLUSTER__PEERS="[{id=1,addr=\"${IPS[0]}:$(( PORT + 100 ))\"},{id=2,addr=\"${IPS[1]}:$(( PORT + 100 ))\"},{id=3,addr=\"${IPS[2]}:$(( PORT + 100 ))\"}]"
     set +a
-    exec "$BIN" serve --config "$CONFIG"
+    exec "$BIN" serve --config "$config"
   ) > "$DIR/node-$n/log" 2>&1 &
   echo $! > "$DIR/node-$n/pid"
   echo "node $n started: pid $!, ws://${IPS[$(( n - 1 ))]}:$PORT/connection/websocket, log $DIR/node-$n/log"
