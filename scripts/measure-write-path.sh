@@ -20,6 +20,7 @@ NEW=${2:?new binary}
 OUT=${3:-./measure-out}
 OLD_CONFIG=${OLD_CONFIG:-config.toml}
 ROUNDS=${ROUNDS:-2}
+# ONLY: run only the scenarios whose name contains this.
 PORT=${PORT_BASE:-9000}
 DURATION=${DURATION:-10s}
 mkdir -p "$OUT"
@@ -37,6 +38,8 @@ SCENARIOS=(
   "ws-1pub-1000sub|fanout --subscribers 1000 --publishers 1 --rate 1000 --via client"
   "api-h2-1conn-1000sub|fanout --subscribers 1000 --publishers 1 --rate 1000 --via api"
   "probe-200bg-1000sub|fanout --subscribers 1000 --publishers 1 --rate 200 --via client --probe-http"
+  "probe-200bg4pub-1000sub|fanout --subscribers 1000 --publishers 4 --rate 200 --via client --probe-http"
+  "probe-idle|fanout --subscribers 10 --publishers 1 --rate 1 --via client --probe-http"
   "publish-100k|publish --subscribers 3 --channels 100 --publishers 8 --rate 100000 --via client"
 )
 
@@ -60,6 +63,7 @@ run() { # binary config label scenario-name args...
 for ROUND in $(seq "$ROUNDS"); do
   for s in "${SCENARIOS[@]}"; do
     name=${s%%|*}
+    [[ -z ${ONLY:-} || $name == *"$ONLY"* ]] || continue
     read -r -a args <<<"${s#*|}"
     run "$OLD" "$OLD_CONFIG" before "$name" "${args[@]}"
     run "$NEW" config.toml after "$name" "${args[@]}"
