@@ -363,6 +363,124 @@ async fn pipelined_publishes_through_a_follower_keep_their_order() {
     );
 }
 
+/// A follower SIGKILLed and restarted while the leader keeps committing is not ready until it
+/// has applied what was acknowledged meanwhile: the first time its `/readyz` says 200, its own
+/// history already holds the last publication acknowledged before it came back. (Snapshots
+/// every 100 entries and ~3 MB of history, so it catches up from a snapshot that takes a while
+/// to send.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_is_not_ready_until_it_has_caught_up() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut t = Trio::start_with("snapshot_every = 100");
+    let leader = t.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let via = t.node(leader).client_addr;
+    // The channels exist on the follower before it dies (a read of a channel it does not
+    // know would itself wait for a commit, hiding stale state).
+    for c in 0..30 {
+        publish_at(via, &format!("chat:ready-{c}"), json!("first")).await;
+    }
+    eventually("the follower has every channel", || async {
+        !t.history(follower, "chat:ready-29").await.0.is_empty()
+    })
+    .await;
+    t.kill(follower);
+    let blob = "x".repeat(1000);
+    let mut last = (String::new(), 0);
+    for n in 0..1500u64 {
+        let channel = format!("chat:ready-{}", n % 30);
+        last = (
+            channel.clone(),
+            publish_at(via, &channel, json!([n, blob])).await,
+        );
+    }
+    // The leader keeps committing while the follower comes back (bounded in count).
+    let (stop, more) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let background = tokio::spawn({
+        let (stop, more) = (stop.clone(), more.clone());
+        async move {
+            for n in 0..20_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                publish_at(via, "chat:ready-more", json!(n)).await;
+                more.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let p = t.spawn(follower);
+    t.nodes[follower] = Some(p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        if http_get(t.node(follower).admin_addr, "/readyz").await.0 == 200 {
+            let (h, _) = t.history(follower, &last.0).await;
+            let seen = h.last().map_or(0, |x| x.0);
+            assert!(
+                seen >= last.1,
+                "ready with {} at offset {seen}, {} acknowledged before it restarted",
+                last.0,
+                last.1
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    background.await.unwrap();
+    assert!(
+        more.load(Ordering::Relaxed) > 0,
+        "the leader kept committing"
+    );
+}
+
+/// Publishes through `addr` and returns the offset (panics on an error).
+async fn publish_at(addr: std::net::SocketAddr, channel: &str, data: serde_json::Value) -> u64 {
+    let body = json!({"channel": channel, "data": data}).to_string();
+    let (st, b) = api_call(addr, "publish", Some(API_KEY), &body).await;
+    assert_eq!(st, 200);
+    b["result"]["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("publish failed: {b}"))
+}
+
+/// The leader whose two peers die stops being ready within the election timeout (300 ms
+/// here; 1 s of slack for a busy machine), and is ready again once one of them is back.
+#[tokio::test]
+async fn a_node_whose_peers_die_stops_being_ready_within_the_election_timeout() {
+    let mut t = Trio::start();
+    let leader = t.wait_leader().await;
+    let admin = t.node(leader).admin_addr;
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    t.kill(a);
+    t.kill(b);
+    let killed = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/readyz").await.0 == 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(1300),
+        "not ready only after {took:?}"
+    );
+    let p = t.spawn(a);
+    t.nodes[a] = Some(p);
+    eventually("ready again with a quorum", || async {
+        http_get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
 /// SIGKILL the leader under a steady publish load: a new leader takes over; every
 /// acknowledged publication is on the survivors exactly once; a client of the dead node
 /// recovers on a survivor with no loss and no duplicate; the restarted node catches up; a
@@ -870,8 +988,11 @@ async fn membership_changes_with_the_cli() {
         fourth_history().await == h.len()
     })
     .await;
-    let (st, _) = http_get(fourth.admin_addr, "/readyz").await;
-    assert_eq!(st, 200, "a caught-up learner serves clients");
+    // Readiness follows within a probe (one heartbeat interval) of catching up.
+    eventually("a caught-up learner is ready", || async {
+        http_get(fourth.admin_addr, "/readyz").await.0 == 200
+    })
+    .await;
     // A learner serves clients: publishing through it works (forwarded to the leader).
     let off = publish_via(&fourth, "chat:m4", json!("via learner"))
         .await

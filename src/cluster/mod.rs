@@ -17,6 +17,7 @@ mod forward;
 mod liveness;
 mod membership;
 pub mod network;
+mod ready;
 mod rpc;
 mod status;
 mod step_down;
@@ -63,6 +64,8 @@ pub struct Cluster {
     /// Followers' leader lease (openraft: `election_timeout_max`): they refuse to vote for
     /// anyone else until this long after they last heard from the leader.
     lease: Duration,
+    /// What the readiness probes found (`ready`).
+    ready: ready::Readiness,
     /// Leader-side wall clock, never going backwards across batches.
     last_time: Mutex<u64>,
 }
@@ -143,6 +146,11 @@ impl Cluster {
             link,
             propose_timeout: c.propose_timeout,
             lease: c.election_timeout_max,
+            ready: ready::Readiness::new(
+                c.heartbeat_interval,
+                c.election_timeout_min,
+                c.election_timeout_max,
+            ),
             last_time: Mutex::new(0),
         }))
     }

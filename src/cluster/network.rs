@@ -29,6 +29,8 @@ pub const SNAPSHOT: &str = "/raft/snapshot";
 pub const PROPOSE: &str = "/cluster/propose";
 /// Liveness check by the leader.
 pub const PING: &str = "/cluster/ping";
+/// A follower asks the leader for a read index confirmed by a quorum (readiness).
+pub const READ_INDEX: &str = "/cluster/read-index";
 /// A leader stepping down asks its successor to campaign now.
 pub const ELECT: &str = "/cluster/elect";
 /// Membership changes forwarded to the leader: `/cluster/admin/<op>`.

@@ -38,6 +38,10 @@ impl Cluster {
                 None => (400, Vec::new()),
             },
             network::PING => (200, b"{}".to_vec()),
+            network::READ_INDEX => match self.read_index().await {
+                Some(index) => reply(&serde_json::json!({ "index": index })),
+                None => (503, Vec::new()),
+            },
             network::ELECT => {
                 tracing::info!("asked to campaign by a leader stepping down");
                 match self.raft.trigger().elect().await {

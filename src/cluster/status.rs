@@ -56,8 +56,9 @@ impl ClusterStatus {
 }
 
 impl Cluster {
-    /// Ready: a member, with a known leader, whose applied index is within
-    /// [`READY_LAG`] entries of its log head (so it serves clients with current state).
+    /// Ready: a member, with a known leader that confirmed its leadership with a quorum
+    /// within the election timeout, having applied what that leader had committed when it
+    /// (re)joined (see `ready`), and within [`READY_LAG`] entries of its log head.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let member = m
@@ -68,16 +69,16 @@ impl Cluster {
         let applied = m.last_applied.map_or(0, |l| l.index);
         let head = m.last_log_index.unwrap_or(0);
         let caught_up = m.state == ServerState::Leader || head.saturating_sub(applied) <= READY_LAG;
-        member && m.current_leader.is_some() && caught_up
+        member && m.current_leader.is_some() && caught_up && self.ready.holds()
     }
 
     /// Resolves once [`Cluster::is_ready`] holds.
     pub async fn wait_ready(&self) {
-        let mut rx = self.raft.metrics();
         while !self.is_ready() {
-            if rx.changed().await.is_err() {
+            if self.raft.metrics().borrow().running_state.is_err() {
                 return;
             }
+            self.ready.changed().await;
         }
     }
 
