@@ -23,8 +23,11 @@ pub const CONNECTIONS_REJECTED: &str = "switchyard_connections_rejected_total";
 pub const SUBSCRIPTIONS: &str = "switchyard_subscriptions";
 /// Channels with local subscribers.
 pub const CHANNELS: &str = "switchyard_channels";
-/// Commands received from clients.
+/// Commands received from clients, pongs included.
 pub const MESSAGES_IN: &str = "switchyard_messages_in_total";
+/// Commands received from clients other than pongs (the keep-alive answers): the
+/// denominator of an error rate, which idle connections' pongs would dilute.
+pub const COMMANDS: &str = "switchyard_commands_total";
 /// Messages (replies and pushes) written to clients.
 pub const MESSAGES_OUT: &str = "switchyard_messages_out_total";
 /// WebSocket payload bytes received from clients.
@@ -122,7 +125,8 @@ pub fn install() -> Option<PrometheusHandle> {
 fn register_all() {
     for (name, help) in [
         (CONNECTIONS_ACCEPTED, "WebSocket upgrades accepted"),
-        (MESSAGES_IN, "commands received from clients"),
+        (MESSAGES_IN, "client commands received, pongs included"),
+        (COMMANDS, "client commands received, pongs excluded"),
         (MESSAGES_OUT, "messages written to clients"),
         (BYTES_IN, "payload bytes received from clients"),
         (BYTES_OUT, "payload bytes written to clients"),

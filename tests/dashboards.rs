@@ -72,6 +72,9 @@ async fn dashboard_and_alerts_reference_exposed_metrics() {
         "SwitchyardMemoryHigh",
         "SwitchyardErrorRateHigh",
         "SwitchyardLeaderLost",
+        "SwitchyardNodeDown",
+        "SwitchyardClusterDown",
+        "SwitchyardQuorumLost",
     ] {
         assert!(
             alerts.contains(&format!("alert: {alert}")),

@@ -41,8 +41,8 @@ async fn counters_move_by_the_workload() {
         value(&before, name); // registered from the first scrape
     }
 
-    // Workload: 2 clients subscribe, 5 API publications reach both, 1 unknown-namespace error,
-    // 1 binary frame (disconnect 3501).
+    // Workload: 2 clients subscribe, 5 API publications reach both, 1 pong, 1 unknown-namespace
+    // error, 1 binary frame (disconnect 3501).
     let mut a = s.client("a").await;
     let mut b = s.client("b").await;
     a.subscribe("chat:m").await;
@@ -55,6 +55,11 @@ async fn counters_move_by_the_workload() {
             c.publication("chat:m").await;
         }
     }
+    // A pong (`{}`): counted in messages_in, not in commands. The reply to the call after it
+    // shows it was handled.
+    a.ws.send(tokio_tungstenite::tungstenite::Message::text("{}"))
+        .await
+        .unwrap();
     let r = a.call("subscribe", json!({"channel": "nope:x"})).await;
     assert_eq!(r["error"]["code"], 102);
     b.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8]))
@@ -70,8 +75,9 @@ async fn counters_move_by_the_workload() {
     let delta = |name: &str| value(&after, name) - value(&before, name);
     assert_eq!(delta("switchyard_connections_accepted_total"), 2.0);
     assert_eq!(delta("switchyard_publications_committed_total"), 5.0);
-    // connect ×2, subscribe ×2, the refused subscribe.
-    assert_eq!(delta("switchyard_messages_in_total"), 5.0);
+    // connect ×2, subscribe ×2, the refused subscribe; messages_in also counts the pong.
+    assert_eq!(delta("switchyard_commands_total"), 5.0);
+    assert_eq!(delta("switchyard_messages_in_total"), 6.0);
     // connect and subscribe replies ×2, 5 publications ×2, the error reply.
     assert_eq!(delta("switchyard_messages_out_total"), 15.0);
     assert_eq!(delta("switchyard_command_errors_total{code=\"102\"}"), 1.0);

@@ -87,10 +87,12 @@ impl Session {
                     return Err(codes::BAD_REQUEST_DISCONNECT);
                 }
             };
-            // Pongs are the server's own keep-alive: never limited.
-            if !matches!(cmd.method, Method::Pong)
-                && let Some(l) = &mut self.limiter
-            {
+            // Pongs are the server's own keep-alive: not counted as commands, never limited.
+            let pong = matches!(cmd.method, Method::Pong);
+            if !pong {
+                metrics::counter!(crate::metrics::COMMANDS).increment(1);
+            }
+            if !pong && let Some(l) = &mut self.limiter {
                 match l.check() {
                     crate::limits::Verdict::Allow => {}
                     crate::limits::Verdict::Refuse => {
