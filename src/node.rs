@@ -110,6 +110,12 @@ impl Node {
         self.cluster.is_ready()
     }
 
+    /// Waits (bounded by `cluster.propose_timeout`) until this node has applied everything
+    /// the leader had committed when asked; false if it could not in time.
+    pub async fn catch_up(&self) -> bool {
+        self.cluster.catch_up().await
+    }
+
     /// Resolves once the node is a ready member of its cluster.
     pub async fn wait_ready(&self) {
         self.cluster.wait_ready().await

@@ -1092,6 +1092,90 @@ impl Proxy {
     }
 }
 
+/// A subscriber saw offset 2 on the leader; the follower it recovers on has not applied it
+/// (the leader's traffic to it is cut for 300 ms). Recovery there waits until the follower has
+/// caught up and answers `recovered: true` with nothing missed, instead of "not recovered";
+/// the next publication arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_a_lagging_node_waits_and_recovers_exactly() {
+    let proxies: Vec<Proxy> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| Proxy::spawn(&format!("127.0.1.{}", i + 1), ip))
+        .collect();
+    let t = Trio::start_via("", Some(&proxies));
+    let leader = t.wait_leader().await;
+    let lagging = (leader + 1) % 3;
+    let ip = |i: usize| -> std::net::IpAddr { format!("127.0.0.{}", i + 1).parse().unwrap() };
+    let mut seen = Client::open(&t.node(leader).ws_url()).await;
+    seen.connect(&token("reader")).await;
+    let r = seen
+        .call(
+            "subscribe",
+            json!({"channel": "chat:lag", "recoverable": true}),
+        )
+        .await;
+    let epoch = r["subscribe"]["epoch"].as_str().unwrap().to_string();
+    publish_via(t.node(leader), "chat:lag", json!(1))
+        .await
+        .unwrap();
+    assert_eq!(seen.publication("chat:lag").await["offset"], 1);
+    eventually("the follower has offset 1", || async {
+        t.history(lagging, "chat:lag").await.0.len() == 1
+    })
+    .await;
+
+    // The leader cannot reach the follower for a moment (shorter than its election timeout).
+    proxies[lagging].block(false, &[ip(leader)]);
+    let heal = {
+        let p = (
+            proxies[lagging].blocked.clone(),
+            proxies[lagging].cut.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            p.0.lock().unwrap().1.clear();
+            p.1.send_modify(|g| *g += 1);
+        })
+    };
+    publish_via(t.node(leader), "chat:lag", json!(2))
+        .await
+        .unwrap();
+    assert_eq!(seen.publication("chat:lag").await["offset"], 2);
+    assert_eq!(
+        t.history(lagging, "chat:lag").await.0.len(),
+        1,
+        "still behind"
+    );
+
+    let mut c = Client::open(&t.node(lagging).ws_url()).await;
+    c.connect(&token("reader")).await;
+    let r = c
+        .call(
+            "subscribe",
+            json!({"channel": "chat:lag", "recoverable": true, "recover": true,
+                   "offset": 2, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    assert_eq!(
+        r["subscribe"]["publications"]
+            .as_array()
+            .map_or(0, |a| a.len()),
+        0,
+        "{r}"
+    );
+    heal.await.unwrap();
+    publish_via(t.node(leader), "chat:lag", json!(3))
+        .await
+        .unwrap();
+    let p = c.publication("chat:lag").await;
+    assert_eq!(
+        (p["offset"].clone(), p["data"].clone()),
+        (json!(3), json!(3))
+    );
+}
+
 /// The leader is cut off from the other two while all three live: it refuses writes with a
 /// temporary error instead of acknowledging them; the majority elects a new leader and keeps
 /// committing; when the link heals, the old leader converges on the majority's history and

@@ -90,6 +90,31 @@ impl Cluster {
             .as_u64()
     }
 
+    /// Waits, at most `cluster.propose_timeout`, until this node has applied everything the
+    /// leader had committed when asked (a read index confirmed by a quorum), waiting for a
+    /// leader if there is none yet. False if that could not be done in time.
+    pub async fn catch_up(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        let index = loop {
+            if self.wait_for_leader(deadline).await.is_none() {
+                return false;
+            }
+            if let Some(index) = self.leader_read_index().await {
+                break index;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(self.ready.every).await;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "caught up with the leader")
+            .await
+            .is_ok()
+    }
+
     /// One probe: refreshes the confirmation, and marks the node synced once it has applied
     /// the read index; a stale confirmation (leader or quorum lost) unsyncs it.
     async fn probe_readiness(&self) {

@@ -91,6 +91,15 @@ pub fn subscribe_result(
     res
 }
 
+/// The client's recovery position is in this node's current stream but beyond what it has
+/// applied.
+fn behind(node: &Node, channel: &str, req: &StreamRequest) -> bool {
+    node.engine.read(|sm| {
+        sm.position(channel)
+            .is_some_and(|(top, epoch)| epoch == req.epoch && req.offset > top)
+    })
+}
+
 /// Registers `conn` on `channel` and queues the encoded result atomically with respect to
 /// apply, then records presence / announces the join. The caller checked permissions.
 pub async fn subscribe(
@@ -106,6 +115,18 @@ pub async fn subscribe(
         && (req.positioned || req.recoverable || opts.force_positioning || opts.force_recovery)
     {
         crate::ops::ensure_stream(node, channel, opts).await?;
+    }
+    if req.recover && behind(node, channel, req) {
+        // The client saw a publication this node has not applied yet (it came from a node
+        // further ahead, e.g. the old leader): wait, bounded, until this node has applied what
+        // the leader had committed, so recovery is exact instead of "not recovered".
+        if !node.catch_up().await {
+            tracing::debug!(
+                channel,
+                offset = req.offset,
+                "recovery: could not catch up in time"
+            );
+        }
     }
     let join = node.engine.read(|sm| {
         let res = subscribe_result(node, sm, channel, opts, req, &grant);
