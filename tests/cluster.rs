@@ -1092,6 +1092,47 @@ impl Proxy {
     }
 }
 
+/// A subscriber joins on a node without quorum: the subscription stands but its join cannot
+/// commit. Once a quorum is back, the join is retried and presence on every node lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_failed_is_retried_until_presence_has_it() {
+    let mut t = Trio::start();
+    let leader = t.wait_leader().await;
+    let (survivor, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    t.kill(leader);
+    t.kill(other);
+    let mut c = Client::open(&t.node(survivor).ws_url()).await;
+    c.connect(&token("lonely")).await;
+    c.subscribe("chat:rejoin").await;
+    eventually("the join failed", || async {
+        t.node(survivor)
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("presence change not committed: retrying"))
+    })
+    .await;
+    let p = t.spawn(other);
+    t.nodes[other] = Some(p);
+    for i in [survivor, other] {
+        let addr = t.node(i).client_addr;
+        eventually("presence lists the retried join", || async {
+            let (_, b) = api_call(
+                addr,
+                "presence",
+                Some(API_KEY),
+                &json!({"channel": "chat:rejoin"}).to_string(),
+            )
+            .await;
+            b["result"]["presence"]
+                .as_object()
+                .is_some_and(|m| m.values().any(|v| v["user"] == "lonely"))
+        })
+        .await;
+    }
+}
+
 /// A subscriber saw offset 2 on the leader; the follower it recovers on has not applied it
 /// (the leader's traffic to it is cut for 300 ms). Recovery there waits until the follower has
 /// caught up and answers `recovered: true` with nothing missed, instead of "not recovered";

@@ -264,7 +264,7 @@ impl Session {
         self.node.registry.add(&user, self.conn.clone());
         tracing::info!(conn = self.conn.id, client = %client, user = %user, "client connected");
         if !joins.is_empty() {
-            subscribe::propose_joins(&self.node, joins).await;
+            subscribe::propose_joins(&self.node, &self.conn, joins).await;
         }
         Ok(None)
     }
@@ -337,7 +337,7 @@ impl Session {
     async fn unsubscribe(&mut self, id: u32, req: ChannelRequest) -> Handled {
         let leave = unsubscribe_local(&self.node, &self.conn, &req.channel);
         if let Some(op) = leave {
-            propose_leaves(&self.node, vec![op]).await;
+            propose_leaves(&self.node, &self.conn, vec![op]).await;
         }
         Ok(Some(encode_reply(id, "unsubscribe", &Empty {})))
     }
@@ -533,7 +533,7 @@ impl Session {
             );
         }
         if !leaves.is_empty() {
-            propose_leaves(&self.node, leaves).await;
+            propose_leaves(&self.node, &self.conn, leaves).await;
         }
     }
 }

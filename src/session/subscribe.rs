@@ -6,6 +6,7 @@
 //! position or the recovered list, publications applied after are queued behind the reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -103,7 +104,7 @@ fn behind(node: &Node, channel: &str, req: &StreamRequest) -> bool {
 /// Registers `conn` on `channel` and queues the encoded result atomically with respect to
 /// apply, then records presence / announces the join. The caller checked permissions.
 pub async fn subscribe(
-    node: &Node,
+    node: &Arc<Node>,
     conn: &Arc<Conn>,
     channel: &str,
     opts: &ChannelOptions,
@@ -136,7 +137,7 @@ pub async fn subscribe(
         join
     });
     if let Some(op) = join {
-        propose_joins(node, vec![op]).await;
+        propose_joins(node, conn, vec![op]).await;
     }
     Ok(())
 }
@@ -181,10 +182,57 @@ pub fn register(
     })
 }
 
-/// Proposes join operations; failures are logged (the subscription itself stands).
-pub async fn propose_joins(node: &Node, ops: Vec<Op>) {
-    if let Err(e) = node.replicator.propose(ops).await {
-        tracing::warn!(error = %e, "join not committed");
+/// Proposes join operations. If they fail (no leader, a fault), they are retried in the
+/// background while `conn` is open and still subscribed, so presence converges after the
+/// fault; the subscription itself stands meanwhile.
+pub async fn propose_joins(node: &Arc<Node>, conn: &Arc<Conn>, ops: Vec<Op>) {
+    propose_presence(node, conn, ops, "join").await;
+}
+
+/// Proposes or, on failure, keeps retrying presence changes (see [`retry_presence`]).
+async fn propose_presence(node: &Arc<Node>, conn: &Arc<Conn>, ops: Vec<Op>, what: &'static str) {
+    if let Err(e) = node.replicator.propose(ops.clone()).await {
+        tracing::warn!(error = %e, what, "presence change not committed: retrying");
+        tokio::spawn(retry_presence(node.clone(), conn.clone(), ops, what));
+    }
+}
+
+/// Longest a failed leave is retried (the connection is gone; a node's incarnation change
+/// clears what is left).
+const LEAVE_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Retries presence changes with backoff (0.1 s doubling to 2 s) until they commit. A join is
+/// dropped once its connection closes or leaves the channel; a leave once the connection is
+/// subscribed to the channel again, or after [`LEAVE_RETRY_FOR`]; all of them when the node
+/// stops.
+async fn retry_presence(node: Arc<Node>, conn: Arc<Conn>, mut ops: Vec<Op>, what: &'static str) {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let closing = conn.out.is_closing();
+        ops.retain(|op| match op {
+            Op::Join { channel, .. } => !closing && conn.state.lock().subs.contains_key(channel),
+            Op::Leave { channel, .. } => {
+                started.elapsed() < LEAVE_RETRY_FOR && !conn.state.lock().subs.contains_key(channel)
+            }
+            _ => false,
+        });
+        if ops.is_empty() || node.is_stopping() {
+            return;
+        }
+        match node.replicator.propose(ops.clone()).await {
+            Ok(_) => {
+                tracing::info!(
+                    what,
+                    ops = ops.len(),
+                    "presence change committed after a retry"
+                );
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, what, "presence change still not committed"),
+        }
     }
 }
 
@@ -204,18 +252,16 @@ pub fn unsubscribe_local(node: &Node, conn: &Conn, channel: &str) -> Option<Op> 
     })
 }
 
-/// Proposes leave operations; failures are logged (presence heals when the node's
-/// incarnation changes, in the cluster).
-pub async fn propose_leaves(node: &Node, ops: Vec<Op>) {
-    if let Err(e) = node.replicator.propose(ops).await {
-        tracing::warn!(error = %e, "leave not committed");
-    }
+/// Proposes leave operations of `conn`, retried in the background if they fail (see
+/// [`retry_presence`]).
+pub async fn propose_leaves(node: &Arc<Node>, conn: &Arc<Conn>, ops: Vec<Op>) {
+    propose_presence(node, conn, ops, "leave").await;
 }
 
 /// Server-side subscribe (API `subscribe`): no permission check; the client learns of it from
 /// a `subscribe` push.
 pub async fn server_subscribe(
-    node: &Node,
+    node: &Arc<Node>,
     conn: &Arc<Conn>,
     channel: &str,
     opts: &ChannelOptions,
@@ -240,7 +286,7 @@ pub async fn server_subscribe(
 }
 
 /// Server-side unsubscribe (API `unsubscribe`): the client gets an `unsubscribe` push.
-pub async fn server_unsubscribe(node: &Node, conn: &Arc<Conn>, channel: &str) {
+pub async fn server_unsubscribe(node: &Arc<Node>, conn: &Arc<Conn>, channel: &str) {
     let was = conn.state.lock().subs.contains_key(channel);
     if !was {
         return;
@@ -256,6 +302,6 @@ pub async fn server_unsubscribe(node: &Node, conn: &Arc<Conn>, channel: &str) {
     );
     let _ = conn.out.push(push);
     if let Some(op) = leave {
-        propose_leaves(node, vec![op]).await;
+        propose_leaves(node, conn, vec![op]).await;
     }
 }
