@@ -1092,6 +1092,42 @@ impl Proxy {
     }
 }
 
+/// The leader is paused (SIGSTOP): a write forwarded to it by a follower is answered as soon
+/// as a new leader is known (a temporary error: it may have reached the old leader), not
+/// after the propose timeout (3 s here), and writes through that follower resume with the new
+/// leader well within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_forwarded_to_a_paused_leader_do_not_wait_for_the_timeout() {
+    let t = Trio::start();
+    let leader = t.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    publish_via(t.node(follower), "chat:pause", json!("before"))
+        .await
+        .unwrap();
+    t.node(leader).signal("STOP");
+    let paused = std::time::Instant::now();
+    let mut resumed = None;
+    for n in 0..200u64 {
+        let started = std::time::Instant::now();
+        let r = publish_via(t.node(follower), "chat:pause", json!(n)).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "a publish waited {:?} (attempt {n}: {r:?})",
+            started.elapsed()
+        );
+        if r.is_ok() {
+            resumed = Some(paused.elapsed());
+            break;
+        }
+    }
+    t.node(leader).signal("CONT");
+    let resumed = resumed.expect("writes resumed");
+    assert!(
+        resumed < Duration::from_millis(2500),
+        "resumed after {resumed:?}"
+    );
+}
+
 /// A subscriber joins on a node without quorum: the subscription stands but its join cannot
 /// commit. Once a quorum is back, the join is retried and presence on every node lists it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

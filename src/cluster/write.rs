@@ -136,7 +136,11 @@ impl Cluster {
                     }
                 }
             } else {
-                match self.forward_to(leader, &addr, &ops, deadline).await {
+                let posted = tokio::select! {
+                    r = self.forward_to(leader, &addr, &ops, deadline) => r,
+                    () = leader_moved(&self.raft, leader) => Err(moved(leader)),
+                };
+                match posted {
                     Ok(Forwarded::Ok(r, index)) => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         applied_here(&self.raft, index, left).await;
@@ -196,7 +200,11 @@ impl Cluster {
             self.propose_timeout,
         );
         Box::pin(async move {
-            let attempt = match post_forwarded(&client, body, timeout).await {
+            let posted = tokio::select! {
+                r = post_forwarded(&client, body, timeout) => r,
+                () = leader_moved(&raft, leader) => Err(moved(leader)),
+            };
+            let attempt = match posted {
                 Ok(Forwarded::Ok(r, index)) => {
                     applied_here(&raft, index, timeout).await;
                     return Attempt::Committed((r, index));
@@ -216,6 +224,29 @@ impl Cluster {
             outgoing.broken(stream);
             attempt
         })
+    }
+}
+
+/// Resolves once this node knows a leader other than `from`: a forward still waiting for
+/// `from` (paused, or cut off) is then answered at once instead of after the propose timeout.
+async fn leader_moved(raft: &openraft::Raft<TypeConfig>, from: NodeId) {
+    let mut rx = raft.metrics();
+    loop {
+        if rx.borrow().current_leader.is_some_and(|l| l != from) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The error for a forward abandoned because the leader changed: it may have reached the old
+/// leader, so its outcome is unknown.
+fn moved(from: NodeId) -> PeerError {
+    PeerError::Failed {
+        addr: format!("node {from}"),
+        why: "a new leader was elected while the write was forwarded to the old one".into(),
     }
 }
 
