@@ -530,7 +530,7 @@ fn reload(
             return;
         }
     }
-    match log_reload(&new.log.level) {
+    match log_reload(&new.log.filter()) {
         Ok(()) => tracing::info!(level = %new.log.level, "reload done"),
         Err(e) => tracing::error!(error = %e, "log.level not applied"),
     }
@@ -567,12 +567,13 @@ impl Signals {
     }
 }
 
-/// Sets a new `log.level` filter.
+/// Installs a new filter (`LogConfig::filter` of a validated config).
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Logging to stderr with the filter of `log.level` (validated, so it parses).
 fn init_logging(cfg: &Config) -> LogReload {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(cfg.log.filter()).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

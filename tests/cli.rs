@@ -240,3 +240,81 @@ async fn json_logs_one_line_per_lifecycle_event() {
         "no info line per publication"
     );
 }
+
+/// `log.level` is checked against tracing's syntax, level by level: a bare word that is not a
+/// level ("warning", which `EnvFilter` would take for a target, leaving the node silent) is
+/// refused by `--check-config`, from the file and from the flag, with a line naming the key
+/// and the valid levels; targets with levels pass.
+#[test]
+fn check_config_refuses_unknown_log_levels() {
+    let check = |level: &str, flag: Option<&str>| {
+        let cfg = config_file(&format!("[log]\nlevel = {level:?}"));
+        let mut cmd = bin();
+        cmd.args(["serve", "--check-config", "--config"])
+            .arg(cfg.path());
+        if let Some(f) = flag {
+            cmd.args(["--log-level", f]);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for bad in ["warning", "info,warning", "switchyard=warning", ""] {
+        let (code, err) = check(bad, None);
+        assert_eq!(code, Some(2), "{bad:?} was accepted");
+        assert!(err.contains("log.level"), "{bad:?}: {err}");
+        assert!(
+            err.contains("trace, debug, info, warn, error, off"),
+            "{bad:?}: {err}"
+        );
+    }
+    let (_, err) = check("warning", None);
+    assert!(err.contains("\"warning\" is not a level"), "{err}");
+    for good in [
+        "info",
+        "WARN",
+        "switchyard=debug,info",
+        "info, openraft=debug",
+    ] {
+        assert_eq!(check(good, None), (Some(0), String::new()), "{good:?}");
+    }
+    // The flag is checked like the file.
+    assert_eq!(check("info", Some("warning")).0, Some(2));
+    assert_eq!(check("warning", Some("debug")).0, Some(0));
+}
+
+/// A SIGHUP that brings an unknown level is refused like a bad file (nothing changes, the
+/// error names `log.level`); a good level afterwards is applied.
+#[tokio::test]
+async fn sighup_refuses_an_unknown_log_level() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    let logged = |what: &'static str| {
+        let log = p.log.clone();
+        move || {
+            let hit = log.lock().unwrap().iter().any(|l| l.contains(what));
+            async move { hit }
+        }
+    };
+    std::fs::write(
+        cfg.path(),
+        format!("{}\n[log]\nlevel = \"warning\"\n", base_toml()),
+    )
+    .unwrap();
+    p.signal("HUP");
+    eventually("the reload is refused", logged("reload refused")).await;
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("log.level") && log.contains("is not a level"),
+        "{log}"
+    );
+    std::fs::write(
+        cfg.path(),
+        format!("{}\n[log]\nlevel = \"debug\"\n", base_toml()),
+    )
+    .unwrap();
+    p.signal("HUP");
+    eventually("the good level is applied", logged("reload done")).await;
+}

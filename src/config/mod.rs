@@ -5,8 +5,8 @@
 //! the public contract documented in README.md; new keys may be added, existing ones not renamed.
 //!
 //! This file holds the root type, loading, and the small sections (`[admin]`, `[auth]`, `[api]`,
-//! `[log]`, `[testing]`); `client`, `cluster` (with `[node]`) and `channel` hold the larger
-//! sections, `validate` the semantic checks. Every type is re-exported here.
+//! `[testing]`); `client`, `cluster` (with `[node]`), `channel` and `log` (the level filter and
+//! its syntax) hold the others, `validate` the semantic checks. Every type is re-exported here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 mod channel;
 mod client;
 mod cluster;
+mod log;
 mod validate;
 
 /// Strings that may arrive from the environment looking like numbers or booleans
@@ -32,6 +33,7 @@ use channel::check_channel_keys;
 pub use channel::{ChannelConfig, ChannelOptions, Namespace};
 pub use client::ClientConfig;
 pub use cluster::{ClusterConfig, NodeConfig, PeerConfig};
+pub use log::{LEVELS, LogConfig, LogFormat};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "SWITCHYARD_";
@@ -161,25 +163,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `tracing` filter, e.g. `info` or `switchyard=debug,info`.
-    pub level: String,
-    /// `text` (human) or `json` (one JSON object per line).
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
 /// `[testing]`: endpoints that exist only for conformance testing. Never enable in production.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,16 +182,6 @@ impl Default for TestingConfig {
             echo_max_message_size: 16 * 1024 * 1024,
         }
     }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// JSON lines.
-    Json,
 }
 
 /// Why a configuration was refused.
