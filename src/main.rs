@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use figment::value::Value;
 use switchyard::auth::{MintRequest, mint};
+use switchyard::cluster::QUIET_LOG_TARGETS;
 use switchyard::config::{Config, LogFormat, duration_str};
 use switchyard::server::Server;
 
@@ -530,7 +531,7 @@ fn reload(
             return;
         }
     }
-    match log_reload(&new.log.filter()) {
+    match log_reload(&new.log.filter(QUIET_LOG_TARGETS)) {
         Ok(()) => tracing::info!(level = %new.log.level, "reload done"),
         Err(e) => tracing::error!(error = %e, "log.level not applied"),
     }
@@ -570,10 +571,12 @@ impl Signals {
 /// Installs a new filter (`LogConfig::filter` of a validated config).
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// Logging to stderr with the filter of `log.level` (validated, so it parses).
+/// Logging to stderr with the filter of `log.level` (validated, so it parses; openraft kept
+/// at `warn` unless the level names it: `cluster::QUIET_LOG_TARGETS`).
 fn init_logging(cfg: &Config) -> LogReload {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(cfg.log.filter()).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(cfg.log.filter(QUIET_LOG_TARGETS))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,5 +1,5 @@
 //! `[log]`: the level filter, checked against `tracing`'s directive syntax, and the filter the
-//! node installs from it.
+//! node installs from it (noisy targets quietened unless named).
 //!
 //! A filter is comma-separated directives, each a level (`info`) or `target=level`
 //! (`switchyard=debug`, also `target[span{field=value}]=level`). `EnvFilter` reads a bare word
@@ -18,7 +18,8 @@ pub const LEVELS: &str = "trace, debug, info, warn, error, off";
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `tracing` filter: comma-separated `level` or `target=level` directives, e.g. `info` or
-    /// `switchyard=debug,info`; levels are [`LEVELS`].
+    /// `switchyard=debug,info`; levels are [`LEVELS`]. Unless a directive names `openraft`,
+    /// openraft is kept at `warn` (see [`LogConfig::filter`]).
     pub level: String,
     /// `text` (human) or `json` (one JSON object per line).
     pub format: LogFormat,
@@ -43,6 +44,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// One directive taken apart: its target (if any) and its level.
+struct Directive<'a> {
+    target: Option<&'a str>,
+    level: LevelFilter,
+}
+
 /// A level name of [`LEVELS`], in any case (`EnvFilter` also takes digits; we do not).
 fn level_named(s: &str) -> Option<LevelFilter> {
     [
@@ -59,7 +66,7 @@ fn level_named(s: &str) -> Option<LevelFilter> {
 }
 
 /// Parses one (trimmed, non-empty) directive; the error says what is wrong with it.
-fn directive(d: &str) -> Result<(), String> {
+fn directive(d: &str) -> Result<Directive<'_>, String> {
     // The level follows the first `=` outside a `[span{field=value}]` part.
     let mut depth = 0usize;
     let eq = d.char_indices().find_map(|(i, c)| {
@@ -73,16 +80,23 @@ fn directive(d: &str) -> Result<(), String> {
     });
     let Some(eq) = eq else {
         return match level_named(d) {
-            Some(_) => Ok(()),
+            Some(level) => Ok(Directive {
+                target: None,
+                level,
+            }),
             None if d.contains('[') => Err(format!("{d:?} names no level")),
             None => Err(format!("{d:?} is not a level")),
         };
     };
-    let level = d[eq + 1..].trim();
-    match level_named(level) {
-        Some(_) => Ok(()),
-        None => Err(format!("{level:?} in {d:?} is not a level")),
-    }
+    let (head, level) = (&d[..eq], d[eq + 1..].trim());
+    let Some(level) = level_named(level) else {
+        return Err(format!("{level:?} in {d:?} is not a level"));
+    };
+    let target = head.split('[').next().unwrap_or("").trim();
+    Ok(Directive {
+        target: (!target.is_empty()).then_some(target),
+        level,
+    })
 }
 
 impl LogConfig {
@@ -113,15 +127,43 @@ impl LogConfig {
                 return fail(why);
             }
         }
-        match tracing_subscriber::EnvFilter::try_new(self.filter()) {
+        match tracing_subscriber::EnvFilter::try_new(self.filter(&[])) {
             Ok(_) => Ok(()),
             Err(e) => fail(e.to_string()),
         }
     }
 
-    /// The filter the node installs: the directives of `level`, trimmed and joined.
-    pub fn filter(&self) -> String {
-        self.directives().collect::<Vec<_>>().join(",")
+    /// The filter the node installs: the directives of `level`, plus `target=warn` for each
+    /// of the `quiet` targets (`cluster::QUIET_LOG_TARGETS`: openraft) that no directive names
+    /// (itself or a module under it), when the default level is more verbose than `warn`. An
+    /// operator who wants openraft's info lines writes `info,openraft=info`.
+    pub fn filter(&self, quiet: &[&str]) -> String {
+        let parsed: Vec<Directive> = self
+            .directives()
+            .filter_map(|d| directive(d).ok())
+            .collect();
+        let named = |target: &str| {
+            parsed.iter().any(|d| {
+                d.target
+                    .and_then(|t| t.strip_prefix(target))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            })
+        };
+        let default = parsed
+            .iter()
+            .filter(|d| d.target.is_none())
+            .map(|d| d.level)
+            .max();
+        let mut out: Vec<String> = self.directives().map(str::to_string).collect();
+        if default.is_some_and(|l| l > LevelFilter::WARN) {
+            out.extend(
+                quiet
+                    .iter()
+                    .filter(|t| !named(t))
+                    .map(|t| format!("{t}=warn")),
+            );
+        }
+        out.join(",")
     }
 }
 
@@ -169,5 +211,30 @@ mod tests {
         }
         let e = log("warning").check_level().unwrap_err();
         assert!(e.contains("\"warning\" is not a level"), "{e}");
+    }
+
+    #[test]
+    fn quiet_targets_are_kept_at_warn_unless_named() {
+        let q = &["openraft"];
+        assert_eq!(log("info").filter(q), "info,openraft=warn");
+        assert_eq!(
+            log(" debug, switchyard=trace").filter(q),
+            "debug,switchyard=trace,openraft=warn"
+        );
+        assert_eq!(log("info,openraft=info").filter(q), "info,openraft=info");
+        assert_eq!(
+            log("info,openraft::core=debug").filter(q),
+            "info,openraft::core=debug"
+        );
+        // A target that merely starts with the name is another target.
+        assert_eq!(
+            log("info,openraftish=debug").filter(q),
+            "info,openraftish=debug,openraft=warn"
+        );
+        // Not more verbose than warn: openraft follows the default level.
+        assert_eq!(log("warn").filter(q), "warn");
+        assert_eq!(log("error").filter(q), "error");
+        assert_eq!(log("switchyard=debug").filter(q), "switchyard=debug");
+        assert_eq!(log("info").filter(&[]), "info");
     }
 }
