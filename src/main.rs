@@ -178,12 +178,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Version => {
-            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            say(format_args!("switchyard {}", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
         }
         Cmd::Token(args) => match token(args) {
             Ok(t) => {
-                println!("{t}");
+                say(t);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -205,6 +205,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit status after stdout closed under a command that could not finish without it: what
+/// a shell reports for a process killed by SIGPIPE (128 + 13).
+#[cfg(feature = "bench")]
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Prints `text` and a newline on stdout. A reader that went away (`switchyard cluster status
+/// | head -1`) is not an error: the rest of the output is dropped, and the command finishes
+/// its work and exits as it would have (Rust ignores SIGPIPE, so `println!` would panic
+/// instead). Any other write error (a full disk) ends the process with status 1.
+fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("switchyard: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `switchyard bench` (its own crate) prints its report with `print!`, which panics when
+/// stdout is closed. That panic, and only that one, ends the process quietly with
+/// [`EXIT_BROKEN_PIPE`] instead of a panic message; any other panic is reported as usual.
+#[cfg(feature = "bench")]
+fn exit_quietly_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    let epipe = format!("(os error {})", libc::EPIPE);
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains(&epipe) {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        report(info)
+    }));
+}
+
 /// What the load generator takes from the server crate (it does not depend on it). Worker
 /// processes of `bench connect` re-execute this binary, so they get the same hooks.
 #[cfg(feature = "bench")]
@@ -214,6 +257,7 @@ const BENCH_HOOKS: switchyard_bench::Hooks = switchyard_bench::Hooks { mint: ben
 /// the scenario.
 #[cfg(feature = "bench")]
 fn bench(scenario: switchyard_bench::Scenario) -> ExitCode {
+    exit_quietly_when_stdout_closes();
     let _ = switchyard::sys::raise_nofile_limit();
     switchyard_bench::main(scenario, BENCH_HOOKS)
 }
@@ -242,7 +286,7 @@ fn write_new(path: &std::path::Path, text: &str, private: bool) -> anyhow::Resul
         .open(path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     f.write_all(text.as_bytes())?;
-    println!("wrote {}", path.display());
+    say(format_args!("wrote {}", path.display()));
     Ok(())
 }
 
@@ -320,8 +364,8 @@ fn cluster(args: ClusterArgs) -> ExitCode {
     match rt.block_on(client.post(path, body, Duration::from_secs(60))) {
         Ok(b) => {
             match serde_json::from_slice::<serde_json::Value>(&b) {
-                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-                Err(_) => println!("{}", String::from_utf8_lossy(&b)),
+                Ok(v) => say(serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Err(_) => say(String::from_utf8_lossy(&b)),
             }
             ExitCode::SUCCESS
         }
@@ -379,7 +423,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.check_config {
-        println!("configuration is valid");
+        say("configuration is valid");
         return ExitCode::SUCCESS;
     }
     let log_reload = init_logging(&cfg);

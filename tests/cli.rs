@@ -375,3 +375,75 @@ async fn openraft_info_lines_only_when_asked_for() {
         "the node still logs at info"
     );
 }
+
+/// Runs `cmd` with stdout a pipe whose reading end is already closed (as after `| head -1`
+/// has taken its line), stderr captured.
+fn output_with_closed_stdout(cmd: &mut Command) -> std::process::Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // O_CLOEXEC: no other process the tests spawn meanwhile may inherit the reading end.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    cmd.stdout(write)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Every subcommand that prints exits quietly when its stdout has been closed: the commands
+/// of the binary finish their work and exit 0; `bench`, whose report cannot be printed,
+/// exits 141 (as if killed by SIGPIPE). None prints a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_is_not_a_panic() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    ready(&p).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("http://{}", p.admin_addr);
+    let cfg_path = cfg.path().to_str().unwrap().to_string();
+    let out_dir = dir.path().to_str().unwrap().to_string();
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["version"], 0),
+        (vec!["token", "--user", "u", "--config", &cfg_path], 0),
+        (vec!["serve", "--check-config", "--config", &cfg_path], 0),
+        (
+            vec![
+                "cluster", "status", "--admin", &admin, "--config", &cfg_path,
+            ],
+            0,
+        ),
+        (vec!["cert", "ca", "--out", &out_dir], 0),
+    ];
+    for (words, want) in runs {
+        let out = tokio::task::block_in_place(|| output_with_closed_stdout(bin().args(&words)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{words:?}: {err}");
+        assert_eq!(out.status.code(), Some(want), "{words:?}: {err}");
+    }
+    // The work was done although nothing could be printed.
+    assert!(dir.path().join("ca.pem").exists() && dir.path().join("ca.key").exists());
+
+    let ws = p.ws_url();
+    let words = [
+        "bench",
+        "connect",
+        "--connections",
+        "2",
+        "--rate",
+        "100",
+        "--hold",
+        "100ms",
+        "--channel",
+        "chat:pipe",
+        "--quiet",
+        "--token-secret",
+        SECRET,
+        "--url",
+        &ws,
+    ];
+    let out = tokio::task::block_in_place(|| output_with_closed_stdout(bin().args(words)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "bench: {err}");
+    assert_eq!(out.status.code(), Some(141), "bench: {err}");
+}
