@@ -361,19 +361,33 @@ fn cluster(args: ClusterArgs) -> ExitCode {
         Err(_) => {}
     }
     let body = serde_json::to_vec(&body).expect("json");
-    match rt.block_on(client.post(path, body, Duration::from_secs(60))) {
-        Ok(b) => {
+    match rt.block_on(client.post_answer(path, body, Duration::from_secs(60))) {
+        Ok((status, b)) if status.is_success() => {
             match serde_json::from_slice::<serde_json::Value>(&b) {
                 Ok(v) => say(serde_json::to_string_pretty(&v).unwrap_or_default()),
                 Err(_) => say(String::from_utf8_lossy(&b)),
             }
             ExitCode::SUCCESS
         }
+        Ok((status, b)) => {
+            eprintln!("switchyard cluster: {}", refusal(status.as_u16(), &b));
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("switchyard cluster: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// What to tell the operator about an admin request the node refused with `status`: the
+/// node's `{"error": …}`.
+fn refusal(status: u16, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    format!("{msg} (HTTP {status})")
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {

@@ -447,3 +447,33 @@ async fn closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "bench: {err}");
     assert_eq!(out.status.code(), Some(141), "bench: {err}");
 }
+
+/// `switchyard cluster remove|promote` of a node that is not a member fails with a message
+/// saying so, instead of exiting 0.
+#[tokio::test]
+async fn cluster_refuses_non_members() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    ready(&p).await;
+    let admin = format!("http://{}", p.admin_addr);
+    let cli = |words: &[&str]| {
+        let out = bin()
+            .arg("cluster")
+            .args(words)
+            .args(["--admin", &admin, "--config"])
+            .arg(cfg.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for op in ["remove", "promote"] {
+        let (code, err) = cli(&[op, "--id", "42"]);
+        assert_eq!(code, Some(1), "{op}: {err}");
+        assert!(err.contains("node 42 is not a member"), "{op}: {err}");
+    }
+    // The node itself is a member: status still works.
+    assert_eq!(cli(&["status"]), (Some(0), String::new()));
+}
