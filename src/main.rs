@@ -349,9 +349,11 @@ fn cluster(args: ClusterArgs) -> ExitCode {
     };
     let mut client = switchyard::peer::PeerClient::new(addr);
     // The admin key, when the config sets one (a missing default config.toml is fine).
+    let mut sent_key = false;
     match Config::load(args.config.as_deref()) {
         Ok(cfg) if !cfg.admin.api_key.is_empty() => {
             client = client.with_header("x-api-key", cfg.admin.api_key);
+            sent_key = true;
         }
         Ok(_) => {}
         Err(e) if args.config.is_some() => {
@@ -370,7 +372,10 @@ fn cluster(args: ClusterArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((status, b)) => {
-            eprintln!("switchyard cluster: {}", refusal(status.as_u16(), &b));
+            eprintln!(
+                "switchyard cluster: {}",
+                refusal(status.as_u16(), &b, sent_key)
+            );
             ExitCode::from(1)
         }
         Err(e) => {
@@ -380,9 +385,19 @@ fn cluster(args: ClusterArgs) -> ExitCode {
     }
 }
 
-/// What to tell the operator about an admin request the node refused with `status`: the
-/// node's `{"error": …}`.
-fn refusal(status: u16, body: &[u8]) -> String {
+/// What to tell the operator about an admin request the node refused with `status`: for 401,
+/// which key is wanted and where it comes from; otherwise the node's `{"error": …}`.
+fn refusal(status: u16, body: &[u8], sent_key: bool) -> String {
+    if status == 401 {
+        let fix = "set admin.api_key to the node's key in the config file (--config, \
+                   SWITCHYARD_CONFIG, or ./config.toml) or in SWITCHYARD_ADMIN__API_KEY; \
+                   it is sent as the X-API-Key header";
+        return if sent_key {
+            format!("the node refused the admin.api_key sent (HTTP 401): {fix}")
+        } else {
+            format!("the node wants its admin.api_key and none was sent (HTTP 401): {fix}")
+        };
+    }
     let msg = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))

@@ -448,32 +448,58 @@ async fn closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(141), "bench: {err}");
 }
 
-/// `switchyard cluster remove|promote` of a node that is not a member fails with a message
-/// saying so, instead of exiting 0.
+/// Membership refusals an operator can act on, through `switchyard cluster` on one node: a
+/// 401 from the admin listener names `admin.api_key` and the header, in its body and in the
+/// CLI's message (no key sent, or a wrong one); removing or promoting a node that is not a
+/// member fails with a message saying so, instead of exiting 0.
 #[tokio::test]
-async fn cluster_refuses_non_members() {
+async fn cluster_refusals_name_the_key_and_the_member() {
     let cfg = config_file("");
-    let p = Proc::start(cfg.path(), &[]);
+    let p = Proc::start(cfg.path(), &[("SWITCHYARD_ADMIN__API_KEY", "admin-secret")]);
     ready(&p).await;
+
+    let (st, body) = http_post(p.admin_addr, "/cluster/remove", None, br#"{"id":42}"#).await;
+    assert_eq!(st, 401);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("admin.api_key") && msg.contains("X-API-Key"),
+        "{body}"
+    );
+
     let admin = format!("http://{}", p.admin_addr);
-    let cli = |words: &[&str]| {
-        let out = bin()
-            .arg("cluster")
+    let cli = |key: Option<&str>, words: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["cluster"])
             .args(words)
             .args(["--admin", &admin, "--config"])
             .arg(cfg.path())
-            .output()
-            .unwrap();
+            .env_remove("SWITCHYARD_ADMIN__API_KEY");
+        if let Some(k) = key {
+            cmd.env("SWITCHYARD_ADMIN__API_KEY", k);
+        }
+        let out = cmd.output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
+    let (code, err) = cli(None, &["remove", "--id", "42"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("admin.api_key") && err.contains("X-API-Key") && err.contains("none was sent"),
+        "{err}"
+    );
+    let (code, err) = cli(Some("wrong"), &["remove", "--id", "42"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refused the admin.api_key"), "{err}");
+
     for op in ["remove", "promote"] {
-        let (code, err) = cli(&[op, "--id", "42"]);
+        let (code, err) = cli(Some("admin-secret"), &[op, "--id", "42"]);
         assert_eq!(code, Some(1), "{op}: {err}");
         assert!(err.contains("node 42 is not a member"), "{op}: {err}");
     }
-    // The node itself is a member: status still works.
-    assert_eq!(cli(&["status"]), (Some(0), String::new()));
+    // The node itself is a member: status still works, and the cluster is unchanged.
+    let (code, err) = cli(None, &["status"]);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
 }
