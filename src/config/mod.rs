@@ -46,7 +46,7 @@ pub struct Config {
     pub node: NodeConfig,
     /// The client listener: WebSocket connections, the server API and `/healthz`.
     pub client: ClientConfig,
-    /// The admin listener: readiness (and, later, metrics, status page, cluster admin).
+    /// The admin listener: readiness, metrics, the status page, cluster status and membership.
     pub admin: AdminConfig,
     /// Raft replication between nodes.
     pub cluster: ClusterConfig,
@@ -68,9 +68,10 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address of the admin listener; keep it on loopback or a management network.
     pub listen: String,
-    /// When non-empty, membership changes (`POST /cluster/<op>`) and presence lookups on the
-    /// admin listener need `X-API-Key: KEY` (or `Authorization: apikey KEY`). `switchyard
-    /// cluster` sends it from the same config file.
+    /// When non-empty, membership changes (`POST /cluster/<op>`) on the admin listener need
+    /// `X-API-Key: KEY` (or `Authorization: apikey KEY`); a 401 body names this key.
+    /// `switchyard cluster` sends it from the same config file. The status page and its JSON
+    /// endpoints (presence included) need no key.
     #[serde(deserialize_with = "lenient_string::deserialize")]
     pub api_key: String,
 }
