@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use figment::value::Value;
 use switchyard::auth::{MintRequest, mint};
+use switchyard::cluster::QUIET_LOG_TARGETS;
 use switchyard::config::{Config, LogFormat, duration_str};
 use switchyard::server::Server;
 
@@ -177,12 +178,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Version => {
-            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            say(format_args!("switchyard {}", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
         }
         Cmd::Token(args) => match token(args) {
             Ok(t) => {
-                println!("{t}");
+                say(t);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -204,6 +205,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit status after stdout closed under a command that could not finish without it: what
+/// a shell reports for a process killed by SIGPIPE (128 + 13).
+#[cfg(feature = "bench")]
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Prints `text` and a newline on stdout. A reader that went away (`switchyard cluster status
+/// | head -1`) is not an error: the rest of the output is dropped, and the command finishes
+/// its work and exits as it would have (Rust ignores SIGPIPE, so `println!` would panic
+/// instead). Any other write error (a full disk) ends the process with status 1.
+fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("switchyard: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `switchyard bench` (its own crate) prints its report with `print!`, which panics when
+/// stdout is closed. That panic, and only that one, ends the process quietly with
+/// [`EXIT_BROKEN_PIPE`] instead of a panic message; any other panic is reported as usual.
+#[cfg(feature = "bench")]
+fn exit_quietly_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    let epipe = format!("(os error {})", libc::EPIPE);
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains(&epipe) {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        report(info)
+    }));
+}
+
 /// What the load generator takes from the server crate (it does not depend on it). Worker
 /// processes of `bench connect` re-execute this binary, so they get the same hooks.
 #[cfg(feature = "bench")]
@@ -213,6 +257,7 @@ const BENCH_HOOKS: switchyard_bench::Hooks = switchyard_bench::Hooks { mint: ben
 /// the scenario.
 #[cfg(feature = "bench")]
 fn bench(scenario: switchyard_bench::Scenario) -> ExitCode {
+    exit_quietly_when_stdout_closes();
     let _ = switchyard::sys::raise_nofile_limit();
     switchyard_bench::main(scenario, BENCH_HOOKS)
 }
@@ -241,7 +286,7 @@ fn write_new(path: &std::path::Path, text: &str, private: bool) -> anyhow::Resul
         .open(path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     f.write_all(text.as_bytes())?;
-    println!("wrote {}", path.display());
+    say(format_args!("wrote {}", path.display()));
     Ok(())
 }
 
@@ -304,9 +349,11 @@ fn cluster(args: ClusterArgs) -> ExitCode {
     };
     let mut client = switchyard::peer::PeerClient::new(addr);
     // The admin key, when the config sets one (a missing default config.toml is fine).
+    let mut sent_key = false;
     match Config::load(args.config.as_deref()) {
         Ok(cfg) if !cfg.admin.api_key.is_empty() => {
             client = client.with_header("x-api-key", cfg.admin.api_key);
+            sent_key = true;
         }
         Ok(_) => {}
         Err(e) if args.config.is_some() => {
@@ -316,19 +363,46 @@ fn cluster(args: ClusterArgs) -> ExitCode {
         Err(_) => {}
     }
     let body = serde_json::to_vec(&body).expect("json");
-    match rt.block_on(client.post(path, body, Duration::from_secs(60))) {
-        Ok(b) => {
+    match rt.block_on(client.post_answer(path, body, Duration::from_secs(60))) {
+        Ok((status, b)) if status.is_success() => {
             match serde_json::from_slice::<serde_json::Value>(&b) {
-                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-                Err(_) => println!("{}", String::from_utf8_lossy(&b)),
+                Ok(v) => say(serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Err(_) => say(String::from_utf8_lossy(&b)),
             }
             ExitCode::SUCCESS
+        }
+        Ok((status, b)) => {
+            eprintln!(
+                "switchyard cluster: {}",
+                refusal(status.as_u16(), &b, sent_key)
+            );
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("switchyard cluster: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// What to tell the operator about an admin request the node refused with `status`: for 401,
+/// which key is wanted and where it comes from; otherwise the node's `{"error": …}`.
+fn refusal(status: u16, body: &[u8], sent_key: bool) -> String {
+    if status == 401 {
+        let fix = "set admin.api_key to the node's key in the config file (--config, \
+                   SWITCHYARD_CONFIG, or ./config.toml) or in SWITCHYARD_ADMIN__API_KEY; \
+                   it is sent as the X-API-Key header";
+        return if sent_key {
+            format!("the node refused the admin.api_key sent (HTTP 401): {fix}")
+        } else {
+            format!("the node wants its admin.api_key and none was sent (HTTP 401): {fix}")
+        };
+    }
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    format!("{msg} (HTTP {status})")
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {
@@ -378,7 +452,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.check_config {
-        println!("configuration is valid");
+        say("configuration is valid");
         return ExitCode::SUCCESS;
     }
     let log_reload = init_logging(&cfg);
@@ -530,7 +604,7 @@ fn reload(
             return;
         }
     }
-    match log_reload(&new.log.level) {
+    match log_reload(&new.log.filter(QUIET_LOG_TARGETS)) {
         Ok(()) => tracing::info!(level = %new.log.level, "reload done"),
         Err(e) => tracing::error!(error = %e, "log.level not applied"),
     }
@@ -567,12 +641,15 @@ impl Signals {
     }
 }
 
-/// Sets a new `log.level` filter.
+/// Installs a new filter (`LogConfig::filter` of a validated config).
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Logging to stderr with the filter of `log.level` (validated, so it parses; openraft kept
+/// at `warn` unless the level names it: `cluster::QUIET_LOG_TARGETS`).
 fn init_logging(cfg: &Config) -> LogReload {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(cfg.log.filter(QUIET_LOG_TARGETS))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

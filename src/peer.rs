@@ -135,13 +135,33 @@ impl PeerClient {
         handshake(stream).await.map_err(unreachable)
     }
 
-    /// POSTs `body` to `path`; returns the response body of a 200 answer.
+    /// POSTs `body` to `path`; returns the response body of a 200 answer (any other status
+    /// is [`PeerError::Failed`], with the start of the body).
     pub async fn post(
         &self,
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
+        let (status, body) = self.post_answer(path, body, timeout).await?;
+        if status != StatusCode::OK {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            return Err(PeerError::Failed {
+                addr: self.addr.clone(),
+                why: format!("HTTP {status}: {text}"),
+            });
+        }
+        Ok(body)
+    }
+
+    /// POSTs `body` to `path`; returns whatever status and body the peer answered with, for
+    /// callers that pass an answer on or explain it (membership forwarding, the CLI).
+    pub async fn post_answer(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), PeerError> {
         let mut guard = self.conn.lock().await;
         let fresh = match guard.take() {
             Some(mut s) => match s.ready().await {
@@ -175,11 +195,7 @@ impl PeerClient {
                 .await
                 .map_err(|e| failed(e.to_string()))?
                 .to_bytes();
-            if status != StatusCode::OK {
-                let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                return Err(failed(format!("HTTP {status}: {text}")));
-            }
-            Ok(body)
+            Ok((status, body))
         };
         let res = tokio::time::timeout(timeout, call)
             .await

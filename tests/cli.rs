@@ -240,3 +240,266 @@ async fn json_logs_one_line_per_lifecycle_event() {
         "no info line per publication"
     );
 }
+
+/// `log.level` is checked against tracing's syntax, level by level: a bare word that is not a
+/// level ("warning", which `EnvFilter` would take for a target, leaving the node silent) is
+/// refused by `--check-config`, from the file and from the flag, with a line naming the key
+/// and the valid levels; targets with levels pass.
+#[test]
+fn check_config_refuses_unknown_log_levels() {
+    let check = |level: &str, flag: Option<&str>| {
+        let cfg = config_file(&format!("[log]\nlevel = {level:?}"));
+        let mut cmd = bin();
+        cmd.args(["serve", "--check-config", "--config"])
+            .arg(cfg.path());
+        if let Some(f) = flag {
+            cmd.args(["--log-level", f]);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for bad in ["warning", "info,warning", "switchyard=warning", ""] {
+        let (code, err) = check(bad, None);
+        assert_eq!(code, Some(2), "{bad:?} was accepted");
+        assert!(err.contains("log.level"), "{bad:?}: {err}");
+        assert!(
+            err.contains("trace, debug, info, warn, error, off"),
+            "{bad:?}: {err}"
+        );
+    }
+    let (_, err) = check("warning", None);
+    assert!(err.contains("\"warning\" is not a level"), "{err}");
+    for good in [
+        "info",
+        "WARN",
+        "switchyard=debug,info",
+        "info, openraft=debug",
+    ] {
+        assert_eq!(check(good, None), (Some(0), String::new()), "{good:?}");
+    }
+    // The flag is checked like the file.
+    assert_eq!(check("info", Some("warning")).0, Some(2));
+    assert_eq!(check("warning", Some("debug")).0, Some(0));
+}
+
+/// A SIGHUP that brings an unknown level is refused like a bad file (nothing changes, the
+/// error names `log.level`); a good level afterwards is applied.
+#[tokio::test]
+async fn sighup_refuses_an_unknown_log_level() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    let logged = |what: &'static str| {
+        let log = p.log.clone();
+        move || {
+            let hit = log.lock().unwrap().iter().any(|l| l.contains(what));
+            async move { hit }
+        }
+    };
+    std::fs::write(
+        cfg.path(),
+        format!("{}\n[log]\nlevel = \"warning\"\n", base_toml()),
+    )
+    .unwrap();
+    p.signal("HUP");
+    eventually("the reload is refused", logged("reload refused")).await;
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("log.level") && log.contains("is not a level"),
+        "{log}"
+    );
+    std::fs::write(
+        cfg.path(),
+        format!("{}\n[log]\nlevel = \"debug\"\n", base_toml()),
+    )
+    .unwrap();
+    p.signal("HUP");
+    eventually("the good level is applied", logged("reload done")).await;
+}
+
+/// JSON log lines of `p` at `level` from openraft's targets.
+fn openraft_lines(p: &Proc, level: &str) -> Vec<String> {
+    p.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["level"] == level
+                    && v["target"]
+                        .as_str()
+                        .is_some_and(|t| t == "openraft" || t.starts_with("openraft::"))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Waits until the node's `/readyz` answers 200: it has elected itself and caught up.
+async fn ready(p: &Proc) {
+    let admin = p.admin_addr;
+    eventually("the node is ready", || async move {
+        http_get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
+/// The default filter keeps openraft at `warn`: a node electing itself at the default level
+/// logs no openraft info line (openraft's state dumps run to ~2,300 characters), and one whose
+/// `log.level` names openraft gets them.
+#[tokio::test]
+async fn openraft_info_lines_only_when_asked_for() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    ready(&p).await;
+    let q = Proc::start(
+        config_file("[log]\nlevel = \"info,openraft=info\"").path(),
+        &[],
+    );
+    ready(&q).await;
+    eventually("openraft logs at info when asked to", || {
+        let n = openraft_lines(&q, "INFO").len();
+        async move { n > 0 }
+    })
+    .await;
+    // By now the first node has been up at least as long as the second needed to log them.
+    assert_eq!(openraft_lines(&p, "INFO"), Vec::<String>::new());
+    assert!(
+        p.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("\"level\":\"INFO\"")),
+        "the node still logs at info"
+    );
+}
+
+/// Runs `cmd` with stdout a pipe whose reading end is already closed (as after `| head -1`
+/// has taken its line), stderr captured.
+fn output_with_closed_stdout(cmd: &mut Command) -> std::process::Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // O_CLOEXEC: no other process the tests spawn meanwhile may inherit the reading end.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    cmd.stdout(write)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Every subcommand that prints exits quietly when its stdout has been closed: the commands
+/// of the binary finish their work and exit 0; `bench`, whose report cannot be printed,
+/// exits 141 (as if killed by SIGPIPE). None prints a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_is_not_a_panic() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    ready(&p).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("http://{}", p.admin_addr);
+    let cfg_path = cfg.path().to_str().unwrap().to_string();
+    let out_dir = dir.path().to_str().unwrap().to_string();
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["version"], 0),
+        (vec!["token", "--user", "u", "--config", &cfg_path], 0),
+        (vec!["serve", "--check-config", "--config", &cfg_path], 0),
+        (
+            vec![
+                "cluster", "status", "--admin", &admin, "--config", &cfg_path,
+            ],
+            0,
+        ),
+        (vec!["cert", "ca", "--out", &out_dir], 0),
+    ];
+    for (words, want) in runs {
+        let out = tokio::task::block_in_place(|| output_with_closed_stdout(bin().args(&words)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{words:?}: {err}");
+        assert_eq!(out.status.code(), Some(want), "{words:?}: {err}");
+    }
+    // The work was done although nothing could be printed.
+    assert!(dir.path().join("ca.pem").exists() && dir.path().join("ca.key").exists());
+
+    let ws = p.ws_url();
+    let words = [
+        "bench",
+        "connect",
+        "--connections",
+        "2",
+        "--rate",
+        "100",
+        "--hold",
+        "100ms",
+        "--channel",
+        "chat:pipe",
+        "--quiet",
+        "--token-secret",
+        SECRET,
+        "--url",
+        &ws,
+    ];
+    let out = tokio::task::block_in_place(|| output_with_closed_stdout(bin().args(words)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "bench: {err}");
+    assert_eq!(out.status.code(), Some(141), "bench: {err}");
+}
+
+/// Membership refusals an operator can act on, through `switchyard cluster` on one node: a
+/// 401 from the admin listener names `admin.api_key` and the header, in its body and in the
+/// CLI's message (no key sent, or a wrong one); removing or promoting a node that is not a
+/// member fails with a message saying so, instead of exiting 0.
+#[tokio::test]
+async fn cluster_refusals_name_the_key_and_the_member() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[("SWITCHYARD_ADMIN__API_KEY", "admin-secret")]);
+    ready(&p).await;
+
+    let (st, body) = http_post(p.admin_addr, "/cluster/remove", None, br#"{"id":42}"#).await;
+    assert_eq!(st, 401);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("admin.api_key") && msg.contains("X-API-Key"),
+        "{body}"
+    );
+
+    let admin = format!("http://{}", p.admin_addr);
+    let cli = |key: Option<&str>, words: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["cluster"])
+            .args(words)
+            .args(["--admin", &admin, "--config"])
+            .arg(cfg.path())
+            .env_remove("SWITCHYARD_ADMIN__API_KEY");
+        if let Some(k) = key {
+            cmd.env("SWITCHYARD_ADMIN__API_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = cli(None, &["remove", "--id", "42"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("admin.api_key") && err.contains("X-API-Key") && err.contains("none was sent"),
+        "{err}"
+    );
+    let (code, err) = cli(Some("wrong"), &["remove", "--id", "42"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refused the admin.api_key"), "{err}");
+
+    for op in ["remove", "promote"] {
+        let (code, err) = cli(Some("admin-secret"), &[op, "--id", "42"]);
+        assert_eq!(code, Some(1), "{op}: {err}");
+        assert!(err.contains("node 42 is not a member"), "{op}: {err}");
+    }
+    // The node itself is a member: status still works, and the cluster is unchanged.
+    let (code, err) = cli(None, &["status"]);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+}

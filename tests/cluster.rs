@@ -912,7 +912,8 @@ async fn presence_converges_and_a_dead_nodes_clients_leave() {
 
 /// `switchyard cluster add-learner | promote | remove` through any node's admin listener: a
 /// fourth node not in `cluster.peers` waits, is added as a learner and receives the log, is
-/// promoted to voter, then removed.
+/// promoted to voter, then removed; removing it again fails with the leader's reason, passed
+/// on by the follower asked.
 #[tokio::test]
 async fn membership_changes_with_the_cli() {
     let t = Trio::start();
@@ -1020,6 +1021,19 @@ async fn membership_changes_with_the_cli() {
     assert_eq!(ids, vec![1, 2, 3], "{st}");
     let st = cli(&["status"]);
     assert_eq!(st["leader"].as_u64().unwrap() as usize, leader + 1);
+
+    // Removing a node that is not a member fails, with the leader's reason.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["cluster", "remove", "--id", "4", "--admin"])
+        .arg(format!("http://{}", t.node(follower).admin_addr))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("node 4 is not a member") && err.trim_end().ends_with("(HTTP 404)"),
+        "the follower passes the leader's answer on: {err}"
+    );
 }
 
 /// A fault-injecting TCP proxy in front of one node's cluster listener: it can refuse (and

@@ -13,6 +13,10 @@ use crate::node::Node;
 /// The page.
 pub const STATUS_HTML: &str = include_str!("status.html");
 
+/// The body of a 401 from an admin endpoint: which key it wants and how to send it (an
+/// operator meets it through `switchyard cluster` or curl, and the key is theirs to set).
+pub const UNAUTHORIZED: &str = r#"{"error":"unauthorized: this endpoint needs the node's admin.api_key, sent as the X-API-Key header (or Authorization: apikey KEY)"}"#;
+
 /// Channels shown in the top list.
 const TOP: usize = 20;
 

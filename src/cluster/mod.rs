@@ -25,6 +25,11 @@ mod write;
 
 pub use status::{ClusterStatus, NodeStatus, READY_LAG};
 
+/// Log targets kept out of the default filter: openraft logs its whole state (up to ~2,300
+/// characters a line) at info on every start, election and membership change. The binary
+/// keeps them at `warn` unless `log.level` names them (`LogConfig::filter`).
+pub const QUIET_LOG_TARGETS: &[&str] = &["openraft"];
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

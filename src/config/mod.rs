@@ -5,8 +5,8 @@
 //! the public contract documented in README.md; new keys may be added, existing ones not renamed.
 //!
 //! This file holds the root type, loading, and the small sections (`[admin]`, `[auth]`, `[api]`,
-//! `[log]`, `[testing]`); `client`, `cluster` (with `[node]`) and `channel` hold the larger
-//! sections, `validate` the semantic checks. Every type is re-exported here.
+//! `[testing]`); `client`, `cluster` (with `[node]`), `channel` and `log` (the level filter and
+//! its syntax) hold the others, `validate` the semantic checks. Every type is re-exported here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 mod channel;
 mod client;
 mod cluster;
+mod log;
 mod validate;
 
 /// Strings that may arrive from the environment looking like numbers or booleans
@@ -32,6 +33,7 @@ use channel::check_channel_keys;
 pub use channel::{ChannelConfig, ChannelOptions, Namespace};
 pub use client::ClientConfig;
 pub use cluster::{ClusterConfig, NodeConfig, PeerConfig};
+pub use log::{LEVELS, LogConfig, LogFormat};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "SWITCHYARD_";
@@ -44,7 +46,7 @@ pub struct Config {
     pub node: NodeConfig,
     /// The client listener: WebSocket connections, the server API and `/healthz`.
     pub client: ClientConfig,
-    /// The admin listener: readiness (and, later, metrics, status page, cluster admin).
+    /// The admin listener: readiness, metrics, the status page, cluster status and membership.
     pub admin: AdminConfig,
     /// Raft replication between nodes.
     pub cluster: ClusterConfig,
@@ -66,9 +68,10 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address of the admin listener; keep it on loopback or a management network.
     pub listen: String,
-    /// When non-empty, membership changes (`POST /cluster/<op>`) and presence lookups on the
-    /// admin listener need `X-API-Key: KEY` (or `Authorization: apikey KEY`). `switchyard
-    /// cluster` sends it from the same config file.
+    /// When non-empty, membership changes (`POST /cluster/<op>`) on the admin listener need
+    /// `X-API-Key: KEY` (or `Authorization: apikey KEY`); a 401 body names this key.
+    /// `switchyard cluster` sends it from the same config file. The status page and its JSON
+    /// endpoints (presence included) need no key.
     #[serde(deserialize_with = "lenient_string::deserialize")]
     pub api_key: String,
 }
@@ -161,25 +164,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `tracing` filter, e.g. `info` or `switchyard=debug,info`.
-    pub level: String,
-    /// `text` (human) or `json` (one JSON object per line).
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
 /// `[testing]`: endpoints that exist only for conformance testing. Never enable in production.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,16 +183,6 @@ impl Default for TestingConfig {
             echo_max_message_size: 16 * 1024 * 1024,
         }
     }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// JSON lines.
-    Json,
 }
 
 /// Why a configuration was refused.

@@ -26,6 +26,7 @@ impl Config {
         self.check_tls_pairs()?;
         self.check_client_limits()?;
         self.check_api()?;
+        self.log.check_level().map_err(ConfigError::Invalid)?;
         self.check_files_exist()
     }
 

@@ -464,7 +464,7 @@ async fn route(
         ),
         (Listener::Admin, &Method::POST, p) if p.starts_with("/cluster/") => {
             if !admin_authorized(&req, &node) {
-                return respond(StatusCode::UNAUTHORIZED, "");
+                return json(StatusCode::UNAUTHORIZED, crate::admin::UNAUTHORIZED);
             }
             let op = p["/cluster/".len()..].to_string();
             let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
