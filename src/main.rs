@@ -15,10 +15,18 @@ use switchyard::server::Server;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The version with the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SWITCHYARD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = VERSION,
     about = "Real-time messaging backplane in one binary"
 )]
 struct Cli {
@@ -178,7 +186,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Version => {
-            say(format_args!("switchyard {}", env!("CARGO_PKG_VERSION")));
+            say(format_args!("switchyard {VERSION}"));
             ExitCode::SUCCESS
         }
         Cmd::Token(args) => match token(args) {

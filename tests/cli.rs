@@ -12,14 +12,24 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
 }
 
+/// `version` and `--version` print the crate version and the commit built from (what git
+/// says HEAD is here; "unknown" outside a checkout).
 #[test]
-fn version_prints_the_crate_version() {
-    let out = bin().arg("version").output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("switchyard {}", env!("CARGO_PKG_VERSION"))
-    );
+fn version_prints_the_crate_version_and_commit() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let want = format!("switchyard {} (commit {commit})", env!("CARGO_PKG_VERSION"));
+    for arg in ["version", "--version"] {
+        let out = bin().arg(arg).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{arg}");
+    }
 }
 
 /// `switchyard token` signs with the configured secret; the result verifies with it.
