@@ -683,6 +683,84 @@ async fn soak_samples_the_server_over_time() {
     assert_eq!(fig(&r, "lost"), 0.0);
 }
 
+/// Runs the `switchyard bench` binary with `words`, stdout and stderr piped (not a
+/// terminal); its output, within a deadline.
+async fn bench_binary(words: &[&str]) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("bench")
+        .args(words)
+        .output();
+    tokio::time::timeout(Duration::from_secs(25), out)
+        .await
+        .expect("bench finished in time")
+        .unwrap()
+}
+
+/// The API key and the token secret given on the command line are used (the run connects,
+/// subscribes with minted tokens and publishes through the API) but no output shows them:
+/// the JSON, the HTML page and the table carry the redaction marker instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_redact_the_secrets_the_run_used() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
+    let api = format!("http://{}", server.addr);
+    let out = bench_binary(&[
+        "fanout",
+        "--subscribers",
+        "2",
+        "--publishers",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "500ms",
+        "--via",
+        "api",
+        "--channel",
+        "chat:redact",
+        "--quiet",
+        "--url",
+        &server.ws_url(),
+        "--api",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--token-secret",
+        SECRET,
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["figures"]["publications_acked"], 10.0, "{stdout}");
+    assert_eq!(v["figures"]["deliveries_received"], 20.0, "{stdout}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    for (name, output) in [
+        ("JSON", &text),
+        ("HTML", &page),
+        ("table", &stdout),
+        ("stderr", &stderr),
+    ] {
+        for secret in [API_KEY, SECRET] {
+            assert!(!output.contains(secret), "{secret} in the {name}: {output}");
+        }
+    }
+    let marker = bench::redact::MARK;
+    assert!(text.contains(marker) && page.contains(marker));
+    assert_eq!(v["args"]["target"]["api_key"], marker);
+    assert_eq!(v["args"]["target"]["token_secret"], marker);
+    // What is not secret is shown as given.
+    assert_eq!(v["args"]["target"]["apis"][0], api.as_str());
+    assert_eq!(v["args"]["target"]["channel"], "chat:redact");
+}
+
 /// The bench reads these server metrics from `/metrics` under its own names (it does not
 /// depend on the server crate): they must stay the server's names.
 #[test]

@@ -8,8 +8,9 @@
 //! reporting committed publications/s and acknowledgement latency), [`churn`]
 //! (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that samples
 //! server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
-//! table, JSON and a self-contained HTML page. Loopback targets only: this is a tool for nodes
-//! you run, not for other people's servers.
+//! table, JSON and a self-contained HTML page, the arguments shown with their secrets redacted
+//! ([`redact`]). Loopback targets only: this is a tool for nodes you run, not for other
+//! people's servers.
 //!
 //! A client of the server's public interfaces only (client protocol, server API, `/metrics`):
 //! it does not depend on the `switchyard` crate. What it needs from there, token minting, the
@@ -20,6 +21,7 @@ pub mod client;
 pub mod connect;
 pub mod fanout;
 pub mod publish;
+pub mod redact;
 pub mod report;
 pub mod soak;
 pub mod stats;
