@@ -761,6 +761,45 @@ async fn reports_redact_the_secrets_the_run_used() {
     assert_eq!(v["args"]["target"]["channel"], "chat:redact");
 }
 
+/// A URL that does not resolve to loopback only is refused at the argument check unless
+/// `--allow-remote`, whichever flag gives it, and before anything is sent: the loopback node
+/// given beside it sees no connection. (With `--allow-remote` the check accepts it: a unit
+/// test of `loopback` shows that without sending anything off this machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_targets_are_refused_without_allow_remote() {
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    local.set_nonblocking(true).unwrap();
+    let here = local.local_addr().unwrap();
+    let ws = format!("ws://{here}/connection/websocket");
+    let remote_ws = "ws://192.0.2.1:1/connection/websocket";
+    let remote_http = "http://192.0.2.1:1";
+    let with_url = format!("{ws},{remote_ws}");
+    for (flag, value, remote) in [
+        ("--url", with_url.as_str(), remote_ws),
+        ("--api", remote_http, remote_http),
+        ("--admin", remote_http, remote_http),
+    ] {
+        let mut words = vec!["connect", "--connections", "1", "--hold", "0s"];
+        words.extend(["--token-secret", SECRET, "--timeout", "60s", flag, value]);
+        if flag != "--url" {
+            words.extend(["--url", &ws]);
+        }
+        let out = bench_binary(&words).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(remote) && stderr.contains("--allow-remote"),
+            "{flag}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{flag}: a report was printed");
+        let accepted = local.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{flag}: the loopback node saw a connection: {accepted:?}"
+        );
+    }
+}
+
 /// The bench reads these server metrics from `/metrics` under its own names (it does not
 /// depend on the server crate): they must stay the server's names.
 #[test]

@@ -81,7 +81,7 @@ impl ClientResult {
 /// Runs `switchyard bench churn`: start the clients, publish, wait for the clients to reach
 /// the stream's top, then add up and report.
 pub async fn run(a: ChurnArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.target, hooks).await?);
     let via = ctx.via(a.via)?;
     let timeline = Timeline::new();
     let start = Instant::now();

@@ -186,7 +186,7 @@ impl Live {
 
 /// Runs one share; `live` is updated as it goes.
 async fn run_share(share: Share, live: Arc<Live>, hooks: Hooks) -> anyhow::Result<ShareResult> {
-    let ctx = Arc::new(Ctx::new(&share.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&share.target, hooks).await?);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let error: Arc<Mutex<Option<String>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
@@ -323,7 +323,7 @@ pub async fn worker(spec: &str, hooks: Hooks) -> anyhow::Result<()> {
 /// Runs `switchyard bench connect`: start the shares, follow them with a progress line and a
 /// once-a-second sampler until they end, then add up and report.
 pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Ctx::new(&a.target, hooks)?;
+    let ctx = Ctx::new(&a.target, hooks).await?;
     let stages = a.stages()?;
     let peak = stages.iter().map(|s| s.target).max().unwrap_or(0);
     let start_micros = now_micros() + 300_000;

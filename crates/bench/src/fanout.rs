@@ -134,7 +134,7 @@ pub struct Publishing {
 
 /// Runs `switchyard bench fanout`.
 pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.target, hooks).await?);
     let mut r = Report::new("fanout", &a);
     if !a.step {
         let o = once(&a, &ctx, a.rate, a.publishing.duration).await?;

@@ -9,8 +9,8 @@
 //! (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that samples
 //! server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
 //! table, JSON and a self-contained HTML page, the arguments shown with their secrets redacted
-//! ([`redact`]). Loopback targets only: this is a tool for nodes you run, not for other
-//! people's servers.
+//! ([`redact`]). Loopback targets only unless `--allow-remote` ([`loopback`]): this is a tool
+//! for nodes you run, not for other people's servers.
 //!
 //! A client of the server's public interfaces only (client protocol, server API, `/metrics`):
 //! it does not depend on the `switchyard` crate. What it needs from there, token minting, the
@@ -20,6 +20,7 @@ pub mod churn;
 pub mod client;
 pub mod connect;
 pub mod fanout;
+pub mod loopback;
 pub mod publish;
 pub mod redact;
 pub mod report;
@@ -122,6 +123,11 @@ pub struct Target {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Allow targets off this machine: without it every --url, --api and --admin must
+    /// resolve to loopback addresses only (127.0.0.0/8, ::1).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// [`Target`] resolved: endpoints parsed, secrets checked.
@@ -149,39 +155,26 @@ pub struct Ctx {
     pub progress: bool,
 }
 
-fn loopback(ep: &Endpoint, url: &str) -> anyhow::Result<()> {
-    if !ep.addr.ip().is_loopback() {
-        bail!("{url}: switchyard bench only targets loopback addresses (nodes you run here)");
-    }
-    Ok(())
-}
-
 impl Ctx {
-    /// Resolves a [`Target`]; tokens are minted with `hooks.mint`.
-    pub fn new(t: &Target, hooks: Hooks) -> anyhow::Result<Ctx> {
-        let parse = |list: &[String]| -> anyhow::Result<Vec<Endpoint>> {
-            list.iter()
-                .map(|u| {
-                    let ep = Endpoint::parse(u)?;
-                    loopback(&ep, u)?;
-                    Ok(ep)
-                })
-                .collect()
-        };
-        let urls = parse(&t.urls)?;
+    /// Resolves a [`Target`]; tokens are minted with `hooks.mint`. Every URL must resolve to
+    /// loopback addresses only unless `--allow-remote` ([`loopback::endpoint`]): checked here,
+    /// before anything is sent.
+    pub async fn new(t: &Target, hooks: Hooks) -> anyhow::Result<Ctx> {
+        let urls = loopback::endpoints(&t.urls, t.allow_remote).await?;
+        let apis = loopback::endpoints(&t.apis, t.allow_remote).await?;
+        let admins = loopback::endpoints(&t.admins, t.allow_remote).await?;
         if urls.is_empty() {
             bail!("give at least one --url");
         }
         if t.token.is_none() && t.token_secret.is_none() {
             bail!("give --token-secret (tokens are minted per connection) or --token");
         }
-        let admins = parse(&t.admins)?;
         let sources = (0..t.source_addrs)
             .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
             .collect();
         Ok(Ctx {
             urls,
-            apis: parse(&t.apis)?,
+            apis,
             api_key: t.api_key.clone(),
             secret: t.token_secret.clone(),
             token: t.token.clone(),
