@@ -761,6 +761,49 @@ async fn reports_redact_the_secrets_the_run_used() {
     assert_eq!(v["args"]["target"]["channel"], "chat:redact");
 }
 
+/// With stderr not a terminal the live line (indicatif) draws nothing, so the bench prints a
+/// plain progress line every `--progress-every` with the live figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let server = TestServer::start().await;
+    let out = bench_binary(&[
+        "fanout",
+        "--subscribers",
+        "2",
+        "--publishers",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--via",
+        "client",
+        "--channel",
+        "chat:progress",
+        "--progress-every",
+        "200ms",
+        "--url",
+        &server.ws_url(),
+        "--token-secret",
+        SECRET,
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("switchyard bench [00:00:"))
+        .collect();
+    assert!(!lines.is_empty(), "no progress line: {stderr}");
+    for l in &lines {
+        for figure in ["subscribers", "sent", "acked", "delivered", "/s"] {
+            assert!(l.contains(figure), "{figure} missing from {l:?}");
+        }
+    }
+    // Plain lines only: no terminal control sequences.
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
 /// A URL that does not resolve to loopback only is refused at the argument check unless
 /// `--allow-remote`, whichever flag gives it, and before anything is sent: the loopback node
 /// given beside it sees no connection. (With `--allow-remote` the check accepts it: a unit

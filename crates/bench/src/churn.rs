@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::client::{Api, Conn, Incoming, lines};
+use super::progress::Rate;
 use super::report::Report;
 use super::stats::{
     Percentiles, Recorder, SeqSet, Timeline, histogram, now_micros, parse_pub, payload,
@@ -95,11 +96,13 @@ pub async fn run(a: ChurnArgs, hooks: Hooks) -> anyhow::Result<Report> {
     };
     let progress = {
         let (c, p) = (shared.cycles.clone(), shared.published.clone());
+        let (cycle_rate, ack_rate) = (Rate::default(), Rate::default());
         Progress::start(ctx.progress, move || {
+            let (cycles, acked) = (c.load(Ordering::Relaxed), p.load(Ordering::Relaxed));
             format!(
-                "reconnects {} · published {}",
-                c.load(Ordering::Relaxed),
-                p.load(Ordering::Relaxed)
+                "connects {cycles} ({:.0}/s) · acked {acked} ({:.0}/s)",
+                cycle_rate.per_sec(cycles),
+                ack_rate.per_sec(acked)
             )
         })
     };

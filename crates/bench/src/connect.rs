@@ -19,6 +19,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Incoming;
+use super::progress::Rate;
 use super::report::Report;
 use super::stats::{
     Clock, Percentiles, Probe, ServerSample, Timeline, now_micros, percentile_curve,
@@ -335,11 +336,16 @@ pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
     let running = start_shares(&a, &stages, start_micros, hooks)?;
     let progress = {
         let lives = running.lives.clone();
+        let ok_rate = Rate::default();
         Progress::start(ctx.progress, move || {
             let c = total(&lives);
             format!(
-                "open {} / peak {peak} · ok {} · failed {} · closed {}",
-                c.connected, c.ok, c.failed, c.closed
+                "open {} / peak {peak} · ok {} ({:.0}/s) · failed {} · closed {}",
+                c.connected,
+                c.ok,
+                ok_rate.per_sec(c.ok),
+                c.failed,
+                c.closed
             )
         })
     };
