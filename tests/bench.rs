@@ -683,6 +683,166 @@ async fn soak_samples_the_server_over_time() {
     assert_eq!(fig(&r, "lost"), 0.0);
 }
 
+/// Runs the `switchyard bench` binary with `words`, stdout and stderr piped (not a
+/// terminal); its output, within a deadline.
+async fn bench_binary(words: &[&str]) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("bench")
+        .args(words)
+        .output();
+    tokio::time::timeout(Duration::from_secs(25), out)
+        .await
+        .expect("bench finished in time")
+        .unwrap()
+}
+
+/// The API key and the token secret given on the command line are used (the run connects,
+/// subscribes with minted tokens and publishes through the API) but no output shows them:
+/// the JSON, the HTML page and the table carry the redaction marker instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_redact_the_secrets_the_run_used() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
+    let api = format!("http://{}", server.addr);
+    let out = bench_binary(&[
+        "fanout",
+        "--subscribers",
+        "2",
+        "--publishers",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "500ms",
+        "--via",
+        "api",
+        "--channel",
+        "chat:redact",
+        "--quiet",
+        "--url",
+        &server.ws_url(),
+        "--api",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--token-secret",
+        SECRET,
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["figures"]["publications_acked"], 10.0, "{stdout}");
+    assert_eq!(v["figures"]["deliveries_received"], 20.0, "{stdout}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    for (name, output) in [
+        ("JSON", &text),
+        ("HTML", &page),
+        ("table", &stdout),
+        ("stderr", &stderr),
+    ] {
+        for secret in [API_KEY, SECRET] {
+            assert!(!output.contains(secret), "{secret} in the {name}: {output}");
+        }
+    }
+    let marker = bench::redact::MARK;
+    assert!(text.contains(marker) && page.contains(marker));
+    assert_eq!(v["args"]["target"]["api_key"], marker);
+    assert_eq!(v["args"]["target"]["token_secret"], marker);
+    // What is not secret is shown as given.
+    assert_eq!(v["args"]["target"]["apis"][0], api.as_str());
+    assert_eq!(v["args"]["target"]["channel"], "chat:redact");
+}
+
+/// With stderr not a terminal the live line (indicatif) draws nothing, so the bench prints a
+/// plain progress line every `--progress-every` with the live figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let server = TestServer::start().await;
+    let out = bench_binary(&[
+        "fanout",
+        "--subscribers",
+        "2",
+        "--publishers",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--via",
+        "client",
+        "--channel",
+        "chat:progress",
+        "--progress-every",
+        "200ms",
+        "--url",
+        &server.ws_url(),
+        "--token-secret",
+        SECRET,
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("switchyard bench [00:00:"))
+        .collect();
+    assert!(!lines.is_empty(), "no progress line: {stderr}");
+    for l in &lines {
+        for figure in ["subscribers", "sent", "acked", "delivered", "/s"] {
+            assert!(l.contains(figure), "{figure} missing from {l:?}");
+        }
+    }
+    // Plain lines only: no terminal control sequences.
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
+/// A URL that does not resolve to loopback only is refused at the argument check unless
+/// `--allow-remote`, whichever flag gives it, and before anything is sent: the loopback node
+/// given beside it sees no connection. (With `--allow-remote` the check accepts it: a unit
+/// test of `loopback` shows that without sending anything off this machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_targets_are_refused_without_allow_remote() {
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    local.set_nonblocking(true).unwrap();
+    let here = local.local_addr().unwrap();
+    let ws = format!("ws://{here}/connection/websocket");
+    let remote_ws = "ws://192.0.2.1:1/connection/websocket";
+    let remote_http = "http://192.0.2.1:1";
+    let with_url = format!("{ws},{remote_ws}");
+    for (flag, value, remote) in [
+        ("--url", with_url.as_str(), remote_ws),
+        ("--api", remote_http, remote_http),
+        ("--admin", remote_http, remote_http),
+    ] {
+        let mut words = vec!["connect", "--connections", "1", "--hold", "0s"];
+        words.extend(["--token-secret", SECRET, "--timeout", "60s", flag, value]);
+        if flag != "--url" {
+            words.extend(["--url", &ws]);
+        }
+        let out = bench_binary(&words).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(remote) && stderr.contains("--allow-remote"),
+            "{flag}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{flag}: a report was printed");
+        let accepted = local.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{flag}: the loopback node saw a connection: {accepted:?}"
+        );
+    }
+}
+
 /// The bench reads these server metrics from `/metrics` under its own names (it does not
 /// depend on the server crate): they must stay the server's names.
 #[test]

@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::client::{Api, Conn, Incoming, lines};
+use super::progress::Rate;
 use super::report::Report;
 use super::stats::{
     Percentiles, Recorder, SeqSet, Timeline, histogram, now_micros, parse_pub, payload,
@@ -81,7 +82,7 @@ impl ClientResult {
 /// Runs `switchyard bench churn`: start the clients, publish, wait for the clients to reach
 /// the stream's top, then add up and report.
 pub async fn run(a: ChurnArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.target, hooks).await?);
     let via = ctx.via(a.via)?;
     let timeline = Timeline::new();
     let start = Instant::now();
@@ -95,11 +96,13 @@ pub async fn run(a: ChurnArgs, hooks: Hooks) -> anyhow::Result<Report> {
     };
     let progress = {
         let (c, p) = (shared.cycles.clone(), shared.published.clone());
+        let (cycle_rate, ack_rate) = (Rate::default(), Rate::default());
         Progress::start(ctx.progress, move || {
+            let (cycles, acked) = (c.load(Ordering::Relaxed), p.load(Ordering::Relaxed));
             format!(
-                "reconnects {} · published {}",
-                c.load(Ordering::Relaxed),
-                p.load(Ordering::Relaxed)
+                "connects {cycles} ({:.0}/s) · acked {acked} ({:.0}/s)",
+                cycle_rate.per_sec(cycles),
+                ack_rate.per_sec(acked)
             )
         })
     };

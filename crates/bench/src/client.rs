@@ -32,24 +32,22 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses and resolves a URL. Only plain `ws://` and `http://` are supported.
-    pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
+    /// Splits a URL into its authority (`host:port`) and path, without resolving it (see
+    /// `loopback::endpoint`, which resolves and checks it). Only plain `ws://` and
+    /// `http://` are supported.
+    pub fn split(url: &str) -> anyhow::Result<(&str, &str)> {
         let rest = url
             .strip_prefix("ws://")
             .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| anyhow!("{url}: only ws:// and http:// URLs are supported"))?;
-        let (authority, path) = match rest.find('/') {
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: only ws:// and http:// URLs are supported",
+                    super::redact::url(url)
+                )
+            })?;
+        Ok(match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
-        };
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-            .with_context(|| format!("{url}: cannot resolve {authority}"))?
-            .next()
-            .ok_or_else(|| anyhow!("{url}: no address"))?;
-        Ok(Endpoint {
-            authority: authority.to_string(),
-            addr,
-            path: path.trim_end_matches('/').to_string(),
         })
     }
 }

@@ -19,6 +19,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Incoming;
+use super::progress::Rate;
 use super::report::Report;
 use super::stats::{
     Clock, Percentiles, Probe, ServerSample, Timeline, now_micros, percentile_curve,
@@ -186,7 +187,7 @@ impl Live {
 
 /// Runs one share; `live` is updated as it goes.
 async fn run_share(share: Share, live: Arc<Live>, hooks: Hooks) -> anyhow::Result<ShareResult> {
-    let ctx = Arc::new(Ctx::new(&share.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&share.target, hooks).await?);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let error: Arc<Mutex<Option<String>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
@@ -323,7 +324,7 @@ pub async fn worker(spec: &str, hooks: Hooks) -> anyhow::Result<()> {
 /// Runs `switchyard bench connect`: start the shares, follow them with a progress line and a
 /// once-a-second sampler until they end, then add up and report.
 pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Ctx::new(&a.target, hooks)?;
+    let ctx = Ctx::new(&a.target, hooks).await?;
     let stages = a.stages()?;
     let peak = stages.iter().map(|s| s.target).max().unwrap_or(0);
     let start_micros = now_micros() + 300_000;
@@ -335,11 +336,16 @@ pub async fn run(a: ConnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
     let running = start_shares(&a, &stages, start_micros, hooks)?;
     let progress = {
         let lives = running.lives.clone();
+        let ok_rate = Rate::default();
         Progress::start(ctx.progress, move || {
             let c = total(&lives);
             format!(
-                "open {} / peak {peak} · ok {} · failed {} · closed {}",
-                c.connected, c.ok, c.failed, c.closed
+                "open {} / peak {peak} · ok {} ({:.0}/s) · failed {} · closed {}",
+                c.connected,
+                c.ok,
+                ok_rate.per_sec(c.ok),
+                c.failed,
+                c.closed
             )
         })
     };

@@ -30,6 +30,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Http;
+use super::progress::Rate;
 use super::report::Report;
 use super::stats::{Clock, Percentiles, StreamSeen, Timeline, percentile_curve};
 use super::{Ctx, Hooks, Progress, Target, Via, points, spawn_sampler};
@@ -134,7 +135,7 @@ pub struct Publishing {
 
 /// Runs `switchyard bench fanout`.
 pub async fn run(a: FanoutArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.target, hooks).await?);
     let mut r = Report::new("fanout", &a);
     if !a.step {
         let o = once(&a, &ctx, a.rate, a.publishing.duration).await?;
@@ -214,6 +215,8 @@ struct Live {
     delivered: AtomicU64,
     /// When the latest delivery arrived (µs since the epoch).
     last_delivery: AtomicU64,
+    /// Publications sent (the injected drop counts as sent).
+    sent: AtomicU64,
     /// Publications acknowledged.
     published: AtomicU64,
     /// Subscribers connected and subscribed.
@@ -352,14 +355,20 @@ fn api_http(pub_results: &[PubResult]) -> Option<Http> {
     }
 }
 
-/// The live progress line of a run at `rate` with `n` subscribers.
+/// The live progress of a run offering `rate` with `n` subscribers: counts, and the rates
+/// acknowledgements and deliveries come at.
 fn progress(ctx: &Ctx, live: Arc<Live>, rate: f64, n: usize) -> Progress {
+    let (acks, deliveries) = (Rate::default(), Rate::default());
     Progress::start(ctx.progress, move || {
+        let acked = live.published.load(Ordering::Relaxed);
+        let delivered = live.delivered.load(Ordering::Relaxed);
         format!(
-            "rate {rate:.0}/s · subscribers {}/{n} · published {} · delivered {} · behind schedule {:.1} ms at most",
+            "offered {rate:.0}/s · subscribers {}/{n} · sent {} · acked {acked} ({:.0}/s) · \
+             delivered {delivered} ({:.0}/s) · behind schedule {:.1} ms at most",
             live.subscribed.load(Ordering::Relaxed),
-            live.published.load(Ordering::Relaxed),
-            live.delivered.load(Ordering::Relaxed),
+            live.sent.load(Ordering::Relaxed),
+            acks.per_sec(acked),
+            deliveries.per_sec(delivered),
             live.lag_max.load(Ordering::Relaxed) as f64 / 1e3
         )
     })

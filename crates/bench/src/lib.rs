@@ -8,8 +8,9 @@
 //! reporting committed publications/s and acknowledgement latency), [`churn`]
 //! (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that samples
 //! server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
-//! table, JSON and a self-contained HTML page. Loopback targets only: this is a tool for nodes
-//! you run, not for other people's servers.
+//! table, JSON and a self-contained HTML page, the arguments shown with their secrets redacted
+//! ([`redact`]). Loopback targets only unless `--allow-remote` ([`loopback`]): this is a tool
+//! for nodes you run, not for other people's servers. [`progress`] shows a run as it goes.
 //!
 //! A client of the server's public interfaces only (client protocol, server API, `/metrics`):
 //! it does not depend on the `switchyard` crate. What it needs from there, token minting, the
@@ -19,21 +20,23 @@ pub mod churn;
 pub mod client;
 pub mod connect;
 pub mod fanout;
+pub mod loopback;
+pub mod progress;
 pub mod publish;
+pub mod redact;
 pub mod report;
 pub mod soak;
 pub mod stats;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use client::Endpoint;
+pub use progress::Progress;
 pub use report::Report;
 use stats::Probe;
 
@@ -120,6 +123,16 @@ pub struct Target {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// When stderr is not a terminal (CI, nohup, a pipe), print a plain progress line there
+    /// this often (0 = none); on a terminal the live line is shown instead.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(default = "progress::default_every")]
+    pub progress_every: Duration,
+    /// Allow targets off this machine: without it every --url, --api and --admin must
+    /// resolve to loopback addresses only (127.0.0.0/8, ::1).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// [`Target`] resolved: endpoints parsed, secrets checked.
@@ -143,43 +156,30 @@ pub struct Ctx {
     pub concurrency: usize,
     /// Per-operation timeout.
     pub timeout: Duration,
-    /// Show a progress line.
-    pub progress: bool,
-}
-
-fn loopback(ep: &Endpoint, url: &str) -> anyhow::Result<()> {
-    if !ep.addr.ip().is_loopback() {
-        bail!("{url}: switchyard bench only targets loopback addresses (nodes you run here)");
-    }
-    Ok(())
+    /// How to show progress.
+    pub progress: progress::Mode,
 }
 
 impl Ctx {
-    /// Resolves a [`Target`]; tokens are minted with `hooks.mint`.
-    pub fn new(t: &Target, hooks: Hooks) -> anyhow::Result<Ctx> {
-        let parse = |list: &[String]| -> anyhow::Result<Vec<Endpoint>> {
-            list.iter()
-                .map(|u| {
-                    let ep = Endpoint::parse(u)?;
-                    loopback(&ep, u)?;
-                    Ok(ep)
-                })
-                .collect()
-        };
-        let urls = parse(&t.urls)?;
+    /// Resolves a [`Target`]; tokens are minted with `hooks.mint`. Every URL must resolve to
+    /// loopback addresses only unless `--allow-remote` ([`loopback::endpoint`]): checked here,
+    /// before anything is sent.
+    pub async fn new(t: &Target, hooks: Hooks) -> anyhow::Result<Ctx> {
+        let urls = loopback::endpoints(&t.urls, t.allow_remote).await?;
+        let apis = loopback::endpoints(&t.apis, t.allow_remote).await?;
+        let admins = loopback::endpoints(&t.admins, t.allow_remote).await?;
         if urls.is_empty() {
             bail!("give at least one --url");
         }
         if t.token.is_none() && t.token_secret.is_none() {
             bail!("give --token-secret (tokens are minted per connection) or --token");
         }
-        let admins = parse(&t.admins)?;
         let sources = (0..t.source_addrs)
             .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
             .collect();
         Ok(Ctx {
             urls,
-            apis: parse(&t.apis)?,
+            apis,
             api_key: t.api_key.clone(),
             secret: t.token_secret.clone(),
             token: t.token.clone(),
@@ -192,7 +192,7 @@ impl Ctx {
             },
             concurrency: t.concurrency.max(1),
             timeout: t.timeout,
-            progress: !t.quiet,
+            progress: progress::Mode::of(t),
         })
     }
 
@@ -266,48 +266,6 @@ pub enum Via {
     Api,
     /// The client protocol's `publish` command over WebSocket.
     Client,
-}
-
-/// A live progress line on stderr (indicatif), refreshed from `msg` until dropped.
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Progress {
-    /// Starts refreshing `msg()` five times a second (nothing when `enabled` is false).
-    pub fn start(enabled: bool, msg: impl Fn() -> String + Send + 'static) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
-        if !enabled {
-            return Progress { bar: None, stop };
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        let (b, s) = (bar.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !s.load(Ordering::Relaxed) {
-                b.set_message(msg());
-                b.tick();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Progress {
-            bar: Some(bar),
-            stop,
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// Runs a scenario and returns its report (the library entry point; tests call this).

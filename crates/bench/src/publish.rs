@@ -62,7 +62,7 @@ impl PublishArgs {
 
 /// Runs `switchyard bench publish`.
 pub async fn run(a: PublishArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.target, hooks).await?);
     let o = once(&a.fanout(), &ctx, a.rate, a.publishing.duration).await?;
     let mut r = Report::new("publish", &a);
     o.fill_acks(&mut r);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::redact;
 use super::stats::{Percentiles, ServerSample};
 
 /// One figure: a key (JSON), a label and unit (table), a value.
@@ -69,7 +70,8 @@ pub struct LatencyLine {
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
-    /// The arguments it ran with.
+    /// The arguments it ran with, secrets redacted ([`Report::new`] stores them so, and
+    /// every writer shows them through [`Report::shown_args`]).
     pub args: Value,
     /// Every figure, in table order.
     pub figures: Vec<Figure>,
@@ -115,13 +117,18 @@ fn fmt_num(v: f64) -> String {
 }
 
 impl Report {
-    /// An empty report for `scenario` run with `args`.
+    /// An empty report for `scenario` run with `args` (kept with their secrets redacted).
     pub fn new(scenario: &str, args: &impl Serialize) -> Report {
         Report {
             scenario: scenario.into(),
-            args: serde_json::to_value(args).unwrap_or(Value::Null),
+            args: redact::args(&serde_json::to_value(args).unwrap_or(Value::Null)),
             ..Default::default()
         }
+    }
+
+    /// The arguments as every output shows them: secrets redacted, however `args` was set.
+    pub fn shown_args(&self) -> Value {
+        redact::args(&self.args)
     }
 
     /// Adds a figure.
@@ -172,6 +179,7 @@ impl Report {
                     .into(),
             );
             o.insert("passed".into(), json!(self.passed()));
+            o.insert("args".into(), self.shown_args());
         }
         v
     }
@@ -269,7 +277,7 @@ h2{{margin-top:1.5em}}svg{{background:#fafafa;border:1px solid #ddd}}</style></h
         let _ = writeln!(
             h,
             "<h2>Arguments</h2><pre>{}</pre></body></html>",
-            esc(&serde_json::to_string_pretty(&self.args).unwrap_or_default())
+            esc(&serde_json::to_string_pretty(&self.shown_args()).unwrap_or_default())
         );
         h
     }
@@ -561,5 +569,37 @@ mod tests {
         assert_eq!(r.to_json()["figures"]["deliveries_expected"], 1234.0);
         let h = r.html();
         assert!(h.contains("<svg") && h.contains("polyline"));
+    }
+
+    #[test]
+    fn no_output_shows_a_secret() {
+        let args = json!({
+            "target": {"api_key": "k-123456", "token_secret": "s-123456", "token": null,
+                       "urls": ["ws://127.0.0.1:1/connection/websocket?token=t-123456"]},
+        });
+        let mut r = Report::new("fanout", &args);
+        r.check("no loss", true, "0 lost");
+        let outputs = |r: &Report| {
+            [
+                r.table(),
+                serde_json::to_string(&r.to_json()).unwrap(),
+                r.html(),
+            ]
+        };
+        for out in outputs(&r) {
+            for secret in ["k-123456", "s-123456", "t-123456"] {
+                assert!(!out.contains(secret), "{secret} in {out}");
+            }
+        }
+        assert_eq!(r.to_json()["args"]["target"]["api_key"], redact::MARK);
+        assert!(r.html().contains(redact::MARK));
+        // Arguments set by hand, not through `new`, are shown redacted all the same.
+        r.args = args;
+        for out in outputs(&r) {
+            assert!(
+                !out.contains("k-123456") && !out.contains("s-123456"),
+                "{out}"
+            );
+        }
     }
 }

@@ -78,7 +78,7 @@ fn trend_growth(points: &[(f64, f64)]) -> f64 {
 
 /// Runs `switchyard bench soak`.
 pub async fn run(a: SoakArgs, hooks: Hooks) -> anyhow::Result<Report> {
-    let ctx = Arc::new(Ctx::new(&a.fanout.target, hooks)?);
+    let ctx = Arc::new(Ctx::new(&a.fanout.target, hooks).await?);
     if ctx.probe.is_empty() {
         anyhow::bail!("soak needs --pid or --admin to sample the servers");
     }

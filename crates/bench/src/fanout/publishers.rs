@@ -572,6 +572,7 @@ impl Publisher {
             self.lagging(now, k);
             *next += 1;
             self.res.sent += 1;
+            self.live.sent.fetch_add(1, Ordering::Relaxed);
             if self.inject == Some(k) {
                 // The injected drop: claimed as acknowledged, never sent.
                 self.res.acked.insert(k);
