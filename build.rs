@@ -1,5 +1,6 @@
 //! Records the git commit the binary is built from (`switchyard version`, `--version`):
-//! `SWITCHYARD_COMMIT`, "unknown" outside a git checkout.
+//! `SY_BUILD_COMMIT`, "unknown" outside a git checkout. (Not `SWITCHYARD_*`: cargo also sets it
+//! for `cargo test` processes, and the node reads `SWITCHYARD_*` as configuration.)
 
 use std::process::Command;
 
@@ -13,7 +14,7 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=SWITCHYARD_COMMIT={commit}");
+    println!("cargo:rustc-env=SY_BUILD_COMMIT={commit}");
     // Rebuilt when HEAD moves: HEAD itself (a branch switch) and the branch's ref (a commit).
     for path in ["HEAD", "packed-refs"]
         .into_iter()

@@ -19,7 +19,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("SWITCHYARD_COMMIT"),
+    env!("SY_BUILD_COMMIT"),
     ")"
 );
 
