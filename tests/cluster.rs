@@ -315,46 +315,7 @@ async fn pipelined_publishes_through_a_follower_keep_their_order() {
     let series = |path: &str| format!("switchyard_forwarded_entries_total{{path=\"{path}\"}}");
     // (Writes made before a leader was known at start-up went one at a time.)
     let sequential_before = metric(admin, &series("sequential")).await;
-    const N: u32 = 150;
-    let ids: Vec<u32> = (0..N).map(|_| publisher.id()).collect();
-    let lines: Vec<String> = ids
-        .iter()
-        .zip(0..N)
-        .map(|(id, n)| {
-            json!({"id": id, "publish": {"channel": "open:fwd", "data": {"n": n}}}).to_string()
-        })
-        .collect();
-    publisher.send_raw(&lines.join("\n")).await;
-    for &id in &ids {
-        let r = publisher.reply(id).await;
-        if r.get("error").is_some() {
-            for i in 0..3 {
-                for l in t
-                    .node(i)
-                    .log
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                {
-                    eprintln!("DBG {i} {l}");
-                }
-            }
-        }
-        assert!(r.get("error").is_none(), "publish {id}: {r}");
-    }
-    let mut offsets = Vec::new();
-    for n in 0..N {
-        let p = sub.publication("open:fwd").await;
-        assert_eq!(p["data"]["n"], n, "publication order: {p}");
-        offsets.push(p["offset"].as_u64().expect("offset"));
-    }
-    let first = offsets[0];
-    assert_eq!(
-        offsets,
-        (first..first + u64::from(N)).collect::<Vec<_>>(),
-        "contiguous offsets"
-    );
+    pipelined_publishes_arrive_in_order(&mut publisher, &mut sub, "open:fwd", 150).await;
     // Forwarded on the pipelined stream, none one at a time (no retries).
     assert!(metric(admin, &series("pipelined")).await >= 1.0);
     assert_eq!(
@@ -1046,6 +1007,15 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// One proxy in front of each of the three nodes (127.0.1.N forwarding to 127.0.0.N).
+    fn one_per_node() -> Vec<Proxy> {
+        ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| Proxy::spawn(&format!("127.0.1.{}", i + 1), ip))
+            .collect()
+    }
+
     /// Listens on `listen_ip:0` and forwards to `target_ip` at a free port (the node's real
     /// cluster listener, started later).
     fn spawn(listen_ip: &str, target_ip: &str) -> Proxy {
@@ -1189,11 +1159,7 @@ async fn a_join_that_failed_is_retried_until_presence_has_it() {
 /// the next publication arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_on_a_lagging_node_waits_and_recovers_exactly() {
-    let proxies: Vec<Proxy> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| Proxy::spawn(&format!("127.0.1.{}", i + 1), ip))
-        .collect();
+    let proxies = Proxy::one_per_node();
     let t = Trio::start_via("", Some(&proxies));
     let leader = t.wait_leader().await;
     let lagging = (leader + 1) % 3;
@@ -1273,11 +1239,7 @@ async fn recovery_on_a_lagging_node_waits_and_recovers_exactly() {
 /// the write it could not commit is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_refuses_writes_and_converges() {
-    let proxies: Vec<Proxy> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| Proxy::spawn(&format!("127.0.1.{}", i + 1), ip))
-        .collect();
+    let proxies = Proxy::one_per_node();
     let t = Trio::start_via("", Some(&proxies));
     let leader = t.wait_leader().await;
     for n in 0..3u64 {

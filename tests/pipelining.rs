@@ -18,32 +18,7 @@ async fn pipelined_publishes_commit_in_order_at_contiguous_offsets() {
     let mut sub = s.client("sub").await;
     sub.subscribe("open:feed").await;
     let mut publisher = s.client("pub").await;
-    const N: u32 = 300;
-    let ids: Vec<u32> = (0..N).map(|_| publisher.id()).collect();
-    let lines: Vec<String> = ids
-        .iter()
-        .zip(0..N)
-        .map(|(id, n)| {
-            json!({"id": id, "publish": {"channel": "open:feed", "data": {"n": n}}}).to_string()
-        })
-        .collect();
-    publisher.send_raw(&lines.join("\n")).await;
-    for &id in &ids {
-        let r = publisher.reply(id).await;
-        assert!(r.get("error").is_none(), "publish {id}: {r}");
-    }
-    let mut offsets = Vec::new();
-    for n in 0..N {
-        let p = sub.publication("open:feed").await;
-        assert_eq!(p["data"]["n"], n, "publication order: {p}");
-        offsets.push(p["offset"].as_u64().expect("offset"));
-    }
-    let first = offsets[0];
-    assert_eq!(
-        offsets,
-        (first..first + u64::from(N)).collect::<Vec<_>>(),
-        "contiguous offsets"
-    );
+    pipelined_publishes_arrive_in_order(&mut publisher, &mut sub, "open:feed", 300).await;
 }
 
 /// A node that can never commit (its only peer does not exist, so there is no leader):

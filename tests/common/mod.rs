@@ -749,6 +749,43 @@ pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
 }
 
 /// A port free on `ip` right now (for configs that must name their address up front).
+/// Sends `n` publishes to `channel` in one WebSocket message (no waiting between them) and
+/// checks that every one is answered without error and that `sub` (subscribed to `channel`)
+/// receives them in the order sent, at contiguous offsets.
+pub async fn pipelined_publishes_arrive_in_order(
+    publisher: &mut Client,
+    sub: &mut Client,
+    channel: &str,
+    n: u32,
+) {
+    let ids: Vec<u32> = (0..n).map(|_| publisher.id()).collect();
+    let lines: Vec<String> = ids
+        .iter()
+        .zip(0..n)
+        .map(|(id, k)| {
+            serde_json::json!({"id": id, "publish": {"channel": channel, "data": {"n": k}}})
+                .to_string()
+        })
+        .collect();
+    publisher.send_raw(&lines.join("\n")).await;
+    for &id in &ids {
+        let r = publisher.reply(id).await;
+        assert!(r.get("error").is_none(), "publish {id}: {r}");
+    }
+    let mut offsets = Vec::new();
+    for k in 0..n {
+        let p = sub.publication(channel).await;
+        assert_eq!(p["data"]["n"], k, "publication order: {p}");
+        offsets.push(p["offset"].as_u64().expect("offset"));
+    }
+    let first = offsets[0];
+    assert_eq!(
+        offsets,
+        (first..first + u64::from(n)).collect::<Vec<_>>(),
+        "contiguous offsets"
+    );
+}
+
 pub fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .unwrap()
