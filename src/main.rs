@@ -655,7 +655,10 @@ type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// Logging to stderr with the filter of `log.level` (validated, so it parses; openraft kept
 /// at `warn` unless the level names it: `cluster::QUIET_LOG_TARGETS`).
 fn init_logging(cfg: &Config) -> LogReload {
+    use switchyard::cluster::QuietTransientErrors;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_new(cfg.log.filter(QUIET_LOG_TARGETS))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -667,13 +670,13 @@ fn init_logging(cfg: &Config) -> LogReload {
         LogFormat::Json => {
             let b = builder.json().with_filter_reloading();
             let h = b.reload_handle();
-            b.init();
+            b.finish().with(QuietTransientErrors).init();
             Box::new(move |level| h.reload(parse(level)?).map_err(|e| e.to_string()))
         }
         LogFormat::Text => {
             let b = builder.with_filter_reloading();
             let h = b.reload_handle();
-            b.init();
+            b.finish().with(QuietTransientErrors).init();
             Box::new(move |level| h.reload(parse(level)?).map_err(|e| e.to_string()))
         }
     }

@@ -1076,6 +1076,53 @@ impl Proxy {
     }
 }
 
+/// A follower down for a restart is routine: the leader logs one WARN "peer unreachable" and
+/// one INFO "peer reachable again" for it, and no ERROR line at all (openraft logs one per
+/// failed heartbeat, every 50 ms here; they are dropped).
+#[tokio::test]
+async fn a_restarted_follower_is_one_warning_not_a_stream_of_errors() {
+    let mut t = Trio::start();
+    let leader = t.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let node_field = format!("\"node\":{}", follower + 1);
+    let count = |t: &Trio, needle: &str| {
+        t.node(leader)
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle) && l.contains(&node_field))
+            .count()
+    };
+    // (Nodes starting at slightly different times may already have seen each other down.)
+    let (down, back) = (
+        count(&t, "peer unreachable"),
+        count(&t, "peer reachable again"),
+    );
+    t.kill(follower);
+    eventually("the leader reports the follower unreachable", || async {
+        count(&t, "peer unreachable") > down
+    })
+    .await;
+    let p = t.spawn(follower);
+    t.nodes[follower] = Some(p);
+    eventually("the leader reports it back", || async {
+        count(&t, "peer reachable again") > back
+    })
+    .await;
+    assert_eq!(count(&t, "peer unreachable"), down + 1);
+    let errors: Vec<String> = t
+        .node(leader)
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .cloned()
+        .collect();
+    assert!(errors.is_empty(), "ERROR lines: {errors:#?}");
+}
+
 /// The leader is paused (SIGSTOP): a write forwarded to it by a follower is answered as soon
 /// as a new leader is known (a temporary error: it may have reached the old leader), not
 /// after the propose timeout (3 s here), and writes through that follower resume with the new

@@ -17,12 +17,14 @@ mod forward;
 mod liveness;
 mod membership;
 pub mod network;
+mod peer_health;
 mod ready;
 mod rpc;
 mod status;
 mod step_down;
 mod write;
 
+pub use peer_health::QuietTransientErrors;
 pub use status::{ClusterStatus, NodeStatus, READY_LAG};
 
 /// Log targets kept out of the default filter: openraft logs its whole state (up to ~2,300
@@ -107,7 +109,10 @@ impl Cluster {
         let listen_ip = cfg.cluster_addr().ip();
         let bind = (!listen_ip.is_unspecified()).then_some(listen_ip);
         let link = Link { bind, tls };
-        let network = Network { link: link.clone() };
+        let network = Network {
+            link: link.clone(),
+            health: Default::default(),
+        };
         let raft = Raft::new(id, Arc::new(raft_config), network, store.log_store(), sm).await?;
         let listed = c.peers.is_empty() || c.peers.iter().any(|p| p.id == id);
         if fresh && !listed {

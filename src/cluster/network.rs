@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::peer_health::PeerHealth;
 use crate::peer::{Link, PeerClient, PeerError};
 use crate::store::types::{NodeId, TypeConfig};
 
@@ -41,6 +42,8 @@ pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 pub struct Network {
     /// How outgoing connections are made (source IP, mutual TLS).
     pub link: Link,
+    /// Peers' reachability, logged on changes.
+    pub health: PeerHealth,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -50,6 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             client: Arc::new(PeerClient::with_link(node.addr.clone(), self.link.clone())),
+            health: self.health.clone(),
         }
     }
 }
@@ -58,6 +62,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     client: Arc<PeerClient>,
+    health: PeerHealth,
 }
 
 type Rpc<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
@@ -70,14 +75,15 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let bytes = self
-            .client
-            .post(path, body, ttl)
-            .await
-            .map_err(|e| match e {
-                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let posted = self.client.post(path, body, ttl).await;
+        match &posted {
+            Ok(_) => self.health.record(self.target, Ok(())),
+            Err(e) => self.health.record(self.target, Err(e)),
+        }
+        let bytes = posted.map_err(|e| match e {
+            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+        })?;
         let res: Result<Resp, E> =
             serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
