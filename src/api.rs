@@ -101,7 +101,7 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Out {
         "subscribe" => subscribe(node, parse(body)?).await,
         "unsubscribe" => unsubscribe(node, parse(body)?).await,
         "disconnect" => disconnect(node, parse(body)?).await,
-        "refresh" => refresh(node, parse(body)?),
+        "refresh" => refresh(node, parse(body)?).await,
         "presence" => {
             let r: ChannelReq = parse(body)?;
             let opts = node.channels.resolve(&r.channel)?;
@@ -380,20 +380,18 @@ async fn disconnect(node: &Node, r: DisconnectReq) -> Out {
     .await
 }
 
-fn refresh(node: &Node, r: RefreshReq) -> Out {
-    use std::sync::atomic::Ordering;
-    for conn in node.conns_of(&r.user, r.client.as_deref()) {
-        if r.expired {
-            conn.out.close(codes::CONNECTION_EXPIRED);
-        } else if let Some(at) = r.expire_at {
-            conn.expires_at.store(at, Ordering::Relaxed);
-            // Wake the writer so it re-arms its expiry timer.
-            let _ = conn
-                .out
-                .push(bytes::Bytes::from_static(crate::protocol::json::PING));
-        }
-    }
-    Ok(json!({}))
+/// `refresh`: replicated like `disconnect`, so it reaches the user's connections on every node.
+async fn refresh(node: &Node, r: RefreshReq) -> Out {
+    user_action(
+        node,
+        UserAction::Refresh {
+            user: r.user,
+            client: r.client,
+            expired: r.expired,
+            expire_at: r.expire_at,
+        },
+    )
+    .await
 }
 
 /// `batch`: the commands in order. Consecutive `publish` commands are committed together as

@@ -746,7 +746,7 @@ async fn follower_returns_and_catches_up_from_a_snapshot() {
     assert_eq!(c.publication("chat:f").await["offset"], 61);
 }
 
-/// Server API subscribe/unsubscribe/disconnect called on one node act on the user's
+/// Server API subscribe/unsubscribe/disconnect/refresh called on one node act on the user's
 /// connections on every node.
 #[tokio::test]
 async fn api_user_operations_reach_other_nodes() {
@@ -800,6 +800,20 @@ async fn api_user_operations_reach_other_nodes() {
     .await;
     assert_eq!(on_b.closed().await, Closed::Code(4001, "moved".into()));
     assert_eq!(on_c.closed().await, Closed::Code(4001, "moved".into()));
+
+    // `refresh` too: marking a user's connections expired closes them on every node.
+    let mut later_b = Client::open(&t.node(1).ws_url()).await;
+    later_b.connect(&token("refreshed")).await;
+    let mut later_c = Client::open(&t.node(2).ws_url()).await;
+    later_c.connect(&token("refreshed")).await;
+    let (_, b) = api(json!({"user": "refreshed", "expired": true}), "refresh").await;
+    assert_eq!(b["result"], json!({}), "{b}");
+    for c in [&mut later_b, &mut later_c] {
+        assert_eq!(
+            c.closed().await,
+            Closed::Code(3005, "connection expired".into())
+        );
+    }
 }
 
 /// Presence converges on every node; the clients of a node that dies leave presence (with

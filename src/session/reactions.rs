@@ -1,13 +1,18 @@
 //! Reactions to committed events that are not deliveries: user actions replicated by the API
-//! (disconnect, server-side subscribe and unsubscribe) carried out on this node's connections,
+//! (disconnect, refresh, server-side subscribe and unsubscribe) carried out on this node's connections,
 //! and re-announcing presence when this node was declared down while alive. Installed as the
 //! engine's hook by [`install`]; called while the engine applies, so anything that proposes in
 //! turn runs in its own task.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
 
 use super::subscribe::{server_subscribe, server_unsubscribe};
 use crate::node::Node;
+use crate::protocol::codes;
+use crate::protocol::json::PING;
 use crate::state::{Event, Op, UserAction};
 
 /// Makes this module the engine's hook for `node`'s committed events. The hook holds the node
@@ -75,6 +80,22 @@ fn user_action(node: &Arc<Node>, action: &UserAction) {
         } => {
             for conn in node.conns_of(&user, client.as_deref()) {
                 conn.out.close_with(code, &reason);
+            }
+        }
+        UserAction::Refresh {
+            user,
+            client,
+            expired,
+            expire_at,
+        } => {
+            for conn in node.conns_of(&user, client.as_deref()) {
+                if expired {
+                    conn.out.close(codes::CONNECTION_EXPIRED);
+                } else if let Some(at) = expire_at {
+                    conn.expires_at.store(at, Ordering::Relaxed);
+                    // Wake the writer so it re-arms its expiry timer.
+                    let _ = conn.out.push(Bytes::from_static(PING));
+                }
             }
         }
         UserAction::Subscribe {

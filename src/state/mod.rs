@@ -170,6 +170,17 @@ pub enum UserAction {
         /// Close reason.
         reason: String,
     },
+    /// Refresh the user's connections: close them as expired, or set a new expiry.
+    Refresh {
+        /// User.
+        user: String,
+        /// Only this client, when set.
+        client: Option<String>,
+        /// Close them now with "connection expired".
+        expired: bool,
+        /// New expiry (unix seconds), when set.
+        expire_at: Option<u64>,
+    },
 }
 
 /// What applying one operation produced, returned to its proposer.
