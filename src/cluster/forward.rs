@@ -29,15 +29,16 @@ pub(super) enum Proposed {
     Plain(Vec<Op>),
 }
 
-/// One entry of a forwarding stream.
+/// One entry of a forwarding stream: sent with borrowed operations (`&[Op]`: the follower
+/// keeps them to settle a refusal), received with owned ones.
 #[derive(Serialize, Deserialize)]
-pub(super) struct Sequenced {
+pub(super) struct Sequenced<O = Vec<Op>> {
     /// The stream (chosen at random by the follower).
     pub stream: u64,
     /// The entry's place in the stream, from 0.
     pub seq: u64,
     /// The operations.
-    pub ops: Vec<Op>,
+    pub ops: O,
 }
 
 impl Proposed {

@@ -72,12 +72,10 @@ impl Cluster {
         }
     }
 
-    /// On the leader, hands `ops` to Raft as one entry without waiting for its commit
-    /// (`client_write_ff`: queued in the log in call order); elsewhere gives the ops back.
+    /// On the leader (`start_entry` checked), hands `ops` to Raft as one entry without waiting
+    /// for its commit (`client_write_ff`: queued in the log in call order); gives the ops back
+    /// if Raft does not take them. (Leadership lost in between is `ForwardToLeader`: refused.)
     async fn start_on_leader(&self, ops: Vec<Op>) -> Result<InFlight, Vec<Op>> {
-        if self.raft.metrics().borrow().current_leader != Some(self.id) {
-            return Err(ops);
-        }
         let batch = Batch {
             time_ms: self.stamp(),
             ops: ops.clone(),
@@ -191,7 +189,7 @@ impl Cluster {
         let body = serde_json::to_vec(&Sequenced {
             stream,
             seq,
-            ops: ops.clone(),
+            ops: &ops[..],
         })
         .expect("ops serialise");
         let (raft, outgoing, timeout) = (
