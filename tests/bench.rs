@@ -348,18 +348,22 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn run_binary(server: &TestServer, api: &str, words: &[&str]) -> (i32, String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("bench")
-        .args(words)
-        .args(["--quiet", "--token-secret", SECRET, "--api-key", API_KEY])
-        .args(["--url", &server.ws_url(), "--api", api])
-        .arg("--json")
-        .arg(&json)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(25), out)
-        .await
-        .expect("bench finished in time")
-        .unwrap();
+    let (url, json_path) = (server.ws_url(), json.display().to_string());
+    let mut all = words.to_vec();
+    all.extend([
+        "--quiet",
+        "--token-secret",
+        SECRET,
+        "--api-key",
+        API_KEY,
+        "--url",
+        &url,
+        "--api",
+        api,
+        "--json",
+        &json_path,
+    ]);
+    let out = bench_binary(&all).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let v = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default()).unwrap_or_else(|e| {
         panic!(
