@@ -227,8 +227,10 @@ impl Cluster {
 
 /// Resolves once this node knows a leader other than `from`: a forward still waiting for
 /// `from` (paused, or cut off) is then answered at once instead of after the propose timeout.
+/// (Server metrics change only with the vote, role, leader or membership; the full metrics
+/// change with every append and apply, which would wake every forward in flight each time.)
 async fn leader_moved(raft: &openraft::Raft<TypeConfig>, from: NodeId) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     loop {
         if rx.borrow().current_leader.is_some_and(|l| l != from) {
             return;
