@@ -167,6 +167,7 @@ impl Server {
             node.cluster
                 .spawn_liveness(cfg.cluster.presence_lease, cluster_stop.clone());
             node.cluster.spawn_readiness(cluster_stop.clone());
+            node.cluster.spawn_elections(cluster_stop.clone());
         }
         tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
         tracing::info!(listener = "client", addr = %client_addr, tls = node.client_tls.is_some(), "listening");

@@ -8,11 +8,13 @@
 //! - `membership`: operators' membership changes, forwarded to the leader;
 //! - `liveness`: the leader's pings, declaring unreachable nodes down;
 //! - `status`: readiness and the typed status operators and metrics read;
-//! - `step_down`: handing leadership over before a leader stops.
+//! - `step_down`: handing leadership over before a leader stops;
+//! - `election`: when a follower campaigns (sooner than openraft's own timer).
 //!
 //! Invariant: with `store`, the only module that names openraft. A single node is simply a
 //! one-voter cluster: the same code path.
 
+mod election;
 mod forward;
 mod liveness;
 mod membership;
@@ -71,6 +73,8 @@ pub struct Cluster {
     /// Followers' leader lease (openraft: `election_timeout_max`): they refuse to vote for
     /// anyone else until this long after they last heard from the leader.
     lease: Duration,
+    /// When to campaign (`election`).
+    elections: Arc<election::Elections>,
     /// What the readiness probes found (`ready`).
     ready: ready::Readiness,
     /// Leader-side wall clock, never going backwards across batches.
@@ -109,9 +113,15 @@ impl Cluster {
         let listen_ip = cfg.cluster_addr().ip();
         let bind = (!listen_ip.is_unspecified()).then_some(listen_ip);
         let link = Link { bind, tls };
+        let elections = Arc::new(election::Elections::new(
+            c.heartbeat_interval,
+            c.election_timeout_min,
+            c.election_timeout_max,
+        ));
         let network = Network {
             link: link.clone(),
             health: Default::default(),
+            elections: elections.clone(),
         };
         let raft = Raft::new(id, Arc::new(raft_config), network, store.log_store(), sm).await?;
         let listed = c.peers.is_empty() || c.peers.iter().any(|p| p.id == id);
@@ -156,6 +166,7 @@ impl Cluster {
             link,
             propose_timeout: c.propose_timeout,
             lease: c.election_timeout_max,
+            elections,
             ready: ready::Readiness::new(
                 c.heartbeat_interval,
                 c.election_timeout_min,

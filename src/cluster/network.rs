@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::election::Elections;
 use super::peer_health::PeerHealth;
 use crate::peer::{Link, PeerClient, PeerError};
 use crate::store::types::{NodeId, TypeConfig};
@@ -38,12 +39,14 @@ pub const ELECT: &str = "/cluster/elect";
 pub const ADMIN_PREFIX: &str = "/cluster/admin/";
 
 /// Makes one network client per target node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     /// How outgoing connections are made (source IP, mutual TLS).
     pub link: Link,
     /// Peers' reachability, logged on changes.
     pub health: PeerHealth,
+    /// When to campaign: told what peers answer to this node's vote requests.
+    pub(super) elections: Arc<Elections>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -54,6 +57,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: Arc::new(PeerClient::with_link(node.addr.clone(), self.link.clone())),
             health: self.health.clone(),
+            elections: self.elections.clone(),
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct Peer {
     target: NodeId,
     client: Arc<PeerClient>,
     health: PeerHealth,
+    elections: Arc<Elections>,
 }
 
 type Rpc<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
@@ -112,6 +117,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Rpc<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call(VOTE, &rpc, option.hard_ttl()).await
+        let resp = self.call(VOTE, &rpc, option.hard_ttl()).await;
+        if let Ok(r) = &resp {
+            self.elections.saw_vote_response(&rpc, r);
+        }
+        resp
     }
 }

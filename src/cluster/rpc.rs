@@ -3,11 +3,14 @@
 
 use serde::Serialize;
 
+use openraft::raft::{AppendEntriesResponse, VoteRequest};
+
 use super::forward::{Proposed, Sequenced};
 use super::write::Forwarded;
 use super::{Cluster, network};
 use crate::replicator::{Pending, ProposeError};
 use crate::state::Op;
+use crate::store::types::NodeId;
 
 impl Cluster {
     /// Handles an inbound cluster request; returns HTTP status and body. `submit` hands
@@ -22,15 +25,36 @@ impl Cluster {
         }
         match path {
             network::APPEND => match serde_json::from_slice(body) {
-                Ok(req) => reply(&self.raft.append_entries(req).await),
+                Ok(req) => {
+                    let resp = self.raft.append_entries(req).await;
+                    if resp
+                        .as_ref()
+                        .is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_)))
+                    {
+                        self.elections.heard_from_leader();
+                    }
+                    reply(&resp)
+                }
                 Err(_) => (400, Vec::new()),
             },
-            network::VOTE => match serde_json::from_slice(body) {
-                Ok(req) => reply(&self.raft.vote(req).await),
+            network::VOTE => match serde_json::from_slice::<VoteRequest<NodeId>>(body) {
+                Ok(req) => {
+                    let resp = self.raft.vote(req.clone()).await;
+                    if let Ok(r) = &resp {
+                        self.elections.saw_vote_request(self.id, &req, r);
+                    }
+                    reply(&resp)
+                }
                 Err(_) => (400, Vec::new()),
             },
             network::SNAPSHOT => match serde_json::from_slice(body) {
-                Ok(req) => reply(&self.raft.install_snapshot(req).await),
+                Ok(req) => {
+                    let resp = self.raft.install_snapshot(req).await;
+                    if resp.is_ok() {
+                        self.elections.heard_from_leader();
+                    }
+                    reply(&resp)
+                }
                 Err(_) => (400, Vec::new()),
             },
             network::PROPOSE => match Proposed::parse(body) {

@@ -55,10 +55,12 @@ pub struct ClusterConfig {
     /// Leader heartbeat interval.
     #[serde(with = "duration_str")]
     pub heartbeat_interval: Duration,
-    /// Follower election timeout, lower bound (randomised up to the upper bound).
+    /// Follower election timeout, lower bound: a follower campaigns a random time up to
+    /// `election_timeout_max - election_timeout_min` after the leader lease has run out.
     #[serde(with = "duration_str")]
     pub election_timeout_min: Duration,
-    /// Follower election timeout, upper bound.
+    /// Follower election timeout, upper bound: also the followers' leader lease (no vote for
+    /// another candidate until this long after they last heard from the leader).
     #[serde(with = "duration_str")]
     pub election_timeout_max: Duration,
     /// How long a write may wait for a leader and its commit before failing (temporary error).
@@ -103,9 +105,9 @@ impl Default for ClusterConfig {
             listen: "0.0.0.0:8100".into(),
             advertise: String::new(),
             peers: Vec::new(),
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(800),
             propose_timeout: Duration::from_secs(5),
             max_batch_ops: 1024,
             batch_linger: Duration::ZERO,

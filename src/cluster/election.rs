@@ -1,0 +1,271 @@
+//! When to campaign: as soon as the leader's lease has run out, and the most up-to-date
+//! survivor first.
+//!
+//! openraft 0.9's own election timer waits the leader lease (`election_timeout_max`) *plus* an
+//! election timeout after the last word from the leader, and adds twice the maximum again on a
+//! node that once saw a greater log, a flag cleared only when that node next campaigns (so one
+//! contested election slows every later failover). That timer stays on as a fallback; this
+//! driver campaigns earlier:
+//! - first, once nothing was heard from a leader for the lease plus a random part of
+//!   `election_timeout_max - election_timeout_min` (voters refuse any candidate until their own
+//!   lease has run out, so campaigning sooner cannot win);
+//! - at once (the lease having run out) when a candidate with a shorter log asked for this
+//!   node's vote: this node would win, that one cannot;
+//! - not for another lease after learning that a peer has a longer log (from its vote request
+//!   or its answer to ours), nor after granting a vote: that candidate should win;
+//! - after a split vote (both survivors campaigned with equal logs), the lower node id again at
+//!   once, the other one holds: the next round is not split again.
+//!
+//! Each of these only decides *when* to ask; Raft's vote rules decide who wins, so safety does
+//! not depend on any of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::raft::{VoteRequest, VoteResponse};
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Cluster;
+use crate::store::types::NodeId;
+
+/// What this node heard that bears on when it should campaign; shared by the inbound and
+/// outbound Raft RPC and the driver task.
+pub(super) struct Elections {
+    /// Last word from a leader (an accepted append) or a vote this node granted.
+    heard: Mutex<Instant>,
+    /// This node's last campaign since then.
+    campaigned: Mutex<Option<Instant>>,
+    /// Not before this instant: a peer with a longer log should win.
+    hold_until: Mutex<Option<Instant>>,
+    /// Campaign without the random delay once the lease has run out.
+    urgent: AtomicBool,
+    /// Followers' leader lease (`election_timeout_max`).
+    lease: Duration,
+    /// Random delay added to the lease on a first campaign, and the bound of a retry's.
+    spread: Duration,
+    /// Least wait between two campaigns.
+    retry: Duration,
+    /// How often the driver looks.
+    tick: Duration,
+}
+
+impl Elections {
+    pub(super) fn new(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Self {
+        Elections {
+            heard: Mutex::new(Instant::now()),
+            campaigned: Mutex::new(None),
+            hold_until: Mutex::new(None),
+            urgent: AtomicBool::new(false),
+            lease: election_max,
+            spread: election_max
+                .saturating_sub(election_min)
+                .max(Duration::from_millis(10)),
+            retry: heartbeat * 2,
+            tick: (heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)),
+        }
+    }
+
+    /// A leader's append (or snapshot) was accepted: it is alive.
+    pub(super) fn heard_from_leader(&self) {
+        *self.heard.lock() = Instant::now();
+        *self.campaigned.lock() = None;
+        self.urgent.store(false, Ordering::Relaxed);
+    }
+
+    /// A peer has a longer log than this node: let it win.
+    fn behind(&self) {
+        *self.hold_until.lock() = Some(Instant::now() + self.lease);
+        self.urgent.store(false, Ordering::Relaxed);
+    }
+
+    /// What a vote request to this node says about when it should campaign. `resp` is this
+    /// node's answer; its `last_log_id` is this node's log head.
+    pub(super) fn saw_vote_request(
+        &self,
+        me: NodeId,
+        req: &VoteRequest<NodeId>,
+        resp: &VoteResponse<NodeId>,
+    ) {
+        if resp.vote_granted {
+            self.heard_from_leader();
+            return;
+        }
+        let candidate = req.vote.leader_id().voted_for();
+        match req.last_log_id.cmp(&resp.last_log_id) {
+            std::cmp::Ordering::Greater => self.behind(),
+            std::cmp::Ordering::Less => self.urgent.store(true, Ordering::Relaxed),
+            std::cmp::Ordering::Equal if candidate.is_some_and(|c| me < c) => {
+                self.urgent.store(true, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Equal => self.behind(),
+        }
+    }
+
+    /// A peer's answer to this node's vote request.
+    pub(super) fn saw_vote_response(&self, req: &VoteRequest<NodeId>, resp: &VoteResponse<NodeId>) {
+        if !resp.vote_granted && resp.last_log_id > req.last_log_id {
+            self.behind();
+        }
+    }
+
+    /// Whether to campaign now, with this round's random part of the wait (`extra`): never
+    /// before the lease has run out since the last word, then at once when urgent, else a
+    /// first campaign after the lease plus `extra`, a retry `retry + extra` after the last.
+    fn due(&self, extra: Duration, now: Instant) -> bool {
+        if self.hold_until.lock().is_some_and(|t| now < t) {
+            return false;
+        }
+        if now.duration_since(*self.heard.lock()) < self.lease {
+            return false;
+        }
+        if self.urgent.load(Ordering::Relaxed) {
+            return true;
+        }
+        match *self.campaigned.lock() {
+            None => now.duration_since(*self.heard.lock()) >= self.lease + extra,
+            Some(t) => now.duration_since(t) >= self.retry + extra,
+        }
+    }
+
+    fn random_extra(&self) -> Duration {
+        let ms = self.spread.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(0..ms))
+    }
+}
+
+impl Cluster {
+    /// Runs the election driver until `stop` (see the module documentation).
+    pub fn spawn_elections(self: &Arc<Self>, stop: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let e = &this.elections;
+            let mut extra = e.random_extra();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(e.tick) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let m = this.raft.server_metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let voter = membership.voter_ids().any(|v| v == this.id);
+                let voters = membership.voter_ids().count();
+                if m.state == ServerState::Leader || !voter || voters < 2 {
+                    e.heard_from_leader();
+                    continue;
+                }
+                let now = Instant::now();
+                if !e.due(extra, now) {
+                    continue;
+                }
+                tracing::info!(
+                    silent_ms = now.duration_since(*e.heard.lock()).as_millis() as u64,
+                    term = m.vote.leader_id().term,
+                    "no word from a leader: campaigning"
+                );
+                e.urgent.store(false, Ordering::Relaxed);
+                *e.campaigned.lock() = Some(now);
+                extra = e.random_extra();
+                if this.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{LeaderId, LogId, Vote};
+
+    use super::*;
+
+    const HB: Duration = Duration::from_millis(100);
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_millis(800);
+
+    fn vote_req(candidate: NodeId, last: Option<u64>) -> VoteRequest<NodeId> {
+        VoteRequest::new(
+            Vote::new(2, candidate),
+            last.map(|i| LogId::new(LeaderId::new(1, 1), i)),
+        )
+    }
+
+    fn answer(granted: bool, last: Option<u64>) -> VoteResponse<NodeId> {
+        VoteResponse::new(
+            Vote::new(2, 1),
+            last.map(|i| LogId::new(LeaderId::new(1, 1), i)),
+            granted,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_campaign_waits_the_lease_plus_its_random_part() {
+        let e = Elections::new(HB, MIN, MAX);
+        let extra = Duration::from_millis(120);
+        tokio::time::advance(MAX - Duration::from_millis(1)).await;
+        assert!(
+            !e.due(extra, Instant::now()),
+            "not before the lease has run out"
+        );
+        tokio::time::advance(extra).await;
+        assert!(!e.due(extra, Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(e.due(extra, Instant::now()));
+        e.heard_from_leader();
+        assert!(
+            !e.due(extra, Instant::now()),
+            "a leader's append restarts the wait"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_log_asking_makes_it_urgent_a_longer_one_holds() {
+        let e = Elections::new(HB, MIN, MAX);
+        let extra = Duration::from_millis(250);
+        // This node (2) has log up to 10; node 3 asks with 9: this node should win, at once
+        // once its own lease has run out.
+        e.saw_vote_request(2, &vote_req(3, Some(9)), &answer(false, Some(10)));
+        assert!(
+            !e.due(extra, Instant::now()),
+            "urgent never overrides the lease"
+        );
+        tokio::time::advance(MAX).await;
+        assert!(e.due(extra, Instant::now()), "urgent: no random part");
+        // Node 3 asks with 11: it should win; this node holds for a lease.
+        e.saw_vote_request(2, &vote_req(3, Some(11)), &answer(false, Some(10)));
+        assert!(!e.due(Duration::ZERO, Instant::now()));
+        tokio::time::advance(MAX).await;
+        assert!(e.due(Duration::ZERO, Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_vote_is_broken_by_the_lower_id_and_a_grant_waits() {
+        let lower = Elections::new(HB, MIN, MAX);
+        let higher = Elections::new(HB, MIN, MAX);
+        tokio::time::advance(MAX).await;
+        lower.saw_vote_request(1, &vote_req(2, Some(5)), &answer(false, Some(5)));
+        higher.saw_vote_request(2, &vote_req(1, Some(5)), &answer(false, Some(5)));
+        let far = Duration::from_secs(10);
+        assert!(
+            lower.due(far, Instant::now()),
+            "the lower id retries at once"
+        );
+        assert!(
+            !higher.due(Duration::ZERO, Instant::now()),
+            "the higher id holds"
+        );
+        // Granting a vote counts as word from a leader.
+        lower.saw_vote_request(1, &vote_req(2, Some(6)), &answer(true, Some(5)));
+        assert!(!lower.due(Duration::ZERO, Instant::now()));
+        // A peer answering one of our requests with a longer log makes this node hold.
+        let e = Elections::new(HB, MIN, MAX);
+        tokio::time::advance(MAX).await;
+        e.saw_vote_response(&vote_req(1, Some(5)), &answer(false, Some(6)));
+        assert!(!e.due(Duration::ZERO, Instant::now()));
+    }
+}
