@@ -216,20 +216,36 @@ pub async fn try_api_call(
     body: &str,
     within: Duration,
 ) -> Option<(u16, Value)> {
+    let req = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-API-Key: {API_KEY}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, raw) = try_http(addr, &req, within).await?;
+    Some((status, serde_json::from_slice(&raw).unwrap_or(Value::Null)))
+}
+
+/// A GET to a node that may be down: `None` when it refuses, resets or does not answer in
+/// `within`.
+pub async fn try_http_get(
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+) -> Option<(u16, Vec<u8>)> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    try_http(addr, &req, within).await
+}
+
+/// Sends one raw HTTP/1.1 request (`Connection: close`); the status and body, or `None`.
+async fn try_http(addr: SocketAddr, req: &str, within: Duration) -> Option<(u16, Vec<u8>)> {
     let call = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
-        let req = format!(
-            "POST /api/{method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-API-Key: {API_KEY}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;
         out.windows(4).any(|w| w == b"\r\n\r\n").then_some(out)
     };
     let out = tokio::time::timeout(within, call).await.ok()??;
-    let (status, raw) = parse_http(&out);
-    Some((status, serde_json::from_slice(&raw).unwrap_or(Value::Null)))
+    Some(parse_http(&out))
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
@@ -599,9 +615,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `switchyard serve --config <file>` with JSON logs and waits for both listeners.
+    /// The binary is this build's, or `SY_TEST_BIN` when set (a release build for numbers).
     pub fn start(config: &std::path::Path, envs: &[(&str, &str)]) -> Proc {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let bin = std::env::var("SY_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_string());
+        let mut cmd = std::process::Command::new(bin);
         cmd.arg("serve")
             .arg("--config")
             .arg(config)
