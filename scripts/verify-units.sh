@@ -8,7 +8,8 @@
 #     absent), with as many fields as the kernel's value.
 #   - the limits.d file: "<domain> soft|hard|- nofile <number>" lines, soft <= hard.
 #   - the shipped config.toml passes the unit's ExecStartPre (serve --check-config).
-#   - bash -n on install.sh, tune-os.sh and this script, and shellcheck when it is installed.
+#   - bash -n on install.sh, tune-os.sh, build-deb.sh, test-deb-nspawn.sh and this script, sh -n
+#     on the .deb's maintainer scripts (debian/), and shellcheck when it is installed.
 # verify wants every Exec*= binary to exist, so it runs on a copy of the unit whose
 # /usr/local/bin/switchyard is the binary built from this tree (cargo build, or VERIFY_UNITS_BIN).
 # Installs Debian's systemd package (for systemd-analyze) when missing.
@@ -134,14 +135,22 @@ if ! (cd "$tmp" && SWITCHYARD_NODE__DATA_DIR=/var/lib/switchyard \
 fi
 
 # --- the operations scripts that install and tune what this checks ------------------------
-ops_scripts=(scripts/install.sh scripts/tune-os.sh scripts/verify-units.sh)
+ops_scripts=(scripts/install.sh scripts/tune-os.sh scripts/verify-units.sh scripts/build-deb.sh
+  scripts/test-deb-nspawn.sh)
 echo "--- bash -n ${ops_scripts[*]}"
 for f in "${ops_scripts[@]}"; do
   bash -n "$f" || fail "bash -n $f"
 done
+# The .deb's maintainer scripts run under /bin/sh (dash on Debian).
+maint_scripts=(debian/postinst debian/postrm)
+echo "--- sh -n ${maint_scripts[*]}"
+for f in "${maint_scripts[@]}"; do
+  sh -n "$f" || fail "sh -n $f"
+  grep -qx '#DEBHELPER#' "$f" || fail "$f lacks the #DEBHELPER# line cargo-deb fills in"
+done
 if command -v shellcheck >/dev/null 2>&1; then
-  echo "--- shellcheck ${ops_scripts[*]}"
-  shellcheck "${ops_scripts[@]}" || fail "shellcheck"
+  echo "--- shellcheck ${ops_scripts[*]} ${maint_scripts[*]}"
+  shellcheck "${ops_scripts[@]}" "${maint_scripts[@]}" || fail "shellcheck"
 else
   echo "--- shellcheck not installed: skipped"
 fi

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use figment::value::Value;
 use switchyard::auth::{MintRequest, mint};
 use switchyard::cluster::QUIET_LOG_TARGETS;
@@ -50,8 +50,37 @@ enum Cmd {
         #[command(subcommand)]
         scenario: Box<switchyard_bench::Scenario>,
     },
+    /// Print a new config.toml: the shipped one with random secrets (auth.token_hmac_secret,
+    /// auth.api_key, admin.api_key).
+    Genconfig(GenconfigArgs),
+    /// Print a completion script for a shell (e.g. `switchyard completions bash`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page switchyard.1 (roff); with --dir, write it and one page per
+    /// subcommand (switchyard-serve.1, ...) there. What the .deb ships.
+    #[command(hide = true)]
+    Manpage {
+        /// Directory to write every page into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct GenconfigArgs {
+    /// Write to this file (mode 0600) instead of stdout; an existing file is kept unless --force.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Replace an existing --output file.
+    #[arg(long, requires = "output")]
+    force: bool,
+    /// Set node.data_dir (e.g. /var/lib/switchyard) instead of the shipped ./data.
+    #[arg(long)]
+    data_dir: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -208,9 +237,67 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Genconfig(args) => match genconfig(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard genconfig: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "switchyard", &mut out);
+            say(String::from_utf8_lossy(&out).trim_end());
+            ExitCode::SUCCESS
+        }
+        Cmd::Manpage { dir } => match manpage(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard manpage: {e}");
+                ExitCode::FAILURE
+            }
+        },
         #[cfg(feature = "bench")]
         Cmd::Bench { scenario } => bench(*scenario),
     }
+}
+
+/// `switchyard manpage`: generated from the command-line definition itself, so the pages
+/// always match the binary they ship with.
+fn manpage(dir: Option<PathBuf>) -> std::io::Result<()> {
+    // No `help` subcommand in the pages (generate_to leaves it out too).
+    let cmd = Cli::command().disable_help_subcommand(true);
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(cmd, dir);
+    }
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    say(String::from_utf8_lossy(&out).trim_end());
+    Ok(())
+}
+
+/// `switchyard genconfig`: to stdout, or to a new file (mode 0600: it holds the secrets).
+fn genconfig(args: GenconfigArgs) -> anyhow::Result<()> {
+    let text = switchyard::config::generate::generate(args.data_dir.as_deref())?;
+    let Some(path) = args.output else {
+        say(text.trim_end());
+        return Ok(());
+    };
+    if path.exists() && !args.force {
+        anyhow::bail!(
+            "{} exists: not overwritten (--force replaces it)",
+            path.display()
+        );
+    }
+    if args.force {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!("{}: {e}", path.display())
+            }
+            _ => {}
+        }
+    }
+    write_new(&path, &text, true)
 }
 
 /// The exit status after stdout closed under a command that could not finish without it: what

@@ -513,3 +513,152 @@ async fn cluster_refusals_name_the_key_and_the_member() {
     let (code, err) = cli(None, &["status"]);
     assert_eq!((code, err.as_str()), (Some(0), ""));
 }
+
+/// The secrets of a generated config: `(auth.token_hmac_secret, auth.api_key, admin.api_key)`.
+fn generated_secrets(text: &str) -> (String, String, String) {
+    let cfg = switchyard::config::Config::from_toml(text).unwrap();
+    (
+        cfg.auth.token_hmac_secret,
+        cfg.auth.api_key,
+        cfg.admin.api_key,
+    )
+}
+
+/// `genconfig` prints the shipped config with fresh secrets each time (never the examples),
+/// its output passes `serve --check-config`, and `--output` writes a private file that it
+/// refuses to overwrite without `--force`.
+#[test]
+fn genconfig_makes_fresh_valid_configs_and_keeps_existing_files() {
+    let run = || {
+        let out = bin().arg("genconfig").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (a, b) = (run(), run());
+    let (sa, sb) = (generated_secrets(&a), generated_secrets(&b));
+    assert_ne!(sa.0, sb.0, "token secret repeated");
+    assert_ne!(sa.1, sb.1, "API key repeated");
+    assert_ne!(sa.2, sb.2, "admin key repeated");
+    for s in [&sa.0, &sa.1, &sa.2] {
+        assert!(s.len() >= 48 && !s.contains("example"), "weak secret {s:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let out = bin()
+        .args(["genconfig", "--data-dir", "/var/lib/switchyard", "--output"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the file holds secrets");
+    let out = bin()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert!(first.contains("data_dir = \"/var/lib/switchyard\""));
+
+    // An existing file is kept, byte for byte, and the refusal says why.
+    let out = bin().args(["genconfig", "-o"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+    // --force replaces it with new secrets.
+    let out = bin()
+        .args(["genconfig", "--force", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let second = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(generated_secrets(&second).0, generated_secrets(&first).0);
+}
+
+/// `completions bash` is a script bash accepts that completes every subcommand; the other
+/// shells get a script too, and an unknown shell is refused.
+#[test]
+fn completions_for_each_shell() {
+    let out = bin().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    for sub in [
+        "serve",
+        "token",
+        "cluster",
+        "cert",
+        "genconfig",
+        "completions",
+    ] {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(check.status.success(), "bash -n: {check:?}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("genconfig"),
+            "{shell}"
+        );
+    }
+    let out = bin().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The man page is roff with a NAME section that `man -l` renders, and `manpage --dir`
+/// writes a page for every subcommand the main page refers to.
+#[test]
+fn man_pages_render_and_cover_the_subcommands() {
+    let out = bin().arg("manpage").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let roff = String::from_utf8(out.stdout).unwrap();
+    assert!(roff.contains(".TH switchyard 1"), "{roff}");
+    assert!(roff.contains(".SH NAME\nswitchyard \\- "), "{roff}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["manpage", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let main = std::fs::read_to_string(dir.path().join("switchyard.1")).unwrap();
+    assert_eq!(main.trim_end(), roff.trim_end());
+    // Every "switchyard-x(1)" the main page names exists; the hidden manpage has none.
+    let mut named = 0;
+    for sub in main.split("switchyard\\-").skip(1) {
+        let Some((name, _)) = sub.split_once("(1)") else {
+            continue;
+        };
+        assert!(
+            dir.path().join(format!("switchyard-{name}.1")).exists(),
+            "{name}"
+        );
+        named += 1;
+    }
+    assert!(named >= 6, "{main}");
+    assert!(!dir.path().join("switchyard-manpage.1").exists());
+
+    // man(1) renders it (man-db: `-l` reads a local file), when installed.
+    if Command::new("man").arg("--version").output().is_ok() {
+        let out = Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(dir.path().join("switchyard-genconfig.1"))
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NAME") && text.contains("--output"), "{text}");
+    } else {
+        eprintln!("man is not installed: rendering not checked (the roff is)");
+    }
+}

@@ -6,7 +6,8 @@
 //!
 //! This file holds the root type, loading, and the small sections (`[admin]`, `[auth]`, `[api]`,
 //! `[testing]`); `client`, `cluster` (with `[node]`), `channel` and `log` (the level filter and
-//! its syntax) hold the others, `validate` the semantic checks. Every type is re-exported here.
+//! its syntax) hold the others, `validate` the semantic checks, `generate` a new config file
+//! with random secrets (`switchyard genconfig`). Every type is re-exported here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub mod lenient_string;
 
 /// Durations written as strings such as `"30s"`, `"10m"`, `"1h"`, `"250ms"` (humantime).
 pub mod duration_str;
+
+/// `switchyard genconfig`: the shipped config with random secrets.
+pub mod generate;
 
 use channel::check_channel_keys;
 pub use channel::{ChannelConfig, ChannelOptions, Namespace};
