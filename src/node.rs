@@ -57,6 +57,9 @@ pub struct Node {
     shutdown: CancellationToken,
     /// Next connection number.
     next_conn: AtomicU64,
+    /// Told when this node's presence was cleared while it is alive (declared down): the
+    /// presence reconciliation (`session::presence_sync`) records its clients again at once.
+    pub(crate) presence_lost: tokio::sync::Notify,
 }
 
 /// The TLS a node serves with.
@@ -96,6 +99,7 @@ impl Node {
             started: Instant::now(),
             incarnation: crate::engine::wall_ms(),
             next_conn: AtomicU64::new(1),
+            presence_lost: tokio::sync::Notify::new(),
         }
     }
 

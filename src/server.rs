@@ -170,6 +170,11 @@ impl Server {
             node.cluster.spawn_elections(cluster_stop.clone());
         }
         tokio::spawn(announce_incarnation(node.clone(), cluster_stop.clone()));
+        crate::session::presence_sync::spawn_presence_sync(
+            node.clone(),
+            cfg.cluster.presence_lease / 4,
+            cluster_stop.clone(),
+        );
         tracing::info!(listener = "client", addr = %client_addr, tls = node.client_tls.is_some(), "listening");
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
         tracing::info!(listener = "cluster", addr = %cluster_addr, mutual_tls = node.cluster_tls.is_some(), "listening");

@@ -1429,3 +1429,59 @@ async fn sigterm_leader_hands_over_before_closing_clients() {
     })
     .await;
 }
+
+/// A follower cut off from the leader past the presence lease is declared down, which clears
+/// its clients' presence although they stay connected; once the link heals, the follower's
+/// reconciliation puts them back, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lost_to_a_partition_is_restored_when_it_heals() {
+    let proxies = Proxy::one_per_node();
+    let t = Trio::start_via("presence_lease = \"1s\"", Some(&proxies));
+    let leader = t.wait_leader().await;
+    let cut = (leader + 1) % 3;
+    let mut c = Client::open(&t.node(cut).ws_url()).await;
+    let client = c.connect(&token("cutoff")).await["connect"]["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.subscribe("chat:heal").await;
+    let has = |i: usize| {
+        let (addr, client) = (t.node(i).client_addr, client.clone());
+        async move {
+            let body = json!({"channel": "chat:heal"}).to_string();
+            try_api_call(addr, "presence", &body, Duration::from_secs(2))
+                .await
+                .is_some_and(|(_, v)| v["result"]["presence"].get(&client).is_some())
+        }
+    };
+    eventually("the client is in presence", || has(leader)).await;
+
+    // The leader cannot reach the cut node (nor the cut node the others): declared down.
+    let ip = |i: usize| -> std::net::IpAddr { format!("127.0.0.{}", i + 1).parse().unwrap() };
+    proxies[cut].block(true, &[]);
+    for (i, p) in proxies.iter().enumerate() {
+        if i != cut {
+            p.block(false, &[ip(cut)]);
+        }
+    }
+    eventually("the cut node's client leaves presence", || async {
+        !has(leader).await
+    })
+    .await;
+
+    for p in &proxies {
+        p.block(false, &[]);
+    }
+    c.pump(Duration::from_millis(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for i in 0..3 {
+        while !has(i).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} never got the connected client back into presence",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

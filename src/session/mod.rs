@@ -4,6 +4,7 @@
 //! order, answers each through the connection's outbound queue and returns a [`Disconnect`]
 //! when the connection must end. Timers (ping, pong, stale, expiry) live in the writer.
 
+pub mod presence_sync;
 pub mod reactions;
 pub mod subscribe;
 

@@ -13,7 +13,7 @@ use super::subscribe::{server_subscribe, server_unsubscribe};
 use crate::node::Node;
 use crate::protocol::codes;
 use crate::protocol::json::PING;
-use crate::state::{Event, Op, UserAction};
+use crate::state::{Event, UserAction};
 
 /// Makes this module the engine's hook for `node`'s committed events. The hook holds the node
 /// weakly: the engine is owned by the node.
@@ -35,38 +35,11 @@ fn on_event(node: &Arc<Node>, event: &Event) {
     }
 }
 
-/// This node was declared down while alive (e.g. cut off for longer than the lease): record
-/// the presence of its clients again, without join pushes.
+/// This node was declared down while alive (e.g. cut off for longer than the lease): the
+/// presence reconciliation records its clients again at once (`presence_sync`).
 fn reannounce(node: &Arc<Node>) {
-    let mut ops = Vec::new();
-    for conn in node.registry.all() {
-        let st = conn.state.lock();
-        for (channel, sub) in &st.subs {
-            if sub.presence {
-                ops.push(Op::Join {
-                    channel: channel.clone(),
-                    info: st.client_info(channel),
-                    node: node.cfg.node.id,
-                    incarnation: node.incarnation,
-                    presence: true,
-                    join_leave: false,
-                });
-            }
-        }
-    }
-    if ops.is_empty() {
-        return;
-    }
-    tracing::warn!(
-        entries = ops.len(),
-        "this node was declared down while alive: re-announcing its presence"
-    );
-    let node = node.clone();
-    tokio::spawn(async move {
-        if let Err(e) = node.replicator.propose(ops).await {
-            tracing::warn!(error = %e, "presence re-announce not committed");
-        }
-    });
+    tracing::warn!("this node was declared down while alive: re-announcing its presence");
+    node.presence_lost.notify_one();
 }
 
 /// Carries out a committed user action on this node's connections.

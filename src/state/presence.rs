@@ -129,6 +129,18 @@ impl StateMachine {
             .unwrap_or_default()
     }
 
+    /// Every presence entry recorded for clients of `node`: (channel, entry).
+    pub fn presence_of_node(&self, node: u64) -> Vec<(String, PresenceEntry)> {
+        self.presence
+            .iter()
+            .flat_map(|(ch, m)| {
+                m.values()
+                    .filter(|e| e.node == node)
+                    .map(|e| (ch.clone(), e.clone()))
+            })
+            .collect()
+    }
+
     /// Presence counts of a channel.
     pub fn presence_stats(&self, channel: &str) -> PresenceStatsResult {
         let Some(m) = self.presence.get(channel) else {
