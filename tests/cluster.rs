@@ -1220,6 +1220,17 @@ async fn a_join_that_failed_is_retried_until_presence_has_it() {
 /// the next publication arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_on_a_lagging_node_waits_and_recovers_exactly() {
+    recovery_on_a_lagging_node(false).await;
+}
+
+/// The same with the subscription named by the connection token (`channels` claim), recovered
+/// through `connect.subs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_recovery_on_a_lagging_node_waits_and_recovers_exactly() {
+    recovery_on_a_lagging_node(true).await;
+}
+
+async fn recovery_on_a_lagging_node(via_connect: bool) {
     let proxies = Proxy::one_per_node();
     let t = Trio::start_via("", Some(&proxies));
     let leader = t.wait_leader().await;
@@ -1267,14 +1278,23 @@ async fn recovery_on_a_lagging_node_waits_and_recovers_exactly() {
     );
 
     let mut c = Client::open(&t.node(lagging).ws_url()).await;
-    c.connect(&token("reader")).await;
-    let r = c
-        .call(
-            "subscribe",
-            json!({"channel": "chat:lag", "recoverable": true, "recover": true,
-                   "offset": 2, "epoch": epoch}),
-        )
-        .await;
+    let position = json!({"recover": true, "offset": 2, "epoch": epoch});
+    let r = if via_connect {
+        let tok = hs256(json!({"sub": "reader", "channels": ["chat:lag"]}));
+        let r = c
+            .call(
+                "connect",
+                json!({"token": tok, "subs": {"chat:lag": position}}),
+            )
+            .await;
+        json!({"subscribe": r["connect"]["subs"]["chat:lag"].clone()})
+    } else {
+        c.connect(&token("reader")).await;
+        let mut sub = position.clone();
+        sub["channel"] = json!("chat:lag");
+        sub["recoverable"] = json!(true);
+        c.call("subscribe", sub).await
+    };
     assert_eq!(r["subscribe"]["recovered"], true, "{r}");
     assert_eq!(
         r["subscribe"]["publications"]

@@ -674,15 +674,6 @@ async fn server_side_subscriptions_from_token() {
     assert_eq!(c.publication("chat:srv").await["data"], "pushed");
 }
 
-fn hs256(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 /// A connection whose token expires without a refresh is closed with 3005; a subscription
 /// whose token expires with 3006.
 #[tokio::test]

@@ -216,6 +216,14 @@ impl Session {
         for (ch, opts) in &server_subs {
             ops::ensure_stream(&self.node, ch, opts).await?;
         }
+        // One wait covers every channel: it catches up to the leader's commit.
+        for (ch, _) in &server_subs {
+            if let Some(s) = req.subs.get(ch).filter(|s| s.recover)
+                && subscribe::catch_up_to(&self.node, ch, s.offset, &s.epoch).await
+            {
+                break;
+            }
+        }
 
         let cfg = &self.node.cfg;
         let mut result = ConnectResult {

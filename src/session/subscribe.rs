@@ -94,15 +94,30 @@ pub fn subscribe_result(
 
 /// The client's recovery position is in this node's current stream but beyond what it has
 /// applied.
-fn behind(node: &Node, channel: &str, req: &StreamRequest) -> bool {
+fn behind(node: &Node, channel: &str, offset: u64, epoch: &str) -> bool {
     node.engine.read(|sm| {
         sm.position(channel)
-            .is_some_and(|(top, epoch)| epoch == req.epoch && req.offset > top)
+            .is_some_and(|(top, e)| e == epoch && offset > top)
     })
 }
 
-/// Registers `conn` on `channel` and queues the encoded result atomically with respect to
-/// apply, then records presence / announces the join. The caller checked permissions.
+/// When a client recovering `channel` from `offset`/`epoch` saw a publication this node has
+/// not applied yet (it came from a node further ahead, e.g. the old leader), waits, bounded,
+/// until this node has applied what the leader had committed, so recovery is exact instead of
+/// "not recovered". Returns whether it waited.
+pub async fn catch_up_to(node: &Node, channel: &str, offset: u64, epoch: &str) -> bool {
+    if !behind(node, channel, offset, epoch) {
+        return false;
+    }
+    if !node.catch_up().await {
+        tracing::debug!(channel, offset, "recovery: could not catch up in time");
+    }
+    true
+}
+
+/// Subscribes `conn` to `channel`: registers it and queues the encoded result atomically with
+/// respect to apply, then records presence / announces the join. The caller checked
+/// permissions.
 pub async fn subscribe(
     node: &Arc<Node>,
     conn: &Arc<Conn>,
@@ -117,17 +132,8 @@ pub async fn subscribe(
     {
         crate::ops::ensure_stream(node, channel, opts).await?;
     }
-    if req.recover && behind(node, channel, req) {
-        // The client saw a publication this node has not applied yet (it came from a node
-        // further ahead, e.g. the old leader): wait, bounded, until this node has applied what
-        // the leader had committed, so recovery is exact instead of "not recovered".
-        if !node.catch_up().await {
-            tracing::debug!(
-                channel,
-                offset = req.offset,
-                "recovery: could not catch up in time"
-            );
-        }
+    if req.recover {
+        catch_up_to(node, channel, req.offset, &req.epoch).await;
     }
     let join = node.engine.read(|sm| {
         let res = subscribe_result(node, sm, channel, opts, req, &grant);

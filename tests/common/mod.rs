@@ -154,6 +154,16 @@ pub fn token(user: &str) -> String {
     .unwrap()
 }
 
+/// An HS256 token with the test secret and any `claims`.
+pub fn hs256(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 pub fn sub_token(user: &str, channel: &str) -> String {
     mint(
         SECRET,
