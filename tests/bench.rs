@@ -690,9 +690,15 @@ async fn soak_samples_the_server_over_time() {
 /// Runs the `switchyard bench` binary with `words`, stdout and stderr piped (not a
 /// terminal); its output, within a deadline.
 async fn bench_binary(words: &[&str]) -> std::process::Output {
+    bench_binary_env(words, &[]).await
+}
+
+/// [`bench_binary`] with extra environment variables.
+async fn bench_binary_env(words: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("bench")
         .args(words)
+        .envs(envs.iter().copied())
         .output();
     tokio::time::timeout(Duration::from_secs(25), out)
         .await
@@ -700,43 +706,45 @@ async fn bench_binary(words: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The API key and the token secret given on the command line are used (the run connects,
-/// subscribes with minted tokens and publishes through the API) but no output shows them:
-/// the JSON, the HTML page and the table carry the redaction marker instead.
+/// The API key (given in `SY_BENCH_API_KEY`, kept out of `ps`) and the token secret (given on
+/// the command line) are used (the run connects, subscribes with minted tokens and publishes
+/// through the API) but no output shows them: the JSON, the HTML page and the table carry the
+/// redaction marker instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_redact_the_secrets_the_run_used() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
     let api = format!("http://{}", server.addr);
-    let out = bench_binary(&[
-        "fanout",
-        "--subscribers",
-        "2",
-        "--publishers",
-        "1",
-        "--rate",
-        "20",
-        "--duration",
-        "500ms",
-        "--via",
-        "api",
-        "--channel",
-        "chat:redact",
-        "--quiet",
-        "--url",
-        &server.ws_url(),
-        "--api",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--token-secret",
-        SECRET,
-        "--json",
-        json.to_str().unwrap(),
-        "--html",
-        html.to_str().unwrap(),
-    ])
+    let out = bench_binary_env(
+        &[
+            "fanout",
+            "--subscribers",
+            "2",
+            "--publishers",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "500ms",
+            "--via",
+            "api",
+            "--channel",
+            "chat:redact",
+            "--quiet",
+            "--url",
+            &server.ws_url(),
+            "--api",
+            &api,
+            "--token-secret",
+            SECRET,
+            "--json",
+            json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        &[("SY_BENCH_API_KEY", API_KEY)],
+    )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

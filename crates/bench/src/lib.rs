@@ -86,14 +86,17 @@ pub struct Target {
     /// Server API base URLs (`http://host:port`, repeat or comma-separate) for `--via api`.
     #[arg(long = "api", value_delimiter = ',')]
     pub apis: Vec<String>,
-    /// Server API key (`X-API-Key`).
-    #[arg(long)]
+    /// Server API key (`X-API-Key`). Also read from `SY_BENCH_API_KEY`, which other users'
+    /// `ps` cannot show.
+    #[arg(long, env = "SY_BENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// HMAC secret to mint connection tokens in-process (one user per connection).
-    #[arg(long)]
+    /// HMAC secret to mint connection tokens in-process (one user per connection). Also read
+    /// from `SY_BENCH_TOKEN_SECRET`.
+    #[arg(long, env = "SY_BENCH_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
-    /// A ready connection token used by every connection (instead of --token-secret).
-    #[arg(long)]
+    /// A ready connection token used by every connection (instead of --token-secret). Also
+    /// read from `SY_BENCH_TOKEN`.
+    #[arg(long, env = "SY_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Channel name (prefix when several channels are used: `<channel>-<n>`).
     #[arg(long, default_value = "chat:bench")]
