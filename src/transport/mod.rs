@@ -482,29 +482,39 @@ async fn route(
         }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();
-            let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
-            };
-            let replicator = node.replicator.clone();
-            let (status, body) = node
-                .cluster
-                .handle_rpc(
-                    &path,
-                    &body,
-                    |ops| async move { replicator.submit(ops).await },
-                )
-                .await;
-            json(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body,
-            )
+            cluster_call(req, &path, &node).await
         }
         _ => respond(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// A request from another node: its own figures (`survey`), or Raft RPC, a forwarded write
+/// or a membership change (`cluster`).
+async fn cluster_call(req: Request<Incoming>, path: &str, node: &Node) -> Response<Body> {
+    let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
+    };
+    let replicator = node.replicator.clone();
+    let (status, body) = match crate::survey::answer(node, path, &body) {
+        Some(answer) => answer,
+        None => {
+            node.cluster
+                .handle_rpc(
+                    path,
+                    &body,
+                    |ops| async move { replicator.submit(ops).await },
+                )
+                .await
+        }
+    };
+    json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
 }
 
 /// `POST /api/<method>`: key check before the body is read, then a size-limited body.
