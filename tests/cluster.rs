@@ -1509,8 +1509,9 @@ async fn presence_lost_to_a_partition_is_restored_when_it_heals() {
 /// `info` and `channels` through any node answer for the whole cluster, with Centrifugo's
 /// semantics: one `info` entry per node with that node's own connections, and the union of
 /// every node's channels with `num_clients` summed over the nodes (`pattern` applied on each).
-/// With a node killed, nothing is silently dropped: `info` lists it as unreachable and
-/// `channels` names it under `unanswered`.
+/// `/cluster/status` shows every member reachable with its figures and the cluster's totals.
+/// With a node killed, nothing is silently dropped: `info` lists it as unreachable,
+/// `channels` names it under `unanswered`, `/cluster/status` marks it unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_and_channels_answer_for_the_whole_cluster() {
     let mut t = Trio::start();
@@ -1572,6 +1573,20 @@ async fn info_and_channels_answer_for_the_whole_cluster() {
     let two = api(2, "channels", json!({"pattern": "chat:t*"})).await;
     assert_eq!(two, json!({"channels": {"chat:two": {"num_clients": 2}}}));
 
+    // The status page's JSON (the others' figures are renewed in the background while it is
+    // polled): every member reachable, the cluster's totals.
+    eventually("node 3's status counts every node's clients", || async {
+        t.status(2).await["totals"]["num_clients"] == 6
+    })
+    .await;
+    let st = t.status(2).await;
+    assert_eq!(st["quorum"], true, "{st}");
+    assert_eq!(st["totals"]["reachable"], 3, "{st}");
+    for n in st["nodes"].as_array().unwrap() {
+        assert_eq!(n["reachable"], true, "{st}");
+    }
+    assert_eq!(st["figures"]["2"]["num_clients"], 2, "{st}");
+
     t.kill(2);
     let info = api(0, "info", json!({})).await;
     let nodes = info["nodes"].as_array().expect("nodes").clone();
@@ -1593,5 +1608,56 @@ async fn info_and_channels_answer_for_the_whole_cluster() {
     assert_eq!(channels["unanswered"][0]["uid"], "3", "{channels}");
     assert_eq!(channels["unanswered"][0]["unreachable"], true, "{channels}");
 
+    eventually("node 1 sees node 3 unreachable", || async {
+        let st = t.status(0).await;
+        let n3 = st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == 3)
+            .cloned();
+        n3.is_some_and(|n| n["reachable"] == false) && st["totals"]["reachable"] == 2
+    })
+    .await;
     drop(clients);
+}
+
+/// The status page of the node left alone when two of three die, in chromium: before, every
+/// member is reachable and there is no banner; after, both dead nodes are shown unreachable
+/// (and as plain voters, not followers), the no-quorum banner is up, and the cluster totals
+/// count only the survivor. The screenshot is kept as
+/// target/test-artifacts/status-page-outage.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_an_outage() {
+    let mut t = Trio::start();
+    t.wait_leader().await;
+    let mut client = Client::open(&t.node(2).ws_url()).await;
+    client.connect(&token("watcher")).await;
+    let url = format!("http://{}/", t.node(2).admin_addr);
+    let healthy = artifact("status-page-cluster.png");
+    let expect = json!({"self": 3, "reachable": [1, 2], "unreachable": [], "quorum": true,
+        "reachableText": "3 of 3", "connections": "1"});
+    status_page_check(
+        "cluster.mjs",
+        &[
+            url.clone(),
+            healthy.display().to_string(),
+            expect.to_string(),
+        ],
+    );
+    assert_png(&healthy);
+
+    t.kill(0);
+    t.kill(1);
+    let shot = artifact("status-page-outage.png");
+    let expect = json!({"self": 3, "reachable": [], "unreachable": [1, 2], "quorum": false,
+        "reachableText": "1 of 3", "connections": "1"});
+    status_page_check(
+        "cluster.mjs",
+        &[url, shot.display().to_string(), expect.to_string()],
+    );
+    assert_png(&shot);
+    let st = t.status(2).await;
+    assert_eq!(st["quorum"], false, "{st}");
+    drop(client);
 }

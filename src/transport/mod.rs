@@ -458,10 +458,9 @@ async fn route(
                 "metrics recorder not installed",
             ),
         },
-        (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => json(
-            StatusCode::OK,
-            serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
-        ),
+        (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => {
+            json(StatusCode::OK, crate::admin::cluster_status(&node).await)
+        }
         (Listener::Admin, &Method::POST, p) if p.starts_with("/cluster/") => {
             if !admin_authorized(&req, &node) {
                 return json(StatusCode::UNAUTHORIZED, crate::admin::UNAUTHORIZED);
