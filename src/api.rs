@@ -2,8 +2,9 @@
 //! history, and act on users' connections.
 //!
 //! Responses: HTTP 200 with `{"result":{…}}` or `{"error":{"code":N,"message":"…"}}`; an
-//! undecodable body is HTTP 400, an unknown method HTTP 404, a bad key HTTP 401 (the transport
-//! checks it with [`authorized`] before reading the body).
+//! undecodable body is HTTP 400, an unknown method HTTP 404, a bad key HTTP 401 with a body
+//! that names the key to send ([`unauthorized`]; the transport checks the key with
+//! [`authorized`] before reading the body).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,17 @@ use crate::survey::{self, ChannelsQuery, NodeInfo, Seen};
 /// Whether `key` is the configured API key (constant-time); an empty config key allows none.
 pub fn authorized(node: &Node, key: Option<&str>) -> bool {
     key_matches(key, &node.cfg.auth.api_key)
+}
+
+/// The body of a 401: which key the API wants and how to send it, or that none is set on this
+/// node (the API is then off). A backend's developer meets it while wiring the key up, and
+/// the key is the operator's to set; nothing here tells more than that.
+pub fn unauthorized(node: &Node) -> &'static str {
+    if node.cfg.auth.api_key.is_empty() {
+        r#"{"error":"unauthorized: auth.api_key is not set on this node, so the server API refuses every request; set it in the config (or SWITCHYARD_AUTH__API_KEY) and send it as the X-API-Key header (or Authorization: apikey KEY)"}"#
+    } else {
+        r#"{"error":"unauthorized: the server API needs the node's auth.api_key, sent as the X-API-Key header (or Authorization: apikey KEY)"}"#
+    }
 }
 
 /// Whether `key` equals `want` (constant-time); an empty `want` matches nothing.

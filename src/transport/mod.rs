@@ -536,7 +536,7 @@ fn request_key(req: &Request<Incoming>) -> Option<String> {
 async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response<Body> {
     let key = request_key(&req);
     if !api::authorized(node, key.as_deref()) {
-        return respond(StatusCode::UNAUTHORIZED, "");
+        return json(StatusCode::UNAUTHORIZED, api::unauthorized(node));
     }
     let limited = http_body_util::Limited::new(req.into_body(), node.cfg.api.max_body_size);
     let body = match limited.collect().await {
