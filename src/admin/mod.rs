@@ -69,7 +69,9 @@ pub async fn cluster_status(node: &Node) -> Vec<u8> {
         members: raft.nodes.len(),
         ..Totals::default()
     };
-    for s in seen {
+    // Answers from the last asking may include a node removed since: members only.
+    let members: Vec<u64> = raft.nodes.iter().map(|n| n.id).collect();
+    for s in seen.into_iter().filter(|s| members.contains(&s.id)) {
         raft.mark(s.id, s.reachable, s.answer.as_ref().err().cloned());
         totals.reachable += usize::from(s.reachable);
         if let Ok(info) = s.answer {
