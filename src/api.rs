@@ -2,8 +2,9 @@
 //! history, and act on users' connections.
 //!
 //! Responses: HTTP 200 with `{"result":{…}}` or `{"error":{"code":N,"message":"…"}}`; an
-//! undecodable body is HTTP 400, an unknown method HTTP 404, a bad key HTTP 401 (the transport
-//! checks it with [`authorized`] before reading the body).
+//! undecodable body is HTTP 400, an unknown method HTTP 404, a bad key HTTP 401 with a body
+//! that names the key to send ([`unauthorized`]; the transport checks the key with
+//! [`authorized`] before reading the body).
 
 use std::collections::BTreeMap;
 
@@ -15,12 +16,23 @@ use crate::node::Node;
 use crate::ops;
 use crate::protocol::types::{Raw, StreamPosition};
 use crate::protocol::{ErrorCode, codes};
-use crate::session::{VERSION, channel_counts};
 use crate::state::{Op, OpResult, UserAction};
+use crate::survey::{self, ChannelsQuery, NodeInfo, Seen};
 
 /// Whether `key` is the configured API key (constant-time); an empty config key allows none.
 pub fn authorized(node: &Node, key: Option<&str>) -> bool {
     key_matches(key, &node.cfg.auth.api_key)
+}
+
+/// The body of a 401: which key the API wants and how to send it, or that none is set on this
+/// node (the API is then off). A backend's developer meets it while wiring the key up, and
+/// the key is the operator's to set; nothing here tells more than that.
+pub fn unauthorized(node: &Node) -> &'static str {
+    if node.cfg.auth.api_key.is_empty() {
+        r#"{"error":"unauthorized: auth.api_key is not set on this node, so the server API refuses every request; set it in the config (or SWITCHYARD_AUTH__API_KEY) and send it as the X-API-Key header (or Authorization: apikey KEY)"}"#
+    } else {
+        r#"{"error":"unauthorized: the server API needs the node's auth.api_key, sent as the X-API-Key header (or Authorization: apikey KEY)"}"#
+    }
 }
 
 /// Whether `key` equals `want` (constant-time); an empty `want` matches nothing.
@@ -127,26 +139,15 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Out {
                 .map_err(|_| codes::INTERNAL)?;
             Ok(json!({}))
         }
-        "channels" => {
-            let r: ChannelsReq = parse(body)?;
-            let mut out = Map::new();
-            for (ch, n) in channel_counts(node) {
-                if r.pattern.as_deref().is_none_or(|p| glob_match(p, &ch)) {
-                    out.insert(ch, json!({ "num_clients": n }));
-                }
-            }
-            Ok(json!({ "channels": out }))
+        "channels" => channels(node, parse(body)?).await,
+        "info" => {
+            let nodes: Vec<Value> = survey::infos(node)
+                .await
+                .into_iter()
+                .map(info_entry)
+                .collect();
+            Ok(json!({ "nodes": nodes }))
         }
-        "info" => Ok(json!({ "nodes": [{
-            "uid": node.cfg.node.id.to_string(),
-            "name": node.cfg.node_name(),
-            "version": VERSION,
-            "num_clients": node.registry.num_clients(),
-            "num_users": node.registry.num_users(),
-            "num_channels": node.engine.hub.channels().len(),
-            "num_subs": node.engine.hub.num_subscriptions(),
-            "uptime": node.started.elapsed().as_secs(),
-        }]})),
         _ => Err(Fail::NoMethod),
     }
 }
@@ -225,12 +226,6 @@ struct HistoryReq {
     since: Option<StreamPosition>,
     #[serde(default)]
     reverse: bool,
-}
-
-#[derive(Deserialize, Default)]
-struct ChannelsReq {
-    #[serde(default)]
-    pattern: Option<String>,
 }
 
 fn position(offset: u64, epoch: String) -> Value {
@@ -394,6 +389,43 @@ async fn refresh(node: &Node, r: RefreshReq) -> Out {
     .await
 }
 
+/// `channels`: the union of every node's channels, `num_clients` summed over the nodes (as
+/// Centrifugo). Members that did not answer are listed under `unanswered`: the union lacks
+/// their subscribers.
+async fn channels(node: &Node, q: ChannelsQuery) -> Out {
+    let (union, missing) = survey::channels(node, &q).await;
+    let channels: Map<String, Value> = union
+        .into_iter()
+        .map(|(ch, n)| (ch, json!({ "num_clients": n })))
+        .collect();
+    let mut out = json!({ "channels": channels });
+    if !missing.is_empty() {
+        out["unanswered"] = missing
+            .into_iter()
+            .map(|s| unanswered(s.id, s.reachable, s.answer.err().unwrap_or_default()))
+            .collect();
+    }
+    Ok(out)
+}
+
+/// An `info` entry: the node's own figures, or why it gave none.
+fn info_entry(s: Seen<NodeInfo>) -> Value {
+    match s.answer {
+        Ok(info) => to_value(&info),
+        Err(why) => unanswered(s.id, s.reachable, why),
+    }
+}
+
+/// A member that gave no answer: its id, why, and `unreachable` when it was not reached at
+/// all (rather than answering with an error).
+fn unanswered(id: u64, reachable: bool, why: String) -> Value {
+    let mut v = json!({ "uid": id.to_string(), "error": why });
+    if !reachable {
+        v["unreachable"] = json!(true);
+    }
+    v
+}
+
 /// `batch`: the commands in order. Consecutive `publish` commands are committed together as
 /// one proposal (one log entry, their order kept); any other command first waits for the
 /// publishes before it, so a read sees them.
@@ -475,30 +507,6 @@ async fn commit_run(node: &Node, run: &mut Vec<(usize, Op)>, replies: &mut [Valu
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_match(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(sp) = star {
-            pi = sp + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,15 +517,5 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
-    }
-
-    #[test]
-    fn glob() {
-        assert!(glob_match("chat:*", "chat:room"));
-        assert!(glob_match("*", "x"));
-        assert!(glob_match("a*c*e", "abcde"));
-        assert!(!glob_match("chat:*", "news"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
     }
 }

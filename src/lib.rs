@@ -7,7 +7,8 @@
 //! - [`api`] — the server HTTP API; [`admin`] — the status page, its JSON, `/metrics`.
 //! - [`session`] — one client: connect/auth, command dispatch, subscriptions; reactions to
 //!   committed events (the engine's hook).
-//! - [`ops`] — publish/history/presence shared by `session` and `api`.
+//! - [`ops`] — publish/history/presence shared by `session` and `api`; [`survey`] — cluster-wide
+//!   figures (every node's `info`, the union of channels), asked of every member at once.
 //! - [`node`] — the context handlers share.
 //! - [`cluster`] — openraft: writes and forwarding, Raft RPC, membership, liveness, status.
 //! - [`store`] — openraft storage on sled and the Raft type config.
@@ -41,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod survey;
 pub mod sys;
 pub mod tls;
 pub mod transport;

@@ -16,12 +16,7 @@ use switchyard::server::Server;
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The version with the commit it was built from.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("SY_BUILD_COMMIT"),
-    ")"
-);
+const VERSION: &str = switchyard::sys::VERSION;
 
 #[derive(Parser)]
 #[command(

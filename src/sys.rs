@@ -3,12 +3,22 @@
 //! `$NOTIFY_SOCKET`), the watchdog settings systemd passes in `$WATCHDOG_USEC` /
 //! `$WATCHDOG_PID`, and the open-file limit (one descriptor per client connection). Nothing
 //! here fails a node that runs without systemd: with no `$NOTIFY_SOCKET` every send is a no-op.
+//! Also the build's identity, [`VERSION`].
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The version with the commit it was built from (`build.rs`): what `switchyard --version`
+/// prints, and each node reports in `info` and on its status page.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SY_BUILD_COMMIT"),
+    ")"
+);
 
 /// Where `$NOTIFY_SOCKET` says the service manager listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,16 +7,22 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// Wrong or missing key → 401 with an empty body; both header forms work; bad body → 400;
-/// unknown method → 404; oversized body → 413.
+/// Wrong or missing key → 401 whose body names the config key to set (`auth.api_key`) and
+/// the header to send it in; both header forms work; bad body → 400; unknown method → 404;
+/// oversized body → 413.
 #[tokio::test]
 async fn api_key_and_body_errors() {
     let s = TestServer::start().await;
     let body = json!({"channel": "news", "data": 1}).to_string();
-    let (st, b) = api_call(s.addr, "publish", None, &body).await;
-    assert_eq!((st, b), (401, Value::Null));
-    let (st, b) = api_call(s.addr, "publish", Some("wrong"), &body).await;
-    assert_eq!((st, b), (401, Value::Null));
+    for key in [None, Some("wrong")] {
+        let (st, b) = api_call(s.addr, "publish", key, &body).await;
+        assert_eq!(st, 401, "{b}");
+        let why = b["error"].as_str().expect("an error message");
+        assert!(
+            why.contains("auth.api_key") && why.contains("X-API-Key"),
+            "{why}"
+        );
+    }
     let (st, _) = api_call(s.addr, "publish", Some(API_KEY), "{not json").await;
     assert_eq!(st, 400);
     let (st, _) = api_call(s.addr, "publish", Some(API_KEY), r#"{"channel": 5}"#).await;
@@ -43,15 +49,17 @@ async fn api_key_and_body_errors() {
     assert_eq!(st, 413);
 }
 
-/// An empty configured key disables the API.
+/// An empty configured key disables the API, and the 401 says so.
 #[tokio::test]
 async fn empty_api_key_refuses_everything() {
     let s = TestServer::start_toml(
         &base_toml().replace(&format!("api_key = \"{API_KEY}\""), "api_key = \"\""),
     )
     .await;
-    let (st, _) = api_call(s.addr, "info", Some(""), "{}").await;
+    let (st, b) = api_call(s.addr, "info", Some(""), "{}").await;
     assert_eq!(st, 401);
+    let why = b["error"].as_str().expect("an error message");
+    assert!(why.contains("auth.api_key is not set"), "{why}");
 }
 
 /// publish returns offset and epoch; errors come as 200 with an error object.

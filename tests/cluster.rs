@@ -1505,3 +1505,159 @@ async fn presence_lost_to_a_partition_is_restored_when_it_heals() {
         }
     }
 }
+
+/// `info` and `channels` through any node answer for the whole cluster, with Centrifugo's
+/// semantics: one `info` entry per node with that node's own connections, and the union of
+/// every node's channels with `num_clients` summed over the nodes (`pattern` applied on each).
+/// `/cluster/status` shows every member reachable with its figures and the cluster's totals.
+/// With a node killed, nothing is silently dropped: `info` lists it as unreachable,
+/// `channels` names it under `unanswered`, `/cluster/status` marks it unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_and_channels_answer_for_the_whole_cluster() {
+    let mut t = Trio::start();
+    t.wait_leader().await;
+    // Node 1: one client on chat:all. Node 2: two clients on chat:two, one of them also on
+    // chat:all. Node 3: three clients, one on chat:all.
+    let layout: [&[&[&str]]; 3] = [
+        &[&["chat:all"]],
+        &[&["chat:all", "chat:two"], &["chat:two"]],
+        &[&["chat:all"], &[], &[]],
+    ];
+    let mut clients = vec![];
+    for (i, node) in layout.iter().enumerate() {
+        for (k, chans) in node.iter().enumerate() {
+            let mut c = Client::open(&t.node(i).ws_url()).await;
+            c.connect(&token(&format!("u{i}-{k}"))).await;
+            for ch in *chans {
+                c.subscribe(ch).await;
+            }
+            clients.push(c);
+        }
+    }
+    let addrs: Vec<_> = (0..3).map(|i| t.node(i).client_addr).collect();
+    let api = |i: usize, method: &'static str, body: serde_json::Value| {
+        let addr = addrs[i];
+        async move {
+            let (st, b) = api_call(addr, method, Some(API_KEY), &body.to_string()).await;
+            assert_eq!(st, 200, "{b}");
+            b["result"].clone()
+        }
+    };
+
+    let info = api(0, "info", json!({})).await;
+    let nodes = info["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3, "{info}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["uid"], (i + 1).to_string(), "{info}");
+        assert_eq!(n["name"], format!("node-{}", i + 1), "{info}");
+        assert_eq!(n["num_clients"], layout[i].len(), "{info}");
+        assert_eq!(n["num_users"], layout[i].len(), "{info}");
+        assert!(
+            n["version"].as_str().unwrap().contains("(commit "),
+            "{info}"
+        );
+        assert!(n.get("unreachable").is_none(), "{info}");
+    }
+    assert_eq!(nodes[1]["num_subs"], 3, "{info}");
+    assert_eq!(nodes[1]["num_channels"], 2, "{info}");
+
+    let channels = api(1, "channels", json!({})).await;
+    assert_eq!(
+        channels,
+        json!({"channels": {
+            "chat:all": {"num_clients": 3},
+            "chat:two": {"num_clients": 2},
+        }}),
+        "union over the nodes, counts summed"
+    );
+    let two = api(2, "channels", json!({"pattern": "chat:t*"})).await;
+    assert_eq!(two, json!({"channels": {"chat:two": {"num_clients": 2}}}));
+
+    // The status page's JSON (the others' figures are renewed in the background while it is
+    // polled): every member reachable, the cluster's totals.
+    eventually("node 3's status counts every node's clients", || async {
+        t.status(2).await["totals"]["num_clients"] == 6
+    })
+    .await;
+    let st = t.status(2).await;
+    assert_eq!(st["quorum"], true, "{st}");
+    assert_eq!(st["totals"]["reachable"], 3, "{st}");
+    for n in st["nodes"].as_array().unwrap() {
+        assert_eq!(n["reachable"], true, "{st}");
+    }
+    assert_eq!(st["figures"]["2"]["num_clients"], 2, "{st}");
+
+    t.kill(2);
+    let info = api(0, "info", json!({})).await;
+    let nodes = info["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3, "a dead node is listed: {info}");
+    assert_eq!(nodes[2]["uid"], "3", "{info}");
+    assert_eq!(nodes[2]["unreachable"], true, "{info}");
+    assert!(nodes[2]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(nodes[1]["num_clients"], 2, "{info}");
+
+    let channels = api(0, "channels", json!({})).await;
+    assert_eq!(
+        channels["channels"]["chat:all"]["num_clients"], 2,
+        "{channels}"
+    );
+    assert_eq!(
+        channels["channels"]["chat:two"]["num_clients"], 2,
+        "{channels}"
+    );
+    assert_eq!(channels["unanswered"][0]["uid"], "3", "{channels}");
+    assert_eq!(channels["unanswered"][0]["unreachable"], true, "{channels}");
+
+    eventually("node 1 sees node 3 unreachable", || async {
+        let st = t.status(0).await;
+        let n3 = st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == 3)
+            .cloned();
+        n3.is_some_and(|n| n["reachable"] == false) && st["totals"]["reachable"] == 2
+    })
+    .await;
+    drop(clients);
+}
+
+/// The status page of the node left alone when two of three die, in chromium: before, every
+/// member is reachable and there is no banner; after, both dead nodes are shown unreachable
+/// (and as plain voters, not followers), the no-quorum banner is up, and the cluster totals
+/// count only the survivor. The screenshot is kept as
+/// target/test-artifacts/status-page-outage.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_an_outage() {
+    let mut t = Trio::start();
+    t.wait_leader().await;
+    let mut client = Client::open(&t.node(2).ws_url()).await;
+    client.connect(&token("watcher")).await;
+    let url = format!("http://{}/", t.node(2).admin_addr);
+    let healthy = artifact("status-page-cluster.png");
+    let expect = json!({"self": 3, "reachable": [1, 2], "unreachable": [], "quorum": true,
+        "reachableText": "3 of 3", "connections": "1"});
+    status_page_check(
+        "cluster.mjs",
+        &[
+            url.clone(),
+            healthy.display().to_string(),
+            expect.to_string(),
+        ],
+    );
+    assert_png(&healthy);
+
+    t.kill(0);
+    t.kill(1);
+    let shot = artifact("status-page-outage.png");
+    let expect = json!({"self": 3, "reachable": [], "unreachable": [1, 2], "quorum": false,
+        "reachableText": "1 of 3", "connections": "1"});
+    status_page_check(
+        "cluster.mjs",
+        &[url, shot.display().to_string(), expect.to_string()],
+    );
+    assert_png(&shot);
+    let st = t.status(2).await;
+    assert_eq!(st["quorum"], false, "{st}");
+    drop(client);
+}

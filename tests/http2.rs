@@ -82,11 +82,16 @@ async fn h2_head_and_body_bounds() {
         .await
         .expect("a 413 answer");
     assert_eq!(st, 413, "an oversized body is refused");
-    // Unauthenticated: refused before the body is read.
-    let (st, _) = h2_post(&mut h2.send, "/api/info", None, &[], "{}")
+    // Unauthenticated: refused before the body is read, with the key to set named.
+    let (st, b) = h2_post(&mut h2.send, "/api/info", None, &[], "{}")
         .await
         .unwrap();
     assert_eq!(st, 401);
+    assert!(
+        String::from_utf8_lossy(&b).contains("auth.api_key"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
     let r = h2_api(
         &mut h2.send,
         "publish",

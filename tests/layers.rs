@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["cluster"],
     &["node"],
-    &["ops"],
+    &["ops", "survey"],
     &["session"],
     &["api", "admin"],
     &["transport"],

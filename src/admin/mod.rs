@@ -1,14 +1,19 @@
 //! The status page on the admin listener: one HTML file with its script, compiled into the
-//! binary (no build step), plus the two small JSON endpoints it needs beside `/metrics` and
-//! `/cluster/status`. Bytes in, status and bytes out, like `api`.
+//! binary (no build step), `/cluster/status` (what this node sees of the cluster) and the two
+//! small JSON endpoints the page needs beside it and `/metrics`. Bytes in, status and bytes
+//! out, like `api`.
+
+use std::collections::BTreeMap;
 
 use metrics::gauge;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::cluster::ClusterStatus;
 use crate::metrics::*;
 use crate::node::Node;
+use crate::survey::{self, NodeInfo};
 
 /// The page.
 pub const STATUS_HTML: &str = include_str!("status.html");
@@ -16,6 +21,77 @@ pub const STATUS_HTML: &str = include_str!("status.html");
 /// The body of a 401 from an admin endpoint: which key it wants and how to send it (an
 /// operator meets it through `switchyard cluster` or curl, and the key is theirs to set).
 pub const UNAUTHORIZED: &str = r#"{"error":"unauthorized: this endpoint needs the node's admin.api_key, sent as the X-API-Key header (or Authorization: apikey KEY)"}"#;
+
+/// `GET /cluster/status`: this node's Raft view, each member's reachability and figures as
+/// this node sees them, its version and uptime, and the cluster's totals.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// This node's Raft view, each member marked reachable or not.
+    #[serde(flatten)]
+    pub raft: ClusterStatus,
+    /// This node's version and commit.
+    pub version: &'static str,
+    /// Seconds since this node started.
+    pub uptime: u64,
+    /// The figures of each member that answered, by node id.
+    pub figures: BTreeMap<String, NodeInfo>,
+    /// How old the other members' reachability and figures are, in ms (they are asked in
+    /// the background, so that this answer never waits for a member that does not answer).
+    pub asked_ms_ago: u64,
+    /// Sums over the members that answered.
+    pub totals: Totals,
+}
+
+/// Cluster-wide sums (over the members that answered).
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    /// Members of the cluster.
+    pub members: usize,
+    /// Members this node reached (itself included).
+    pub reachable: usize,
+    /// Members whose figures are in these sums.
+    pub answered: usize,
+    /// Client connections.
+    pub num_clients: u64,
+    /// Users connected, counted per node (a user on two nodes counts twice).
+    pub num_users: u64,
+    /// Subscriptions.
+    pub num_subs: u64,
+}
+
+/// Builds the [`StatusView`] from the last time every other member was asked for its figures
+/// (which is also how their reachability is found): waits for them only on the first call.
+pub async fn cluster_status(node: &Node) -> Vec<u8> {
+    let (seen, age) = survey::recent_infos(node).await;
+    let mut raft = node.cluster.status();
+    let mut figures = BTreeMap::new();
+    let mut totals = Totals {
+        members: raft.nodes.len(),
+        ..Totals::default()
+    };
+    // Answers from the last asking may include a node removed since: members only.
+    let members: Vec<u64> = raft.nodes.iter().map(|n| n.id).collect();
+    for s in seen.into_iter().filter(|s| members.contains(&s.id)) {
+        raft.mark(s.id, s.reachable, s.answer.as_ref().err().cloned());
+        totals.reachable += usize::from(s.reachable);
+        if let Ok(info) = s.answer {
+            totals.answered += 1;
+            totals.num_clients += info.num_clients;
+            totals.num_users += info.num_users;
+            totals.num_subs += info.num_subs;
+            figures.insert(s.id.to_string(), info);
+        }
+    }
+    let view = StatusView {
+        raft,
+        version: crate::sys::VERSION,
+        uptime: node.started.elapsed().as_secs(),
+        figures,
+        asked_ms_ago: age.as_millis() as u64,
+        totals,
+    };
+    serde_json::to_vec(&view).expect("json")
+}
 
 /// Channels shown in the top list.
 const TOP: usize = 20;

@@ -8,6 +8,7 @@
 //! - `membership`: operators' membership changes, forwarded to the leader;
 //! - `liveness`: the leader's pings, declaring unreachable nodes down;
 //! - `status`: readiness and the typed status operators and metrics read;
+//! - `query`: questions to every other member at once (cluster-wide figures);
 //! - `step_down`: handing leadership over before a leader stops;
 //! - `election`: when a follower campaigns (sooner than openraft's own timer).
 //!
@@ -20,6 +21,7 @@ mod liveness;
 mod membership;
 pub mod network;
 mod peer_health;
+mod query;
 mod ready;
 mod rpc;
 mod status;
@@ -27,6 +29,7 @@ mod step_down;
 mod write;
 
 pub use peer_health::QuietTransientErrors;
+pub use query::{MemberReply, Reply};
 pub use status::{ClusterStatus, NodeStatus, READY_LAG};
 
 /// Log targets kept out of the default filter: openraft logs its whole state (up to ~2,300
@@ -79,6 +82,8 @@ pub struct Cluster {
     ready: ready::Readiness,
     /// Leader-side wall clock, never going backwards across batches.
     last_time: Mutex<u64>,
+    /// Clients for questions to other members (`query`).
+    askers: query::Askers,
 }
 
 impl Cluster {
@@ -173,6 +178,7 @@ impl Cluster {
                 c.election_timeout_max,
             ),
             last_time: Mutex::new(0),
+            askers: Default::default(),
         }))
     }
 

@@ -50,11 +50,15 @@ impl Readiness {
 
     /// A leader confirmed recently and this node has applied what it had committed then.
     pub(super) fn holds(&self) -> bool {
-        let fresh = self
-            .confirmed
+        self.confirmed_recently() && self.synced.load(Ordering::Acquire)
+    }
+
+    /// A leader confirmed its leadership with a quorum within the election timeout (as this
+    /// node last saw): the cluster has a working majority.
+    pub(super) fn confirmed_recently(&self) -> bool {
+        self.confirmed
             .lock()
-            .is_some_and(|t| t.elapsed() <= self.fresh);
-        fresh && self.synced.load(Ordering::Acquire)
+            .is_some_and(|t| t.elapsed() <= self.fresh)
     }
 
     /// Waits for the next probe.

@@ -21,6 +21,13 @@ pub struct NodeStatus {
     pub addr: String,
     /// A voter (not a learner).
     pub voter: bool,
+    /// Whether this node reached it when it last asked (itself: always); absent when the
+    /// status was made without asking (the metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// Why it gave no answer, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What this node knows of the cluster (`GET /cluster/status`).
@@ -46,12 +53,25 @@ pub struct ClusterStatus {
     pub follower_lag: BTreeMap<String, Option<u64>>,
     /// The store's size on disk.
     pub store_bytes: u64,
+    /// A leader confirmed its leadership with a quorum within the election timeout, as this
+    /// node last saw: false means no majority is at work (nothing can commit).
+    #[serde(default)]
+    pub quorum: bool,
 }
 
 impl ClusterStatus {
     /// This node leads.
     pub fn is_leader(&self) -> bool {
         self.leader == Some(self.id)
+    }
+
+    /// Records what this node found when it asked member `id` just now: whether it reached
+    /// it and, when it got no answer, why.
+    pub fn mark(&mut self, id: NodeId, reachable: bool, error: Option<String>) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.id == id) {
+            n.reachable = Some(reachable);
+            n.error = error;
+        }
     }
 }
 
@@ -93,6 +113,8 @@ impl Cluster {
                 id: *id,
                 addr: n.addr.clone(),
                 voter: membership.voter_ids().any(|v| v == *id),
+                reachable: None,
+                error: None,
             })
             .collect();
         let last = m.last_log_index.unwrap_or(0);
@@ -119,6 +141,7 @@ impl Cluster {
             nodes,
             follower_lag,
             store_bytes: self.store.size_on_disk(),
+            quorum: self.ready.confirmed_recently(),
         }
     }
 }

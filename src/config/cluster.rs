@@ -88,6 +88,11 @@ pub struct ClusterConfig {
     /// clients is cleared (leave pushes go out).
     #[serde(with = "duration_str")]
     pub presence_lease: Duration,
+    /// How long a node waits for the other members' own figures (the API's cluster-wide
+    /// `info` and `channels`, `/cluster/status`, the status page); a member that has not
+    /// answered by then is reported as unreachable.
+    #[serde(with = "duration_str")]
+    pub query_timeout: Duration,
     /// PEM CA certificate(s) of the cluster. With `tls_cert` and `tls_key`, cluster traffic is
     /// mutual TLS: a peer must present a certificate signed by this CA to append, vote or
     /// forward, and peers' server certificates must name the address they are dialled at.
@@ -115,6 +120,7 @@ impl Default for ClusterConfig {
             raft_threads: 1,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(1),
             tls_ca: None,
             tls_cert: None,
             tls_key: None,

@@ -77,6 +77,9 @@ impl Config {
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
+        if c.query_timeout.is_zero() {
+            return bad("cluster.query_timeout must be > 0".into());
+        }
         if !c.peers.is_empty() {
             let ids: BTreeSet<u64> = c.peers.iter().map(|p| p.id).collect();
             if ids.len() != c.peers.len() || ids.contains(&0) {

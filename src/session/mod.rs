@@ -8,7 +8,6 @@ pub mod presence_sync;
 pub mod reactions;
 pub mod subscribe;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -545,9 +544,4 @@ impl Session {
             propose_leaves(&self.node, &self.conn, leaves).await;
         }
     }
-}
-
-/// Used by the API to describe what exists: channel → local subscriber count.
-pub fn channel_counts(node: &Node) -> BTreeMap<String, usize> {
-    node.engine.hub.channels().into_iter().collect()
 }

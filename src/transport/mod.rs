@@ -458,10 +458,9 @@ async fn route(
                 "metrics recorder not installed",
             ),
         },
-        (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => json(
-            StatusCode::OK,
-            serde_json::to_vec(&node.cluster.status()).unwrap_or_default(),
-        ),
+        (Listener::Admin, &Method::GET | &Method::POST, "/cluster/status") => {
+            json(StatusCode::OK, crate::admin::cluster_status(&node).await)
+        }
         (Listener::Admin, &Method::POST, p) if p.starts_with("/cluster/") => {
             if !admin_authorized(&req, &node) {
                 return json(StatusCode::UNAUTHORIZED, crate::admin::UNAUTHORIZED);
@@ -482,29 +481,39 @@ async fn route(
         }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();
-            let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
-            };
-            let replicator = node.replicator.clone();
-            let (status, body) = node
-                .cluster
-                .handle_rpc(
-                    &path,
-                    &body,
-                    |ops| async move { replicator.submit(ops).await },
-                )
-                .await;
-            json(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body,
-            )
+            cluster_call(req, &path, &node).await
         }
         _ => respond(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// A request from another node: its own figures (`survey`), or Raft RPC, a forwarded write
+/// or a membership change (`cluster`).
+async fn cluster_call(req: Request<Incoming>, path: &str, node: &Node) -> Response<Body> {
+    let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, ""),
+    };
+    let replicator = node.replicator.clone();
+    let (status, body) = match crate::survey::answer(node, path, &body) {
+        Some(answer) => answer,
+        None => {
+            node.cluster
+                .handle_rpc(
+                    path,
+                    &body,
+                    |ops| async move { replicator.submit(ops).await },
+                )
+                .await
+        }
+    };
+    json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
 }
 
 /// `POST /api/<method>`: key check before the body is read, then a size-limited body.
@@ -527,7 +536,7 @@ fn request_key(req: &Request<Incoming>) -> Option<String> {
 async fn api_call(req: Request<Incoming>, method: &str, node: &Node) -> Response<Body> {
     let key = request_key(&req);
     if !api::authorized(node, key.as_deref()) {
-        return respond(StatusCode::UNAUTHORIZED, "");
+        return json(StatusCode::UNAUTHORIZED, api::unauthorized(node));
     }
     let limited = http_body_util::Limited::new(req.into_body(), node.cfg.api.max_body_size);
     let body = match limited.collect().await {

@@ -846,3 +846,47 @@ pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
 }
+
+/// `target/test-artifacts/<name>`, kept after the test; the directory is made and an old file
+/// of that name removed.
+pub fn artifact(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Runs `tests/status-page/<script>` (Node.js, driving Debian's chromium headless through
+/// playwright-core) with `args`; panics with its output unless it exits 0. Checks first that
+/// playwright-core and chromium are there (scripts/test.sh installs both).
+pub fn status_page_check(script: &str, args: &[String]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/status-page");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run scripts/test.sh"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "chromium is not installed (apt-get install chromium; scripts/test.sh does it as root)"
+    );
+    let out = std::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "status page check {script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts that `path` holds a PNG image (a screenshot).
+pub fn assert_png(path: &std::path::Path) {
+    let png = std::fs::read(path).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", path.display());
+}
