@@ -13,8 +13,9 @@
 //! In CI it runs briefly (3 faults, debug build). At length, by hand:
 //! ```text
 //! cargo build --release
-//! CHAOS_FAULTS=150 SY_TEST_BIN=target/release/switchyard \
-//!   cargo test --release --test chaos -- --nocapture
+//! CHAOS_FAULTS=100 CHAOS_KINDS=kill,pause CHAOS_RATE=300 CHAOS_CHANNELS=20 \
+//!   CHAOS_SUBSCRIBERS=30 SY_TEST_BIN=target/release/switchyard \
+//!   cargo test --test chaos -- --nocapture
 //! ```
 //! Knobs: `CHAOS_FAULTS` (3), `CHAOS_RATE` publications/s (100), `CHAOS_CHANNELS` (5),
 //! `CHAOS_SUBSCRIBERS` (6), `CHAOS_PAUSE_MS` (2500), `CHAOS_DOWN_MS` (1500), `CHAOS_KINDS`
