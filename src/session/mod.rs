@@ -179,7 +179,7 @@ impl Session {
             match self.node.verifier.connection(&req.token) {
                 Ok(c) => c,
                 Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-                Err(TokenError::Invalid(why)) => {
+                Err(TokenError::Invalid(why) | TokenError::Mismatch(why)) => {
                     tracing::info!(conn = self.conn.id, reason = %why, "connection token refused");
                     return Err(Fail::Disconnect(codes::INVALID_TOKEN));
                 }
@@ -251,6 +251,7 @@ impl Session {
                         positioned: true,
                         recoverable: true,
                         join_leave: true,
+                        reject_unrecovered: false,
                     },
                     None => StreamRequest {
                         join_leave: true,
@@ -278,6 +279,10 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u32, req: SubscribeRequest) -> Handled {
+        if req.kind != 0 {
+            // Map and shared-poll subscriptions do not exist here (yet).
+            return Err(codes::NOT_AVAILABLE.into());
+        }
         let channel = req.channel.clone();
         let opts = self.resolve(&channel)?;
         let (user, client, count) = {
@@ -304,9 +309,15 @@ impl Session {
                     grant.data = c.data;
                 }
                 Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-                Err(TokenError::Invalid(why)) => {
+                Err(TokenError::Mismatch(why)) => {
                     tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
                     return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+                }
+                Err(TokenError::Invalid(why)) => {
+                    // Unparsable or badly signed: this subscribe is refused, the connection
+                    // stays (as in Centrifugo).
+                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
+                    return Err(codes::PERMISSION_DENIED.into());
                 }
             }
         } else if is_private(&channel) {
@@ -327,6 +338,7 @@ impl Session {
             positioned: req.positioned,
             recoverable: req.recoverable,
             join_leave: req.join_leave,
+            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
         };
         subscribe::subscribe(
             &self.node,
@@ -453,7 +465,9 @@ impl Session {
         let claims = match self.node.verifier.connection(&req.token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+            Err(TokenError::Invalid(_) | TokenError::Mismatch(_)) => {
+                return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+            }
         };
         let (user, client) = {
             let st = self.conn.state.lock();
@@ -492,7 +506,9 @@ impl Session {
         {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+            Err(TokenError::Invalid(_) | TokenError::Mismatch(_)) => {
+                return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+            }
         };
         let expires_at = claims.expires_at().unwrap_or(0);
         {
