@@ -802,3 +802,38 @@ async fn subscribe_edge_cases_answer_as_centrifugo() {
         .await;
     assert_eq!(d.closed().await, Closed::Code(3500, "invalid token".into()));
 }
+
+/// `force_push_join_leave` pushes joins to a subscriber that did not ask for them (as
+/// Centrifugo); `client.subscribe_to_user_personal_channel` subscribes each user at connect to
+/// `<namespace>:#<user>`, which API publications reach.
+#[tokio::test]
+async fn forced_join_leave_and_the_personal_channel() {
+    let toml = base_toml()
+        .replace(
+            "[client]",
+            "[client]\nsubscribe_to_user_personal_channel = true\npersonal_channel_namespace = \"chat\"",
+        )
+        .replace(
+            "name = \"open\"",
+            "name = \"open\"\npresence = true\njoin_leave = true\nforce_push_join_leave = true",
+        );
+    let s = TestServer::start_toml(&toml).await;
+    let mut a = s.client("alice").await;
+    let r = a.call("subscribe", json!({"channel": "open:room"})).await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    let mut b = s.client("bob").await;
+    b.subscribe("open:room").await;
+    // (Her own joins, on the room and on her personal channel, may come first.)
+    loop {
+        let p = a.push().await;
+        if p["channel"] == "open:room" && p["join"]["info"]["user"] == "bob" {
+            break;
+        }
+    }
+
+    let mut c = Client::open(&s.ws_url()).await;
+    let r = c.connect(&token("carol")).await;
+    assert!(r["connect"]["subs"].get("chat:#carol").is_some(), "{r}");
+    s.publish("chat:#carol", json!("for carol")).await;
+    assert_eq!(c.publication("chat:#carol").await["data"], "for carol");
+}

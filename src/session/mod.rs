@@ -195,9 +195,15 @@ impl Session {
         }
         self.conn.expires_at.store(expires_at, Ordering::Relaxed);
 
-        // Server-side subscriptions named by the token.
+        // Server-side subscriptions named by the token, and the user's personal channel.
         let mut server_subs: Vec<(String, ChannelOptions)> = Vec::new();
-        for ch in claims.channels.iter().chain(claims.subs.keys()) {
+        let personal = personal_channel(&self.node.cfg.client, &claims.sub);
+        for ch in claims
+            .channels
+            .iter()
+            .chain(claims.subs.keys())
+            .chain(personal.iter())
+        {
             if server_subs.iter().any(|(c, _)| c == ch) {
                 continue;
             }
@@ -560,4 +566,16 @@ impl Session {
             propose_leaves(&self.node, &self.conn, leaves).await;
         }
     }
+}
+
+/// The personal channel `user` is subscribed to at connect, when configured (never for
+/// anonymous connections).
+fn personal_channel(cfg: &crate::config::ClientConfig, user: &str) -> Option<String> {
+    if !cfg.subscribe_to_user_personal_channel || user.is_empty() {
+        return None;
+    }
+    Some(match cfg.personal_channel_namespace.as_str() {
+        "" => format!("#{user}"),
+        ns => format!("{ns}:#{user}"),
+    })
 }

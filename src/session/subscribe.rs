@@ -181,7 +181,7 @@ pub fn register(
         conn.id,
         Subscriber {
             out: conn.out.clone(),
-            join_leave: opts.join_leave && wants_join_leave,
+            join_leave: opts.join_leave && (wants_join_leave || opts.force_push_join_leave),
         },
     );
     (opts.presence || opts.join_leave).then(|| Op::Join {
