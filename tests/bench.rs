@@ -969,3 +969,30 @@ async fn a_plan_naming_an_unknown_figure_exits_two_before_running() {
     assert!(!out.contains("switchyard bench fanout"), "it ran: {out}");
     assert_eq!(v, Value::Null);
 }
+
+/// Every plan shipped under `scripts/load/plans/` reads: its scenarios' words parse and its
+/// thresholds name figures those scenarios report.
+#[test]
+fn the_shipped_plans_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load/plans");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let steps = bench::plan::load(&text, &["--token".into(), "t".into()])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(steps.iter().all(|s| !s.thresholds.is_empty()), "{path:?}");
+        names.push(path.file_stem().unwrap().to_string_lossy().to_string());
+    }
+    names.sort();
+    let want = [
+        "heavy",
+        "light",
+        "medium",
+        "reconnection",
+        "rolling-restart",
+        "soak",
+        "spike",
+    ];
+    assert_eq!(names, want);
+}
