@@ -256,6 +256,8 @@ pub struct MintRequest {
     pub ttl: Option<Duration>,
     /// Mint a subscription token for this channel instead of a connection token.
     pub channel: Option<String>,
+    /// Connection tokens: server-side subscriptions (the `channels` claim).
+    pub channels: Vec<String>,
     /// `info` claim (raw JSON).
     pub info: Option<Raw>,
 }
@@ -289,6 +291,7 @@ pub fn mint(secret: &str, req: MintRequest) -> anyhow::Result<String> {
                 exp,
                 iat: Some(now),
                 info: req.info,
+                channels: req.channels,
                 ..Default::default()
             },
             &key,
