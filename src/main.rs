@@ -561,6 +561,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     rt.block_on(async move {
         let drain = cfg.node.drain_timeout;
+        // Handlers before the listeners: a SIGHUP or SIGTERM that arrives once the node logs
+        // "listening" (or systemd has READY=1) is handled after the start, never by the
+        // default action, which would kill the process.
+        let mut signals = Signals::install();
         let server = match Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -568,8 +572,6 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        // Handlers first: once READY=1 is out, a stop request must drain, not kill.
-        let mut signals = Signals::install();
         let notifier = systemd_notifier(&server);
         let signal = loop {
             match signals.next().await {
