@@ -26,6 +26,7 @@ impl Config {
         self.check_tls_pairs()?;
         self.check_client_limits()?;
         self.check_api()?;
+        self.check_proxy()?;
         self.log.check_level().map_err(ConfigError::Invalid)?;
         self.check_files_exist()
     }
@@ -201,6 +202,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `[proxy]` endpoints and names, and the proxy switches of `[channel]` and namespaces.
+    fn check_proxy(&self) -> Result<(), ConfigError> {
+        let scopes = std::iter::once(("[channel]".to_string(), &self.channel.options)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .map(|ns| (format!("namespace {:?}", ns.name), &ns.options)),
+        );
+        self.proxy.check(scopes).map_err(ConfigError::Invalid)
     }
 
     /// Every key and TLS file named must exist.
