@@ -72,6 +72,12 @@ impl Drop for Backend {
 /// Every hook on, pointing at `b`, with a short timeout; namespace `proxied` uses the
 /// channel hooks; RPC namespace `pay` goes to the named proxy `billing`.
 fn proxy_toml(b: &Backend) -> String {
+    proxy_toml_tagged(b, "")
+}
+
+/// [`proxy_toml`] with `tag` (a query string) after each hook's path, so the backend's record
+/// tells which node called.
+fn proxy_toml_tagged(b: &Backend, tag: &str) -> String {
     format!(
         r#"
 [proxy.connect]
@@ -104,12 +110,12 @@ subscribe_proxy = true
 publish_proxy = true
 sub_refresh_proxy = true
 "#,
-        connect = b.url("/connect"),
-        refresh = b.url("/refresh"),
-        subscribe = b.url("/subscribe"),
-        publish = b.url("/publish"),
-        sub_refresh = b.url("/sub_refresh"),
-        rpc = b.url("/rpc"),
+        connect = b.url(&format!("/connect{tag}")),
+        refresh = b.url(&format!("/refresh{tag}")),
+        subscribe = b.url(&format!("/subscribe{tag}")),
+        publish = b.url(&format!("/publish{tag}")),
+        sub_refresh = b.url(&format!("/sub_refresh{tag}")),
+        rpc = b.url(&format!("/rpc{tag}")),
         billing = b.url("/rpc?via=billing"),
     )
 }
@@ -462,6 +468,78 @@ async fn allowed_request_headers_are_forwarded() {
         !rpc.contains_key("x-forwarded-for"),
         "not in rpc's http_headers"
     );
+}
+
+/// Across a cluster, each hook is called by the node that holds the client's connection: a
+/// client on node 2 connects, publishes and calls rpc through node 2's calls, a subscriber on
+/// node 1 is decided by node 1's, and the publication node 2's backend rewrote reaches it.
+#[tokio::test]
+async fn hooks_are_called_by_the_node_holding_the_connection() {
+    let b = Backend::start();
+    let ports = [free_port("127.0.0.1"), free_port("127.0.0.1")];
+    let peers = format!(
+        "[[cluster.peers]]\nid = 1\naddr = \"127.0.0.1:{}\"\n[[cluster.peers]]\nid = 2\naddr = \"127.0.0.1:{}\"\n",
+        ports[0], ports[1]
+    );
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let data = tempfile::tempdir().unwrap();
+        let toml = base_toml().replace(
+            "[cluster]\nlisten = \"127.0.0.1:0\"",
+            &format!("[cluster]\nlisten = \"127.0.0.1:{port}\""),
+        );
+        let toml = format!(
+            "{toml}\n{}\n{peers}\n[node]\nid = {}\ndata_dir = {:?}\n",
+            proxy_toml_tagged(&b, &format!("?node={}", i + 1)),
+            i + 1,
+            data.path()
+        );
+        let cfg = switchyard::Config::from_toml(&toml).expect("node config");
+        let server = switchyard::Server::start(cfg).await.expect("node starts");
+        nodes.push(TestServer {
+            addr: server.client_addr,
+            server: Some(server),
+            data,
+        });
+    }
+    for n in &nodes {
+        let admin = admin(n);
+        eventually("both nodes ready", || async {
+            http_get(admin, "/readyz").await.0 == 200
+        })
+        .await;
+    }
+    let (mut ben, _) = proxied_client(&nodes[0], "ben").await;
+    ben.subscribe("proxied:x").await;
+    let (mut amy, _) = proxied_client(&nodes[1], "amy").await;
+    let r = amy
+        .call(
+            "publish",
+            json!({"channel": "proxied:x", "data": {"text": "hi"}}),
+        )
+        .await;
+    assert!(r.get("publish").is_some(), "{r}");
+    let p = ben.publication("proxied:x").await;
+    assert_eq!(p["data"], json!({"text": "HI", "by": "backend"}));
+    assert_eq!(p["info"]["user"], "amy");
+    let r = amy.call("rpc", json!({"method": "echo"})).await;
+    assert_eq!(r["rpc"]["data"]["user"], "amy", "{r}");
+
+    let calls = b.calls().await;
+    let by = |path: &str, client: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| {
+                c["path"].as_str().unwrap().starts_with(path) && c["body"]["client"] == client
+            })
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(by("/connect", &ben.client_id), ["/connect?node=1"]);
+    assert_eq!(by("/subscribe", &ben.client_id), ["/subscribe?node=1"]);
+    assert_eq!(by("/connect", &amy.client_id), ["/connect?node=2"]);
+    assert_eq!(by("/publish", &amy.client_id), ["/publish?node=2"]);
+    assert_eq!(by("/rpc", &amy.client_id), ["/rpc?node=2"]);
 }
 
 /// The real centrifuge-js SDK through every hook (`tests/compat/js/proxy.mjs`): a tokenless
