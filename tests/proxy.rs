@@ -542,33 +542,60 @@ async fn hooks_are_called_by_the_node_holding_the_connection() {
     assert_eq!(by("/rpc", &amy.client_id), ["/rpc?node=2"]);
 }
 
-/// The real centrifuge-js SDK through every hook (`tests/compat/js/proxy.mjs`): a tokenless
-/// connect authenticated by its cookie with a server-side subscription, a subscribe refused
-/// and one allowed, a publication rewritten, rpc with data and with a backend error, refresh
-/// extending a connection, and a backend answering 500 or timing out (the SDK sees the
-/// temporary error and connects once the backend is back). Against the built binary.
-#[test]
-fn centrifuge_js_through_the_proxy() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/js");
+/// Runs an SDK script (`program script`) against a node (the built binary) whose hooks point
+/// at a fresh backend; asserts it exits 0.
+fn run_sdk_script(program: &std::path::Path, script: &std::path::Path) {
     assert!(
-        dir.join("node_modules/centrifuge").exists(),
-        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+        program.exists() || program.components().count() == 1,
+        "{} is missing: run scripts/test.sh, which installs the SDKs",
+        program.display()
     );
     let b = Backend::start();
     let cfg = config_file(&proxy_toml(&b));
     let p = Proc::start(cfg.path(), &[]);
-    let mut child = std::process::Command::new("node")
-        .arg(dir.join("proxy.mjs"))
+    let mut child = std::process::Command::new(program)
+        .arg(script)
         .env("SY_WS_URL", p.ws_url())
         .env("SY_API_URL", format!("http://{}/api", p.client_addr))
         .env("SY_API_KEY", API_KEY)
         .env("SY_BACKEND", format!("http://{}", b.addr))
         .spawn()
-        .expect("node runs");
-    let status = wait_child(&mut child, "proxy.mjs", Duration::from_secs(90));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let what = script.display().to_string();
+    let status = wait_child(&mut child, &what, Duration::from_secs(90));
     assert!(
         status.success(),
-        "proxy.mjs failed ({status}); server log:\n{}",
+        "{what} failed ({status}); server log:\n{}",
         p.log.lock().unwrap().join("\n")
     );
+}
+
+fn compat_dir(sdk: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/compat")
+        .join(sdk)
+}
+
+/// The real centrifuge-js SDK through every hook (`tests/compat/js/proxy.mjs`): a tokenless
+/// connect authenticated by its cookie with a server-side subscription, a subscribe refused
+/// and one allowed, a publication rewritten, rpc with data and with a backend error, refresh
+/// extending a connection, and a backend answering 500 or timing out (the SDK sees the
+/// temporary error and connects once the backend is back).
+#[test]
+fn centrifuge_js_through_the_proxy() {
+    let dir = compat_dir("js");
+    assert!(
+        dir.join("node_modules/centrifuge").exists(),
+        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    run_sdk_script(std::path::Path::new("node"), &dir.join("proxy.mjs"));
+}
+
+/// The real centrifuge-python SDK through the hooks (`tests/compat/python/proxy.py`): a
+/// tokenless connect by cookie with connect data and a server-side subscription, rpc with data
+/// and with a backend error, a subscribe refused and one allowed, a publication rewritten.
+#[test]
+fn centrifuge_python_through_the_proxy() {
+    let dir = compat_dir("python");
+    run_sdk_script(&dir.join(".venv/bin/python"), &dir.join("proxy.py"));
 }
