@@ -84,6 +84,7 @@ fn proxy_toml_tagged(b: &Backend, tag: &str) -> String {
 endpoint = "{connect}"
 timeout = "500ms"
 http_headers = ["Cookie", "X-Forwarded-For"]
+static_http_headers = {{ "X-Backend-Key" = "k1", "X-Forwarded-For" = "static" }}
 [proxy.refresh]
 endpoint = "{refresh}"
 [proxy.subscribe]
@@ -181,6 +182,16 @@ async fn tokenless_connect_is_decided_by_the_connect_proxy() {
         (&json!("websocket"), &json!("json"), &json!("json"))
     );
     assert_eq!(body["name"], "test");
+    let xff = calls[0]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
+    assert_eq!(
+        xff.unwrap().1,
+        "static",
+        "a static header the client did not replace"
+    );
     assert_eq!(body["data"]["user"], "alice");
 
     // The server-side subscription delivers, with the backend's user and info as publisher.
@@ -462,6 +473,7 @@ async fn allowed_request_headers_are_forwarded() {
     assert_eq!(connect["x-forwarded-for"], "203.0.113.7");
     assert!(!connect.contains_key("x-internal"));
     assert_eq!(connect["content-type"], "application/json");
+    assert_eq!(connect["x-backend-key"], "k1", "static header");
     let rpc = headers("/rpc");
     assert_eq!(rpc["cookie"], "session=kate; theme=dark");
     assert!(

@@ -3,6 +3,7 @@
 //! `rpc`, named proxies for namespaces and RPC methods that need another backend, and the
 //! RPC namespaces that pick one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub struct ProxyEndpoint {
     /// Headers of the client's HTTP request (e.g. the WebSocket upgrade) copied into every
     /// call of this proxy, by name (`Cookie`, `Authorization`, `X-Forwarded-For`, …).
     pub http_headers: Vec<String>,
+    /// Headers sent with every call of this proxy (e.g. a key the backend checks); a client
+    /// request header of the same name forwarded through `http_headers` replaces one.
+    pub static_http_headers: BTreeMap<String, String>,
 }
 
 impl Default for ProxyEndpoint {
@@ -33,6 +37,7 @@ impl Default for ProxyEndpoint {
             endpoint: String::new(),
             timeout: DEFAULT_PROXY_TIMEOUT,
             http_headers: Vec::new(),
+            static_http_headers: BTreeMap::new(),
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct NamedProxy {
     pub timeout: Duration,
     /// As in [`ProxyEndpoint::http_headers`].
     pub http_headers: Vec<String>,
+    /// As in [`ProxyEndpoint::static_http_headers`].
+    pub static_http_headers: BTreeMap<String, String>,
 }
 
 impl Default for NamedProxy {
@@ -67,6 +74,7 @@ impl Default for NamedProxy {
             endpoint: String::new(),
             timeout: DEFAULT_PROXY_TIMEOUT,
             http_headers: Vec::new(),
+            static_http_headers: BTreeMap::new(),
         }
     }
 }
@@ -78,6 +86,7 @@ impl NamedProxy {
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
             http_headers: self.http_headers.clone(),
+            static_http_headers: self.static_http_headers.clone(),
         }
     }
 }
@@ -138,6 +147,13 @@ pub fn valid_proxy_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Whether `value` can be an HTTP header value: visible ASCII, spaces and tabs.
+pub fn valid_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Whether `name` is an HTTP header name (RFC 9110 token).
@@ -206,6 +222,13 @@ impl ProxyConfig {
             }
             if let Some(h) = e.http_headers.iter().find(|h| !valid_header_name(h)) {
                 return Err(format!("{key}.http_headers: {h:?} is not a header name"));
+            }
+            for (name, value) in &e.static_http_headers {
+                if !valid_header_name(name) || !valid_header_value(value) {
+                    return Err(format!(
+                        "{key}.static_http_headers: {name:?} needs a header name and a value of visible ASCII"
+                    ));
+                }
             }
         }
         Ok(())
@@ -325,6 +348,10 @@ mod tests {
                 .contains("header name")
         );
         assert!(err("[proxy.connect]\nendpont = \"http://x\"").contains("endpont"));
+        assert!(
+            err("[proxy.rpc]\nendpoint = \"http://x\"\nstatic_http_headers = { \"X-K\" = \"a\\nb\" }")
+                .contains("static_http_headers")
+        );
         assert!(err("[channel]\nsubscribe_proxy = true").contains("proxy.subscribe.endpoint"));
         assert!(err("[channel]\npublish_proxy_name = \"x\"").contains("publish_proxy is not true"));
         assert!(

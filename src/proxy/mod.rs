@@ -32,6 +32,8 @@ pub struct Endpoint {
     timeout: Duration,
     /// Lower-case names of the client request headers forwarded.
     headers: Vec<String>,
+    /// Headers sent with every call (lower-case names), unless forwarded ones replace them.
+    static_headers: Vec<(String, String)>,
 }
 
 impl Endpoint {
@@ -44,6 +46,11 @@ impl Endpoint {
                 .http_headers
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            static_headers: e
+                .static_http_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
                 .collect(),
         }
     }
@@ -271,9 +278,17 @@ impl Proxies {
         req: &Req,
     ) -> Result<Verdict<Res>, ProxyError> {
         let body = serde_json::to_vec(req).map_err(|e| ProxyError::Broken(e.to_string()))?;
-        let sent: Vec<(&str, &str)> = headers
+        let forwarded = headers
             .iter()
-            .filter(|(n, _)| ep.headers.iter().any(|h| h == n))
+            .filter(|(n, _)| ep.headers.iter().any(|h| h == n));
+        // A forwarded client header replaces a static one of the same name (as Centrifugo).
+        let fixed = ep.static_headers.iter().filter(|(n, _)| {
+            !headers
+                .iter()
+                .any(|(c, _)| c == n && ep.headers.contains(c))
+        });
+        let sent: Vec<(&str, &str)> = fixed
+            .chain(forwarded)
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let (status, answer) = self

@@ -130,8 +130,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {})
             return
         with LOCK:
-            CALLS.append({"path": self.path, "headers": dict(self.headers.items()),
-                          "body": body})
+            # A header sent twice is recorded with its values joined by ", ".
+            headers = {k: ", ".join(self.headers.get_all(k)) for k in set(self.headers.keys())}
+            CALLS.append({"path": self.path, "headers": headers, "body": body})
             mode = STATE["mode"]
         if self.path.split("?")[0] not in ("/refresh", "/sub_refresh"):
             if mode == "500":
