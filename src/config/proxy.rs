@@ -360,6 +360,10 @@ mod tests {
         );
         assert!(err("[[proxy.named]]\nname = \"a\"").contains("needs an endpoint"));
         assert!(
+            err("[proxy.connect]\nendpoint = \"http://x\"\ntimeout = \"10s\"")
+                .contains("client.stale_timeout")
+        );
+        assert!(
             err("[[proxy.rpc_namespaces]]\nname = \"a\"\nproxy_name = \"b\"")
                 .contains("not a [[proxy.named]]")
         );

@@ -212,7 +212,12 @@ impl Config {
                 .iter()
                 .map(|ns| (format!("namespace {:?}", ns.name), &ns.options)),
         );
-        self.proxy.check(scopes).map_err(ConfigError::Invalid)
+        self.proxy.check(scopes).map_err(ConfigError::Invalid)?;
+        // A connection must finish `connect` within the stale timeout, proxy call included.
+        if self.proxy.connect.is_set() && self.proxy.connect.timeout >= self.client.stale_timeout {
+            return bad("proxy.connect.timeout must be shorter than client.stale_timeout".into());
+        }
+        Ok(())
     }
 
     /// Every key and TLS file named must exist.
