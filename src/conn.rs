@@ -33,6 +33,8 @@ pub struct ConnState {
     pub client: String,
     /// `info` of the connection token.
     pub conn_info: Option<Raw>,
+    /// `meta` of the token or the connect hook: for proxy calls only, never for clients.
+    pub meta: Option<Raw>,
     /// Channel → subscription.
     pub subs: HashMap<String, SubState>,
 }

@@ -97,6 +97,7 @@ endpoint = "{sub_refresh}"
 endpoint = "{rpc}"
 timeout = "500ms"
 http_headers = ["Cookie"]
+include_connection_meta = true
 [[proxy.named]]
 name = "billing"
 endpoint = "{billing}"
@@ -194,7 +195,7 @@ async fn tokenless_connect_is_decided_by_the_connect_proxy() {
     );
     assert_eq!(body["data"]["user"], "alice");
 
-    // The server-side subscription delivers, with the backend's user and info as publisher.
+    // The server-side subscription delivers.
     s.publish("proxied:server-alice", json!({"n": 1})).await;
     assert_eq!(
         c.publication("proxied:server-alice").await["data"],
@@ -202,6 +203,21 @@ async fn tokenless_connect_is_decided_by_the_connect_proxy() {
     );
     let r = c.call("rpc", json!({"method": "echo", "data": 1})).await;
     assert_eq!(r["rpc"]["data"]["user"], "alice", "{r}");
+
+    // The backend's `meta` goes to the hooks that include it, never to the client.
+    let rpc = b.calls_to("/rpc").await;
+    assert_eq!(rpc[0]["body"]["meta"], json!({"tier": "gold"}));
+    c.subscribe("proxied:m").await;
+    c.call(
+        "publish",
+        json!({"channel": "proxied:m", "data": {"text": "m"}}),
+    )
+    .await;
+    let publish = b.calls_to("/publish").await;
+    assert!(publish[0]["body"].get("meta").is_none(), "not included");
+    let p = c.publication("proxied:m").await;
+    assert!(!p.to_string().contains("gold"), "{p}");
+    assert!(!r.to_string().contains("gold"));
 }
 
 /// The backend's errors and disconnects reach the client with their codes.
@@ -287,6 +303,13 @@ async fn rpc_round_trips_through_the_backend() {
             .any(|c| c["path"] == "/rpc?via=billing" && c["body"]["method"] == "pay:echo"),
         "pay:… went to the named proxy: {via:?}"
     );
+    // A token's `meta` claim reaches the hooks that include it.
+    let mut m = Client::open(&s.ws_url()).await;
+    let t = hs256(json!({"sub": "mo", "meta": {"plan": "x"}}));
+    assert!(m.connect(&t).await["connect"].is_object());
+    m.call("rpc", json!({"method": "echo"})).await;
+    let last = b.calls_to("/rpc").await.pop().unwrap();
+    assert_eq!(last["body"]["meta"], json!({"plan": "x"}), "{last}");
     c.send(json!({"id": 99, "rpc": {"method": "bye"}})).await;
     assert_eq!(c.closed().await, Closed::Code(4500, "rpc said bye".into()));
 }

@@ -29,6 +29,9 @@ pub struct ProxyEndpoint {
     /// Headers sent with every call of this proxy (e.g. a key the backend checks); a client
     /// request header of the same name forwarded through `http_headers` replaces one.
     pub static_http_headers: BTreeMap<String, String>,
+    /// Send the connection's `meta` (from the connect hook's result or the token's `meta`
+    /// claim; never shown to clients) in this hook's requests.
+    pub include_connection_meta: bool,
 }
 
 impl Default for ProxyEndpoint {
@@ -38,6 +41,7 @@ impl Default for ProxyEndpoint {
             timeout: DEFAULT_PROXY_TIMEOUT,
             http_headers: Vec::new(),
             static_http_headers: BTreeMap::new(),
+            include_connection_meta: false,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct NamedProxy {
     pub http_headers: Vec<String>,
     /// As in [`ProxyEndpoint::static_http_headers`].
     pub static_http_headers: BTreeMap<String, String>,
+    /// As in [`ProxyEndpoint::include_connection_meta`].
+    pub include_connection_meta: bool,
 }
 
 impl Default for NamedProxy {
@@ -75,6 +81,7 @@ impl Default for NamedProxy {
             timeout: DEFAULT_PROXY_TIMEOUT,
             http_headers: Vec::new(),
             static_http_headers: BTreeMap::new(),
+            include_connection_meta: false,
         }
     }
 }
@@ -87,6 +94,7 @@ impl NamedProxy {
             timeout: self.timeout,
             http_headers: self.http_headers.clone(),
             static_http_headers: self.static_http_headers.clone(),
+            include_connection_meta: self.include_connection_meta,
         }
     }
 }

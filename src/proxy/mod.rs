@@ -34,6 +34,8 @@ pub struct Endpoint {
     headers: Vec<String>,
     /// Headers sent with every call (lower-case names), unless forwarded ones replace them.
     static_headers: Vec<(String, String)>,
+    /// Requests carry the connection's `meta`.
+    pub include_meta: bool,
 }
 
 impl Endpoint {
@@ -52,6 +54,7 @@ impl Endpoint {
                 .iter()
                 .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
                 .collect(),
+            include_meta: e.include_connection_meta,
         }
     }
 }

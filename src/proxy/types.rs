@@ -24,6 +24,9 @@ pub struct Who<'a> {
     /// The connection's user (absent in `connect`, which decides it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<&'a str>,
+    /// The connection's `meta`, when the proxy has `include_connection_meta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<&'a RawValue>,
 }
 
 /// `connect` request.
@@ -94,6 +97,8 @@ pub struct ConnectResult {
     pub channels: Vec<String>,
     /// Server-side subscriptions with options (only the channel names are used).
     pub subs: BTreeMap<String, serde_json::Value>,
+    /// Kept with the connection for later proxy calls; never sent to clients.
+    pub meta: Option<Raw>,
 }
 
 /// `refresh` and `sub_refresh` results.

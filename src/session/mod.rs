@@ -194,12 +194,13 @@ impl Session {
             return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
         }
         let client = uuid::Uuid::new_v4().to_string();
-        let ident = self.authenticate(&req, &client).await?;
+        let mut ident = self.authenticate(&req, &client).await?;
         {
             let mut st = self.conn.state.lock();
             st.user = ident.user.clone();
             st.client = client.clone();
             st.conn_info = ident.info.clone();
+            st.meta = ident.meta.take();
         }
         let expires_at = ident.expires_at;
         if !ident.server_refresh {
@@ -326,6 +327,7 @@ impl Session {
             info: claims.info,
             channels,
             data: None,
+            meta: claims.meta,
             server_refresh: false,
         })
     }

@@ -28,13 +28,14 @@ const ENCODING: &str = "json";
 pub const REFRESH_RETRY: Duration = Duration::from_secs(60);
 
 /// The fields every request starts with.
-fn who<'a>(client: &'a str, user: Option<&'a str>) -> Who<'a> {
+fn who<'a>(client: &'a str, user: Option<&'a str>, meta: Option<&'a RawValue>) -> Who<'a> {
     Who {
         client,
         transport: TRANSPORT,
         protocol: PROTOCOL,
         encoding: ENCODING,
         user,
+        meta,
     }
 }
 
@@ -54,10 +55,11 @@ async fn ask<Req: Serialize, Res: DeserializeOwned>(
     }
 }
 
-/// The connection's (client, user).
-fn identity(conn: &Conn) -> (String, String) {
+/// The connection's (client, user, meta): meta only for a proxy that includes it.
+fn identity(conn: &Conn, ep: &Endpoint) -> (String, String, Option<Raw>) {
     let st = conn.state.lock();
-    (st.client.clone(), st.user.clone())
+    let meta = st.meta.clone().filter(|_| ep.include_meta);
+    (st.client.clone(), st.user.clone(), meta)
 }
 
 /// Who a connection authenticated as, from a token or the connect proxy.
@@ -73,6 +75,8 @@ pub struct Identity {
     pub channels: Vec<String>,
     /// `data` for the connect reply.
     pub data: Option<Raw>,
+    /// Kept for proxy calls (`include_connection_meta`).
+    pub meta: Option<Raw>,
     /// The expiry is extended by the refresh proxy, not by the client.
     pub server_refresh: bool,
 }
@@ -86,7 +90,7 @@ pub async fn connect(
     client: &str,
 ) -> Result<Identity, Fail> {
     let body = types::ConnectRequest {
-        who: who(client, None),
+        who: who(client, None, None),
         name: &req.name,
         version: &req.version,
         data: req.data.as_deref(),
@@ -104,6 +108,7 @@ pub async fn connect(
         info: r.info,
         channels,
         data: r.data,
+        meta: r.meta,
         server_refresh: node.proxy.refresh().is_some(),
     })
 }
@@ -116,9 +121,9 @@ pub async fn rpc(
     method: &str,
     data: Option<&RawValue>,
 ) -> Result<types::RpcResult, Fail> {
-    let (client, user) = identity(conn);
+    let (client, user, meta) = identity(conn, ep);
     let body = types::RpcRequest {
-        who: who(&client, Some(&user)),
+        who: who(&client, Some(&user), meta.as_deref()),
         method,
         data,
     };
@@ -133,9 +138,9 @@ async fn channel_call<Res: DeserializeOwned>(
     channel: &str,
     data: Option<&RawValue>,
 ) -> Result<Res, Fail> {
-    let (client, user) = identity(conn);
+    let (client, user, meta) = identity(conn, ep);
     let body = types::ChannelRequest {
-        who: who(&client, Some(&user)),
+        who: who(&client, Some(&user), meta.as_deref()),
         channel,
         data,
     };
@@ -218,8 +223,8 @@ async fn refresh_loop(
         if conn.out.is_closing() || left {
             return;
         }
-        let (client, user) = identity(conn);
-        let who = who(&client, Some(&user));
+        let (client, user, meta) = identity(conn, ep);
+        let who = who(&client, Some(&user), meta.as_deref());
         let res = match channel {
             None => {
                 let body = types::RefreshRequest { who };

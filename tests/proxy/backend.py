@@ -4,7 +4,7 @@ Centrifugo's proxy format, like an application would, and records every call.
 Run: python3 backend.py  -> prints the port it listens on (127.0.0.1, chosen by the OS).
 
   POST /connect      a Cookie "session=<user>" or data {"user": U} authenticates U, with
-                     server-side channels ["proxied:server-<U>"]; data {"ttl": N} sets
+                     server-side channels ["proxied:server-<U>"] and meta {"tier": "gold"}; data {"ttl": N} sets
                      expire_at now+N; data {"deny": true} -> disconnect 4501; no user ->
                      error 1001; data {"secret": ...} echoed back as connect data.
   POST /refresh      extends by 2 s (mode "expire": expired).
@@ -48,7 +48,7 @@ def connect(headers, body):
     if not user:
         return {"error": {"code": 1001, "message": "who are you?"}}
     result = {"user": user, "info": {"name": user.title()},
-              "channels": ["proxied:server-" + user]}
+              "channels": ["proxied:server-" + user], "meta": {"tier": "gold"}}
     if "ttl" in data:
         result["expire_at"] = int(time.time()) + int(data["ttl"])
     if "secret" in data:
