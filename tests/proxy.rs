@@ -359,6 +359,37 @@ async fn subscribe_proxy_refuses_and_allows() {
     assert_eq!(p["info"]["conn_info"], json!({"name": "Gina"}), "{p}");
 }
 
+/// A subscribe result's `override` changes the namespace's options for that subscription:
+/// join_leave turned on by the backend sends the subscriber its own join, which the namespace
+/// alone (join_leave off) does not.
+#[tokio::test]
+async fn subscribe_proxy_override_turns_on_join_leave() {
+    let b = Backend::start();
+    let s = start(&b).await;
+    let (mut c, _) = proxied_client(&s, "lena").await;
+    let r = c
+        .call(
+            "subscribe",
+            json!({"channel": "proxied:plain", "join_leave": true}),
+        )
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    let r = c
+        .call(
+            "subscribe",
+            json!({"channel": "proxied:jl-1", "join_leave": true}),
+        )
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    let join = c.push().await;
+    assert_eq!(
+        join["channel"], "proxied:jl-1",
+        "the first push is jl-1's join: {join}"
+    );
+    assert_eq!(join["join"]["info"]["user"], "lena", "{join}");
+    assert_eq!(join["join"]["info"]["chan_info"], json!({"role": "member"}));
+}
+
 /// The publish proxy rewrites a publication before it is committed, and a refused one is
 /// never committed (history has only the rewritten one).
 #[tokio::test]

@@ -123,6 +123,31 @@ pub struct SubscribeResult {
     pub data: Option<Raw>,
     /// When the subscription expires (unix seconds; 0 = never).
     pub expire_at: u64,
+    /// Channel options changed for this subscription.
+    #[serde(rename = "override")]
+    pub overrides: Option<Override>,
+}
+
+/// A `{"value": bool}` of an [`Override`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct BoolValue {
+    /// The option's value for this subscription.
+    pub value: bool,
+}
+
+/// Namespace options a subscribe result overrides for one subscription (Centrifugo's
+/// `override`; `force_push_join_leave` is not supported and ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Override {
+    /// Keep presence.
+    pub presence: Option<BoolValue>,
+    /// Announce joins and leaves.
+    pub join_leave: Option<BoolValue>,
+    /// Make the subscription recoverable.
+    pub force_recovery: Option<BoolValue>,
+    /// Make the subscription positioned.
+    pub force_positioning: Option<BoolValue>,
 }
 
 /// `publish` result.

@@ -334,7 +334,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u32, req: SubscribeRequest) -> Handled {
         let channel = req.channel.clone();
-        let opts = self.resolve(&channel)?;
+        let mut opts = self.resolve(&channel)?;
         let (user, client, count) = {
             let st = self.conn.state.lock();
             if st.subs.contains_key(&channel) {
@@ -346,7 +346,9 @@ impl Session {
             metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_channels").increment(1);
             return Err(codes::LIMIT_EXCEEDED.into());
         }
-        let mut grant = self.grant(&req, &channel, &opts, &user, &client).await?;
+        let mut grant = self
+            .grant(&req, &channel, &mut opts, &user, &client)
+            .await?;
         // With a sub_refresh proxy the server, not the client, refreshes the subscription.
         let server_refresh_at = if opts.sub_refresh_proxy {
             std::mem::take(&mut grant.expires_at)
@@ -388,12 +390,13 @@ impl Session {
     }
 
     /// What a subscription without a server-side grant may have: from its token, the `$` and
-    /// `#` rules, the subscribe proxy, or the namespace's `allow_subscribe_for_client`.
+    /// `#` rules, the subscribe proxy (which may also override `opts` for this subscription),
+    /// or the namespace's `allow_subscribe_for_client`.
     async fn grant(
         &self,
         req: &SubscribeRequest,
         channel: &str,
-        opts: &ChannelOptions,
+        opts: &mut ChannelOptions,
         user: &str,
         client: &str,
     ) -> Result<Grant, Fail> {
@@ -434,6 +437,9 @@ impl Session {
             grant.chan_info = r.info;
             grant.data = r.data;
             grant.expires_at = r.expire_at;
+            if let Some(o) = r.overrides {
+                proxy::apply_override(opts, &o);
+            }
         } else if !opts.allow_subscribe_for_client {
             return Err(codes::PERMISSION_DENIED.into());
         }

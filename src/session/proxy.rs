@@ -165,6 +165,20 @@ pub async fn subscribe(
     channel_call(node, conn, ep, channel, data).await
 }
 
+/// Applies a subscribe result's `override` to this subscription's options.
+pub fn apply_override(opts: &mut crate::config::ChannelOptions, o: &types::Override) {
+    for (set, to) in [
+        (&mut opts.presence, o.presence),
+        (&mut opts.join_leave, o.join_leave),
+        (&mut opts.force_recovery, o.force_recovery),
+        (&mut opts.force_positioning, o.force_positioning),
+    ] {
+        if let Some(v) = to {
+            *set = v.value;
+        }
+    }
+}
+
 /// A client publication checked (and maybe rewritten) by the publish proxy.
 pub async fn publish(
     node: &Node,

@@ -8,7 +8,8 @@ Run: python3 backend.py  -> prints the port it listens on (127.0.0.1, chosen by 
                      expire_at now+N; data {"deny": true} -> disconnect 4501; no user ->
                      error 1001; data {"secret": ...} echoed back as connect data.
   POST /refresh      extends by 2 s (mode "expire": expired).
-  POST /subscribe    proxied:forbidden* -> error 403; others allowed with info and data;
+  POST /subscribe    proxied:forbidden* -> error 403; others allowed with info and data
+                     (proxied:jl*: override join_leave and presence on);
                      data {"ttl": N} sets expire_at now+N.
   POST /sub_refresh  extends by 2 s (mode "expire": expired).
   POST /publish      {"text": T} -> rewritten to {"text": T.upper(), "by": "backend"};
@@ -67,6 +68,8 @@ def subscribe(_headers, body):
     if channel.startswith("proxied:forbidden"):
         return {"error": {"code": 403, "message": "permission denied"}}
     result = {"info": {"role": "member"}, "data": {"welcome": channel}}
+    if channel.startswith("proxied:jl"):
+        result["override"] = {"join_leave": {"value": True}, "presence": {"value": True}}
     data = body.get("data") or {}
     if isinstance(data, dict) and "ttl" in data:
         result["expire_at"] = int(time.time()) + int(data["ttl"])
