@@ -98,8 +98,7 @@ endpoint = "{rpc}"
 timeout = "500ms"
 http_headers = ["Cookie"]
 include_connection_meta = true
-[[proxy.named]]
-name = "billing"
+[proxy.named.billing]
 endpoint = "{billing}"
 [[proxy.rpc_namespaces]]
 name = "pay"

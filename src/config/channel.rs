@@ -46,16 +46,16 @@ pub struct ChannelOptions {
     /// Subscriptions without a token are decided by the subscribe proxy (not `$` and `#`
     /// channels, which keep their own rules).
     pub subscribe_proxy: bool,
-    /// The `[[proxy.named]]` proxy subscriptions go to; empty: `[proxy.subscribe]`.
+    /// The `[proxy.named.<name>]` proxy subscriptions go to; empty: `[proxy.subscribe]`.
     pub subscribe_proxy_name: String,
     /// Client publications are validated (and may be rewritten) by the publish proxy before
     /// they are committed; it replaces the `allow_publish_*` checks.
     pub publish_proxy: bool,
-    /// The `[[proxy.named]]` proxy publications go to; empty: `[proxy.publish]`.
+    /// The `[proxy.named.<name>]` proxy publications go to; empty: `[proxy.publish]`.
     pub publish_proxy_name: String,
     /// Expiring subscriptions are extended (or ended) by the sub_refresh proxy.
     pub sub_refresh_proxy: bool,
-    /// The `[[proxy.named]]` proxy sub_refresh calls go to; empty: `[proxy.sub_refresh]`.
+    /// The `[proxy.named.<name>]` proxy sub_refresh calls go to; empty: `[proxy.sub_refresh]`.
     pub sub_refresh_proxy_name: String,
 }
 

@@ -39,7 +39,7 @@ pub use channel::{ChannelConfig, ChannelOptions, Namespace};
 pub use client::ClientConfig;
 pub use cluster::{ClusterConfig, NodeConfig, PeerConfig};
 pub use log::{LEVELS, LogConfig, LogFormat};
-pub use proxy::{NamedProxy, ProxyConfig, ProxyEndpoint, RpcNamespace};
+pub use proxy::{ProxyConfig, ProxyEndpoint, RpcNamespace};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "SWITCHYARD_";

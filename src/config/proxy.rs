@@ -53,59 +53,13 @@ impl ProxyEndpoint {
     }
 }
 
-/// `[[proxy.named]]`: a backend that namespaces (`subscribe_proxy_name`, …) and RPC
-/// namespaces (`[[proxy.rpc_namespaces]]`) refer to by name.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NamedProxy {
-    /// The name it is referred to by: letters, digits, `_`, `-`, `.`.
-    pub name: String,
-    /// As in [`ProxyEndpoint::endpoint`] (required).
-    pub endpoint: String,
-    /// As in [`ProxyEndpoint::timeout`].
-    #[serde(with = "duration_str")]
-    pub timeout: Duration,
-    /// As in [`ProxyEndpoint::http_headers`].
-    pub http_headers: Vec<String>,
-    /// As in [`ProxyEndpoint::static_http_headers`].
-    pub static_http_headers: BTreeMap<String, String>,
-    /// As in [`ProxyEndpoint::include_connection_meta`].
-    pub include_connection_meta: bool,
-}
-
-impl Default for NamedProxy {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            endpoint: String::new(),
-            timeout: DEFAULT_PROXY_TIMEOUT,
-            http_headers: Vec::new(),
-            static_http_headers: BTreeMap::new(),
-            include_connection_meta: false,
-        }
-    }
-}
-
-impl NamedProxy {
-    /// Its endpoint settings.
-    pub fn endpoint(&self) -> ProxyEndpoint {
-        ProxyEndpoint {
-            endpoint: self.endpoint.clone(),
-            timeout: self.timeout,
-            http_headers: self.http_headers.clone(),
-            static_http_headers: self.static_http_headers.clone(),
-            include_connection_meta: self.include_connection_meta,
-        }
-    }
-}
-
 /// `[[proxy.rpc_namespaces]]`: RPC methods named `<name>:…` go to the named proxy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcNamespace {
     /// The part of the method before `:`.
     pub name: String,
-    /// A `[[proxy.named]]` name.
+    /// A `[proxy.named.<name>]` name.
     pub proxy_name: String,
 }
 
@@ -125,8 +79,9 @@ pub struct ProxyConfig {
     pub sub_refresh: ProxyEndpoint,
     /// `rpc` commands (methods of no `[[proxy.rpc_namespaces]]`).
     pub rpc: ProxyEndpoint,
-    /// Named backends.
-    pub named: Vec<NamedProxy>,
+    /// Named backends, `[proxy.named.<name>]`: a backend that namespaces
+    /// (`subscribe_proxy_name`, …) and RPC namespaces refer to by name.
+    pub named: BTreeMap<String, ProxyEndpoint>,
     /// RPC namespaces: which named backend a `ns:method` goes to.
     pub rpc_namespaces: Vec<RpcNamespace>,
 }
@@ -204,7 +159,7 @@ impl ProxyConfig {
         let named = self
             .named
             .iter()
-            .map(|n| (format!("proxy.named {:?}", n.name), n.endpoint()));
+            .map(|(name, e)| (format!("proxy.named.{name}"), e.clone()));
         let fixed = [
             ("connect", &self.connect),
             ("refresh", &self.refresh),
@@ -249,18 +204,13 @@ impl ProxyConfig {
         scopes: impl Iterator<Item = (String, &'a super::ChannelOptions)>,
     ) -> Result<(), String> {
         self.check_endpoints()?;
-        let mut names = std::collections::BTreeSet::new();
-        for n in &self.named {
-            if !valid_proxy_name(&n.name) {
-                return Err(format!(
-                    "proxy.named name {:?} must be letters, digits, '_', '-' or '.'",
-                    n.name
-                ));
-            }
-            if !names.insert(n.name.as_str()) {
-                return Err(format!("proxy.named {:?} is defined twice", n.name));
-            }
+        if let Some(n) = self.named.keys().find(|n| !valid_proxy_name(n)) {
+            return Err(format!(
+                "proxy.named.{n}: a name must be letters, digits, '_', '-' or '.'"
+            ));
         }
+        let names: std::collections::BTreeSet<&str> =
+            self.named.keys().map(String::as_str).collect();
         let mut rpc_ns = std::collections::BTreeSet::new();
         for ns in &self.rpc_namespaces {
             if !valid_proxy_name(&ns.name) || !rpc_ns.insert(ns.name.as_str()) {
@@ -271,7 +221,7 @@ impl ProxyConfig {
             }
             if !names.contains(ns.proxy_name.as_str()) {
                 return Err(format!(
-                    "proxy.rpc_namespaces {:?}: proxy_name {:?} is not a [[proxy.named]]",
+                    "proxy.rpc_namespaces {:?}: proxy_name {:?} is not a [proxy.named.<name>]",
                     ns.name, ns.proxy_name
                 ));
             }
@@ -288,7 +238,7 @@ impl ProxyConfig {
                 }
                 if !name.is_empty() && !names.contains(name) {
                     return Err(format!(
-                        "{scope}: {kind}_proxy_name {name:?} is not a [[proxy.named]]"
+                        "{scope}: {kind}_proxy_name {name:?} is not a [proxy.named.<name>]"
                     ));
                 }
                 if name.is_empty() && !self.channel_default(kind).is_set() {
@@ -316,8 +266,7 @@ mod tests {
             http_headers = ["Cookie", "X-Forwarded-For"]
             [proxy.subscribe]
             endpoint = "http://backend/sub"
-            [[proxy.named]]
-            name = "billing"
+            [proxy.named.billing]
             endpoint = "http://billing:8080/rpc"
             [[proxy.rpc_namespaces]]
             name = "pay"
@@ -364,16 +313,17 @@ mod tests {
         assert!(err("[channel]\npublish_proxy_name = \"x\"").contains("publish_proxy is not true"));
         assert!(
             err("[[channel.namespaces]]\nname = \"a\"\nsub_refresh_proxy = true\nsub_refresh_proxy_name = \"nope\"")
-                .contains("\"nope\" is not a [[proxy.named]]")
+                .contains("\"nope\" is not a [proxy.named.<name>]")
         );
-        assert!(err("[[proxy.named]]\nname = \"a\"").contains("needs an endpoint"));
+        assert!(err("[proxy.named.a]\ntimeout = \"2s\"").contains("needs an endpoint"));
+        assert!(err("[proxy.named.\"a b\"]\nendpoint = \"http://x\"").contains("a name must be"));
         assert!(
             err("[proxy.connect]\nendpoint = \"http://x\"\ntimeout = \"10s\"")
                 .contains("client.stale_timeout")
         );
         assert!(
             err("[[proxy.rpc_namespaces]]\nname = \"a\"\nproxy_name = \"b\"")
-                .contains("not a [[proxy.named]]")
+                .contains("not a [proxy.named.<name>]")
         );
     }
 }

@@ -26,7 +26,7 @@ use types::{Answer, BackendDisconnect, BackendError};
 #[derive(Debug)]
 pub struct Endpoint {
     /// The proxy's name in metrics and logs: the event (`connect`, `rpc`, …) for the
-    /// `[proxy.*]` ones, the name for `[[proxy.named]]` ones.
+    /// `[proxy.*]` ones, the name for `[proxy.named.<name>]` ones.
     pub label: String,
     url: String,
     timeout: Duration,
@@ -160,7 +160,7 @@ impl Proxies {
             named: cfg
                 .named
                 .iter()
-                .map(|n| (n.name.clone(), Endpoint::new(&n.name, &n.endpoint())))
+                .map(|(name, e)| (name.clone(), Endpoint::new(name, e)))
                 .collect(),
             rpc_namespaces: cfg
                 .rpc_namespaces
@@ -390,8 +390,7 @@ mod tests {
             r#"
             [proxy.rpc]
             endpoint = "http://default/rpc"
-            [[proxy.named]]
-            name = "billing"
+            [proxy.named.billing]
             endpoint = "http://billing/rpc"
             http_headers = ["Cookie"]
             [[proxy.rpc_namespaces]]
