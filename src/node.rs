@@ -72,6 +72,8 @@ pub struct NodeTls {
     pub client: Option<ClientTls>,
     /// `cluster.tls_*`.
     pub cluster: Option<Arc<ClusterTls>>,
+    /// Trust for `https://` proxy endpoints (`proxy.tls_ca` or the system's CAs).
+    pub proxy: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Node {
@@ -86,7 +88,7 @@ impl Node {
     ) -> Node {
         let channels = Channels::new(&cfg.channel, cfg.client.channel_max_length);
         let shutdown = CancellationToken::new();
-        let proxy = Proxies::new(&cfg.proxy);
+        let proxy = Proxies::new(&cfg.proxy, tls.proxy);
         Node {
             limits: Limits::new(&cfg.client),
             client_tls: tls.client,

@@ -20,9 +20,19 @@ struct Backend {
 
 impl Backend {
     fn start() -> Backend {
+        Self::start_args(&[])
+    }
+
+    /// An HTTPS backend with this certificate chain and key.
+    fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Backend {
+        Self::start_args(&["--tls".as_ref(), cert.as_os_str(), key.as_os_str()])
+    }
+
+    fn start_args(args: &[&std::ffi::OsStr]) -> Backend {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/backend.py");
         let mut child = std::process::Command::new("python3")
             .arg(script)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs the test backend");
@@ -489,6 +499,62 @@ async fn sub_refresh_proxy_extends_then_expires_the_subscription() {
     assert_eq!(
         c.closed().await,
         Closed::Code(3006, "subscription expired".into())
+    );
+}
+
+/// An `https://` endpoint is called over TLS, trusting `proxy.tls_ca`; the same backend
+/// untrusted (the system's CAs do not know the test CA) fails at the handshake: error 100,
+/// never a plain-text fallback.
+#[tokio::test]
+async fn https_endpoints_are_called_over_tls_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let out = dir.path().to_str().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let ca_key = dir.path().join("ca.key");
+    for args in [
+        vec!["cert", "ca", "--out", out],
+        vec![
+            "cert",
+            "node",
+            "--name",
+            "backend",
+            "--san",
+            "127.0.0.1",
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--ca-key",
+            ca_key.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+    ] {
+        let st = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{args:?}: {st:?}");
+    }
+    let b = Backend::start_tls(
+        &dir.path().join("backend.pem"),
+        &dir.path().join("backend.key"),
+    );
+    let rpc = format!("[proxy.rpc]\nendpoint = \"https://{}/rpc\"\n", b.addr);
+    let s = TestServer::start_with(&format!("[proxy]\ntls_ca = {ca:?}\n{rpc}")).await;
+    let mut c = s.client("nina").await;
+    let r = c.call("rpc", json!({"method": "echo", "data": 5})).await;
+    // The backend speaks only TLS: an answer means the call went over it.
+    assert_eq!(r["rpc"]["data"]["echo"], 5, "{r}");
+
+    let untrusted = TestServer::start_with(&rpc).await;
+    let mut c = untrusted.client("nina").await;
+    let r = c.call("rpc", json!({"method": "echo"})).await;
+    assert_eq!(r["error"]["code"], 100, "{r}");
+    assert_eq!(r["error"]["temporary"], true, "{r}");
+    let refused = "switchyard_proxy_calls_total{proxy=\"rpc\",outcome=\"unreachable\"}";
+    assert!(
+        metric(admin(&untrusted), refused).await >= 1.0,
+        "the handshake failed"
     );
 }
 

@@ -84,15 +84,18 @@ pub struct ProxyConfig {
     pub named: BTreeMap<String, ProxyEndpoint>,
     /// RPC namespaces: which named backend a `ns:method` goes to.
     pub rpc_namespaces: Vec<RpcNamespace>,
+    /// PEM CA bundle trusted for `https://` endpoints; unset: the system's
+    /// (`/etc/ssl/certs/ca-certificates.crt`).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
-/// Why an endpoint is refused: `None` when it is a usable `http://host[:port][/path]`.
+/// Why an endpoint is refused: `None` when it is a usable `http(s)://host[:port][/path]`.
 pub fn endpoint_problem(endpoint: &str) -> Option<String> {
-    if endpoint.starts_with("https://") {
-        return Some("https endpoints are not supported yet: use http://".into());
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Some("must start with http://".into());
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
+        return Some("must start with http:// or https://".into());
     };
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
@@ -146,6 +149,21 @@ fn channel_proxies(o: &super::ChannelOptions) -> [(&'static str, bool, &str); 3]
 }
 
 impl ProxyConfig {
+    /// Whether any endpoint is `https://`.
+    pub fn uses_https(&self) -> bool {
+        [
+            &self.connect,
+            &self.refresh,
+            &self.subscribe,
+            &self.publish,
+            &self.sub_refresh,
+            &self.rpc,
+        ]
+        .into_iter()
+        .chain(self.named.values())
+        .any(|e| e.endpoint.starts_with("https://"))
+    }
+
     /// The default endpoint of a channel proxy kind (`subscribe`, `publish`, `sub_refresh`).
     pub fn channel_default(&self, kind: &str) -> &ProxyEndpoint {
         match kind {
@@ -297,7 +315,7 @@ mod tests {
     fn bad_proxies_are_refused_with_the_key() {
         let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
         assert!(err("[proxy.connect]\nendpoint = \"ftp://x\"").contains("proxy.connect.endpoint"));
-        assert!(err("[proxy.rpc]\nendpoint = \"https://x/rpc\"").contains("https"));
+        assert!(err("[proxy.rpc]\nendpoint = \"htp://x/rpc\"").contains("http:// or https://"));
         assert!(err("[proxy.rpc]\nendpoint = \"http:///rpc\"").contains("host"));
         assert!(err("[proxy.rpc]\nendpoint = \"http://x\"\ntimeout = \"0s\"").contains("timeout"));
         assert!(

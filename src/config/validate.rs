@@ -233,6 +233,7 @@ impl Config {
             ("cluster.tls_ca", &self.cluster.tls_ca),
             ("cluster.tls_cert", &self.cluster.tls_cert),
             ("cluster.tls_key", &self.cluster.tls_key),
+            ("proxy.tls_ca", &self.proxy.tls_ca),
         ] {
             if let Some(p) = path
                 && !p.exists()

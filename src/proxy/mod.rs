@@ -147,10 +147,11 @@ pub struct Proxies {
 
 impl Proxies {
     /// The proxies `cfg` configures (validated), their metric series registered at zero.
-    pub fn new(cfg: &ProxyConfig) -> Proxies {
+    /// `tls`: the trust for `https://` endpoints.
+    pub fn new(cfg: &ProxyConfig, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Proxies {
         let opt = |label: &str, e: &ProxyEndpoint| e.is_set().then(|| Endpoint::new(label, e));
         let mut p = Proxies {
-            http: http::HttpClient::default(),
+            http: http::HttpClient::new(tls),
             connect: opt("connect", &cfg.connect),
             refresh: opt("refresh", &cfg.refresh),
             rpc: opt("rpc", &cfg.rpc),
@@ -399,7 +400,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let p = Proxies::new(&cfg.proxy);
+        let p = Proxies::new(&cfg.proxy, None);
         assert_eq!(p.rpc("pay:charge").unwrap().label, "billing");
         assert_eq!(p.rpc("other:x").unwrap().label, "rpc");
         assert_eq!(p.rpc("plain").unwrap().label, "rpc");

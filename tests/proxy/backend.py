@@ -1,7 +1,8 @@
 """A small application backend for the proxy tests: answers Switchyard's proxy calls in
 Centrifugo's proxy format, like an application would, and records every call.
 
-Run: python3 backend.py  -> prints the port it listens on (127.0.0.1, chosen by the OS).
+Run: python3 backend.py [--tls CERT KEY]  -> prints the port it listens on (127.0.0.1, chosen
+by the OS); with --tls it speaks HTTPS.
 
   POST /connect      a Cookie "session=<user>" or data {"user": U} authenticates U, with
                      server-side channels ["proxied:server-<U>"] and meta {"tier": "gold"}; data {"ttl": N} sets
@@ -22,6 +23,7 @@ Run: python3 backend.py  -> prints the port it listens on (127.0.0.1, chosen by 
 """
 
 import json
+import ssl
 import sys
 import threading
 import time
@@ -156,6 +158,11 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+        # HTTPS with this certificate chain and key: python3 backend.py --tls CERT KEY
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 
