@@ -100,9 +100,14 @@ pub enum TokenError {
     /// Signature fine, but `exp` has passed: the client should fetch a new token (109).
     #[error("token expired")]
     Expired,
-    /// Anything else: bad signature, wrong algorithm, malformed, wrong audience… (3500).
+    /// Anything else: bad signature, wrong algorithm, malformed, wrong audience… (3500 for a
+    /// connection token; error 103 for a subscription token).
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A valid subscription token for another user, client or channel: it invalidates the
+    /// connection (3500).
+    #[error("token mismatch: {0}")]
+    Mismatch(String),
 }
 
 /// Key material and rules for verifying tokens.
@@ -208,13 +213,13 @@ impl Verifier {
     ) -> Result<SubscriptionClaims, TokenError> {
         let c: SubscriptionClaims = self.decode(token)?;
         if c.channel != channel {
-            return Err(TokenError::Invalid("token is for another channel".into()));
+            return Err(TokenError::Mismatch("token is for another channel".into()));
         }
         if c.sub != user {
-            return Err(TokenError::Invalid("token is for another user".into()));
+            return Err(TokenError::Mismatch("token is for another user".into()));
         }
         if !c.client.is_empty() && c.client != client {
-            return Err(TokenError::Invalid("token is for another client".into()));
+            return Err(TokenError::Mismatch("token is for another client".into()));
         }
         if let Some(t) = c.expire_at
             && t != 0
@@ -251,6 +256,8 @@ pub struct MintRequest {
     pub ttl: Option<Duration>,
     /// Mint a subscription token for this channel instead of a connection token.
     pub channel: Option<String>,
+    /// Connection tokens: server-side subscriptions (the `channels` claim).
+    pub channels: Vec<String>,
     /// `info` claim (raw JSON).
     pub info: Option<Raw>,
 }
@@ -284,6 +291,7 @@ pub fn mint(secret: &str, req: MintRequest) -> anyhow::Result<String> {
                 exp,
                 iat: Some(now),
                 info: req.info,
+                channels: req.channels,
                 ..Default::default()
             },
             &key,

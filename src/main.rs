@@ -204,6 +204,10 @@ struct TokenArgs {
     /// JSON for the `info` claim.
     #[arg(long)]
     info: Option<String>,
+    /// Connection tokens: channels the connection is subscribed to server-side at connect
+    /// (the `channels` claim; repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    channels: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -512,6 +516,7 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
             ttl: (!ttl.is_zero()).then_some(ttl),
             channel: args.channel,
             info,
+            channels: args.channels,
         },
     )
 }

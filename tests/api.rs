@@ -172,7 +172,7 @@ async fn user_operations_and_queries() {
             ]}),
         )
         .await;
-    let replies = b["result"]["replies"].as_array().unwrap();
+    let replies = b["replies"].as_array().unwrap();
     assert_eq!(replies[0]["publish"]["offset"], 2);
     assert_eq!(replies[1]["presence_stats"]["num_clients"], 1);
     assert_eq!(replies[2]["error"]["code"], 102);
@@ -254,7 +254,7 @@ async fn batch_keeps_order() {
     }
     let (st, b) = s.api("batch", json!({ "commands": commands })).await;
     assert_eq!(st, 200, "{b}");
-    let replies = b["result"]["replies"].as_array().unwrap();
+    let replies = b["replies"].as_array().unwrap();
     assert_eq!(replies.len(), 21);
     let offsets: Vec<u64> = replies
         .iter()
@@ -295,7 +295,7 @@ async fn idempotency_keys_publish_once() {
             json!({"commands": [{"publish": publish(json!("batched"), "order-1")}]}),
         )
         .await;
-    assert_eq!(b["result"]["replies"][0]["publish"], first, "{b}");
+    assert_eq!(b["replies"][0]["publish"], first, "{b}");
     // The next publication delivered after the first is the next one committed: no duplicate
     // was delivered in between (delivery follows log order).
     assert_eq!(s.publish("chat:idem", json!("after")).await["offset"], 2);
@@ -419,7 +419,7 @@ async fn batch_publishes_commit_as_one_entry() {
     commands[7] = json!({"publish": {"channel": "nope:x", "data": 1}});
     let (st, b) = s.api("batch", json!({ "commands": commands })).await;
     assert_eq!(st, 200, "{b}");
-    let replies = b["result"]["replies"].as_array().unwrap();
+    let replies = b["replies"].as_array().unwrap();
     assert_eq!(replies.len(), 40);
     assert_eq!(replies[7]["error"]["code"], 102, "unknown namespace: {b}");
     let mut next = [1u64; 4];

@@ -865,3 +865,134 @@ fn bench_reads_the_server_metric_names() {
     assert_eq!(stats::PROCESS_FDS, metrics::PROCESS_FDS);
     assert_eq!(stats::STORE_BYTES, metrics::STORE_BYTES);
 }
+
+/// Runs `switchyard bench run` on a plan whose one scenario is a small fan-out against
+/// `server` with `thresholds`; returns the exit code, stdout + stderr and the `--json` document.
+async fn run_plan(server: &TestServer, thresholds: &str) -> (i32, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, json) = (dir.path().join("plan.toml"), dir.path().join("r.json"));
+    let text = format!(
+        "target = [\"--channel\", \"chat:plan\", \"--url\", \"ws://127.0.0.1:1/nowhere\"]\n\
+         [[scenario]]\nname = \"small\"\n\
+         run = [\"fanout\", \"--subscribers\", \"2\", \"--rate\", \"20\", \"--duration\", \"500ms\"]\n\
+         thresholds = [{thresholds}]\n"
+    );
+    std::fs::write(&plan, text).unwrap();
+    let (url, api) = (server.ws_url(), format!("http://{}", server.addr));
+    let out = bench_binary_env(
+        &[
+            "run",
+            "--json",
+            json.to_str().unwrap(),
+            plan.to_str().unwrap(),
+            "--quiet",
+            "--url",
+            &url,
+            "--api",
+            &api,
+            "--token-secret",
+            SECRET,
+        ],
+        &[("SY_BENCH_API_KEY", API_KEY)],
+    )
+    .await;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_default()).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), text, v)
+}
+
+/// A plan whose thresholds hold exits 0; its JSON carries the verdicts and the scenario's
+/// report, whose every figure is one a threshold may name. The command line's `--url`
+/// replaced the plan's unreachable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_whose_thresholds_hold_exits_zero() {
+    let server = TestServer::start().await;
+    let (code, out, v) = run_plan(
+        &server,
+        "\"loss == 0\", \"delivery_p99 < 20s\", \"deliveries_received >= 20\"",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("plan PASSED"), "{out}");
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["verdicts"][1]["figure"], "latency_p99_ms");
+    assert_eq!(v["verdicts"][1]["limit"], 20000.0);
+    let figures = v["scenarios"][0]["report"]["figures"].as_object().unwrap();
+    assert_eq!(
+        figures["deliveries_received"], figures["deliveries_expected"],
+        "{out}"
+    );
+    let known = bench::plan::threshold::figures("fanout");
+    for key in figures.keys() {
+        assert!(
+            known.iter().any(|(k, _)| k == key),
+            "{key} unknown to thresholds"
+        );
+    }
+}
+
+/// A threshold that cannot hold fails the plan with exit 1, and the verdict table names it
+/// with the measured value and by how much it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_whose_threshold_fails_exits_one_and_says_by_how_much() {
+    let server = TestServer::start().await;
+    let (code, out, v) = run_plan(&server, "\"loss == 0\", \"latency_p99_ms < 0.0001ms\"").await;
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("latency_p99_ms < 0.0001ms"))
+        .unwrap_or_else(|| panic!("no verdict line: {out}"));
+    assert!(line.contains("FAIL by") && line.contains('%'), "{line}");
+    assert!(out.contains("plan FAILED"), "{out}");
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["verdicts"][0]["ok"], true, "{v}");
+    assert_eq!(v["verdicts"][1]["ok"], false, "{v}");
+    let miss = v["verdicts"][1]["miss"].as_f64().unwrap();
+    let measured = v["verdicts"][1]["measured"].as_f64().unwrap();
+    assert!(miss > 0.0 && (measured - 0.0001 - miss).abs() < 1e-9, "{v}");
+}
+
+/// A threshold naming a figure the scenario does not report is a bad plan: exit 2 before
+/// anything runs (no report, no JSON), the error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_naming_an_unknown_figure_exits_two_before_running() {
+    let server = TestServer::start().await;
+    let (code, out, v) = run_plan(&server, "\"lossage == 0\"").await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no figure \"lossage\""), "{out}");
+    assert!(!out.contains("switchyard bench fanout"), "it ran: {out}");
+    assert_eq!(v, Value::Null);
+}
+
+/// Every plan shipped under `scripts/load/plans/` reads: its scenarios' words parse and its
+/// thresholds name figures those scenarios report.
+#[test]
+fn the_shipped_plans_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load/plans");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let steps = bench::plan::load(&text, &["--token".into(), "t".into()])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(steps.iter().all(|s| !s.thresholds.is_empty()), "{path:?}");
+        names.push(path.file_stem().unwrap().to_string_lossy().to_string());
+    }
+    names.sort();
+    let want = [
+        "heavy",
+        "light",
+        "medium",
+        "reconnection",
+        "rolling-restart",
+        "soak",
+        "spike",
+    ];
+    assert_eq!(names, want);
+}

@@ -13,8 +13,9 @@
 //! In CI it runs briefly (3 faults, debug build). At length, by hand:
 //! ```text
 //! cargo build --release
-//! CHAOS_FAULTS=150 SY_TEST_BIN=target/release/switchyard \
-//!   cargo test --release --test chaos -- --nocapture
+//! CHAOS_FAULTS=100 CHAOS_KINDS=kill,pause CHAOS_RATE=300 CHAOS_CHANNELS=20 \
+//!   CHAOS_SUBSCRIBERS=30 SY_TEST_BIN=target/release/switchyard \
+//!   cargo test --test chaos -- --nocapture
 //! ```
 //! Knobs: `CHAOS_FAULTS` (3), `CHAOS_RATE` publications/s (100), `CHAOS_CHANNELS` (5),
 //! `CHAOS_SUBSCRIBERS` (6), `CHAOS_PAUSE_MS` (2500), `CHAOS_DOWN_MS` (1500), `CHAOS_KINDS`
@@ -649,23 +650,7 @@ async fn check_histories(nodes: &Nodes, seen: &Shared, channels: &[String]) -> S
     for ch in channels {
         let mut histories = vec![];
         for n in &nodes.0 {
-            let body = json!({"channel": ch, "limit": -1}).to_string();
-            let (st, v) = try_api_call(n.client, "history", &body, Duration::from_secs(10))
-                .await
-                .expect("history");
-            assert_eq!(st, 200, "{v}");
-            let pubs: Vec<(u64, u64)> = v["result"]["publications"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    (
-                        p["offset"].as_u64().unwrap(),
-                        p["data"]["n"].as_u64().unwrap(),
-                    )
-                })
-                .collect();
-            histories.push((pubs, v["result"]["epoch"].clone()));
+            histories.push(history(n.client, ch).await);
         }
         let mut s = seen.lock().unwrap();
         let (h, _) = &histories[0];
@@ -717,4 +702,37 @@ async fn check_histories(nodes: &Nodes, seen: &Shared, channels: &[String]) -> S
         "history: {total} publications over {} channels, identical on 3 nodes",
         channels.len()
     )
+}
+
+/// A channel's whole history on one node, (offset, n) in order, and its epoch: read in pages
+/// (the API returns at most `client.history_max_publications` at a time).
+async fn history(addr: SocketAddr, ch: &str) -> (Vec<(u64, u64)>, Value) {
+    let mut pubs: Vec<(u64, u64)> = vec![];
+    let mut epoch = Value::Null;
+    loop {
+        let mut req = json!({"channel": ch, "limit": 1000});
+        if let Some((last, _)) = pubs.last() {
+            req["since"] = json!({"offset": last, "epoch": epoch});
+        }
+        let (st, v) = try_api_call(addr, "history", &req.to_string(), Duration::from_secs(10))
+            .await
+            .expect("history");
+        assert_eq!(st, 200, "{v}");
+        let page: Vec<(u64, u64)> = v["result"]["publications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["offset"].as_u64().unwrap(),
+                    p["data"]["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        epoch = v["result"]["epoch"].clone();
+        if page.is_empty() {
+            return (pubs, epoch);
+        }
+        pubs.extend(page);
+    }
 }

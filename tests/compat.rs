@@ -69,3 +69,12 @@ fn centrifuge_python() {
     let python = dir.join(".venv/bin/python");
     run_sdk_script(&python, &dir.join("compat.py"), "chat:py-");
 }
+
+/// The server API through `cent`, Centrifugo's official Python API client: publish (with an
+/// idempotency key), a batch (whose replies it reads at the top level), history, info, channels.
+#[test]
+fn cent_python_server_api() {
+    let dir = root().join("tests/compat/python");
+    let python = dir.join(".venv/bin/python");
+    run_sdk_script(&python, &dir.join("cent_api.py"), "chat:cent-");
+}

@@ -736,3 +736,104 @@ async fn channel_limit_and_protobuf_disconnects() {
     let mut c = Client::from_ws(ws);
     assert!(c.connect(&token("a")).await["connect"].is_object());
 }
+
+/// Where Centrifugo's behaviour is the contract: an unparsable subscription token refuses
+/// that subscribe (103) and keeps the connection (a token for another user still closes it,
+/// 3500); recovery from `{offset: 0, epoch: ""}` recovers from the start; subscribe flag bit
+/// 2 (rejectUnrecovered) turns a failed recovery into error 112 without subscribing; an
+/// unknown subscription `type` is refused with 108.
+#[tokio::test]
+async fn subscribe_edge_cases_answer_as_centrifugo() {
+    let s = TestServer::start().await;
+    let mut c = s.client("alice").await;
+    let r = c
+        .call(
+            "subscribe",
+            json!({"channel": "$chat:vip", "token": "not.a.jwt"}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 103, "{r}");
+    c.subscribe("chat:still-here").await;
+
+    for n in 1..=3 {
+        s.publish("chat:rec", json!(n)).await;
+    }
+    let r = c
+        .call(
+            "subscribe",
+            json!({"channel": "chat:rec", "recoverable": true, "recover": true, "offset": 0, "epoch": ""}),
+        )
+        .await;
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    let got: Vec<Value> = r["subscribe"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    assert_eq!(got, vec![json!(1), json!(2), json!(3)], "{r}");
+
+    let mut d = s.client("bob").await;
+    let r = d
+        .call(
+            "subscribe",
+            json!({"channel": "chat:rec", "recoverable": true, "recover": true, "offset": 1,
+                   "epoch": "another-epoch", "flag": 3}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    // Not subscribed: the same subscribe without the flag is accepted, recovered: false.
+    let r = d
+        .call(
+            "subscribe",
+            json!({"channel": "chat:rec", "recoverable": true, "recover": true, "offset": 1,
+                   "epoch": "another-epoch"}),
+        )
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    assert!(r["subscribe"].get("recovered").is_none(), "{r}");
+
+    let r = d
+        .call("subscribe", json!({"channel": "chat:poll", "type": 4}))
+        .await;
+    assert_eq!(r["error"]["code"], 108, "{r}");
+
+    d.send(json!({"id": 99, "subscribe": {"channel": "$chat:x", "token": sub_token("mallory", "$chat:x")}}))
+        .await;
+    assert_eq!(d.closed().await, Closed::Code(3500, "invalid token".into()));
+}
+
+/// `force_push_join_leave` pushes joins to a subscriber that did not ask for them (as
+/// Centrifugo); `client.subscribe_to_user_personal_channel` subscribes each user at connect to
+/// `<namespace>:#<user>`, which API publications reach.
+#[tokio::test]
+async fn forced_join_leave_and_the_personal_channel() {
+    let toml = base_toml()
+        .replace(
+            "[client]",
+            "[client]\nsubscribe_to_user_personal_channel = true\npersonal_channel_namespace = \"chat\"",
+        )
+        .replace(
+            "name = \"open\"",
+            "name = \"open\"\npresence = true\njoin_leave = true\nforce_push_join_leave = true",
+        );
+    let s = TestServer::start_toml(&toml).await;
+    let mut a = s.client("alice").await;
+    let r = a.call("subscribe", json!({"channel": "open:room"})).await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    let mut b = s.client("bob").await;
+    b.subscribe("open:room").await;
+    // (Her own joins, on the room and on her personal channel, may come first.)
+    loop {
+        let p = a.push().await;
+        if p["channel"] == "open:room" && p["join"]["info"]["user"] == "bob" {
+            break;
+        }
+    }
+
+    let mut c = Client::open(&s.ws_url()).await;
+    let r = c.connect(&token("carol")).await;
+    assert!(r["connect"]["subs"].get("chat:#carol").is_some(), "{r}");
+    s.publish("chat:#carol", json!("for carol")).await;
+    assert_eq!(c.publication("chat:#carol").await["data"], "for carol");
+}

@@ -23,6 +23,8 @@ pub struct ChannelOptions {
     pub presence: bool,
     /// Send join/leave pushes to subscribers that ask for them.
     pub join_leave: bool,
+    /// With `join_leave`: push joins and leaves to every subscriber, asked or not.
+    pub force_push_join_leave: bool,
     /// Make every subscription recoverable, whatever the client asked.
     pub force_recovery: bool,
     /// Make every subscription positioned, whatever the client asked.
@@ -66,6 +68,7 @@ impl Default for ChannelOptions {
             history_ttl: Duration::ZERO,
             presence: false,
             join_leave: false,
+            force_push_join_leave: false,
             force_recovery: false,
             force_positioning: false,
             allow_subscribe_for_client: false,

@@ -79,6 +79,11 @@ pub struct ClientConfig {
     /// `https://app.example.com`, or `*`. Empty: requests without an `Origin` (non-browser
     /// clients) and same-origin requests (Origin host = Host header) only.
     pub allowed_origins: Vec<String>,
+    /// Subscribe every connecting user (not anonymous ones) server-side to their personal
+    /// channel `<personal_channel_namespace>:#<user>` (`#<user>` without a namespace).
+    pub subscribe_to_user_personal_channel: bool,
+    /// Namespace of the personal channels ("" = none).
+    pub personal_channel_namespace: String,
 }
 
 impl Default for ClientConfig {
@@ -108,6 +113,8 @@ impl Default for ClientConfig {
             command_rate: 50,
             command_burst: 200,
             allowed_origins: Vec::new(),
+            subscribe_to_user_personal_channel: false,
+            personal_channel_namespace: String::new(),
         }
     }
 }

@@ -57,7 +57,16 @@ pub struct SubscribeRequest {
     pub recoverable: bool,
     /// The client wants join/leave pushes.
     pub join_leave: bool,
+    /// Flag bits: 1 = channel compaction (ignored), 2 = reject unrecovered (error 112 when
+    /// recovery fails).
+    pub flag: u64,
+    /// Subscription kind: 0 = stream, the only kind served (others: error 108).
+    #[serde(rename = "type")]
+    pub kind: u64,
 }
+
+/// Subscribe flag bit: answer error 112 when the asked recovery fails.
+pub const FLAG_REJECT_UNRECOVERED: u64 = 2;
 
 /// `unsubscribe`, `presence`, `presence_stats` requests: a channel only.
 #[derive(Debug, Default, Deserialize)]

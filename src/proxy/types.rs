@@ -136,7 +136,7 @@ pub struct BoolValue {
 }
 
 /// Namespace options a subscribe result overrides for one subscription (Centrifugo's
-/// `override`; `force_push_join_leave` is not supported and ignored).
+/// `override`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Override {
@@ -144,6 +144,8 @@ pub struct Override {
     pub presence: Option<BoolValue>,
     /// Announce joins and leaves.
     pub join_leave: Option<BoolValue>,
+    /// Send join/leave pushes whether or not the client asked.
+    pub force_push_join_leave: Option<BoolValue>,
     /// Make the subscription recoverable.
     pub force_recovery: Option<BoolValue>,
     /// Make the subscription positioned.

@@ -207,9 +207,11 @@ impl Session {
             self.conn.expires_at.store(expires_at, Ordering::Relaxed);
         }
 
-        // Server-side subscriptions named by the token or the connect proxy.
+        // Server-side subscriptions named by the token or the connect proxy, and the user's
+        // personal channel.
         let mut server_subs: Vec<(String, ChannelOptions)> = Vec::new();
-        for ch in &ident.channels {
+        let personal = personal_channel(&self.node.cfg.client, &ident.user);
+        for ch in ident.channels.iter().chain(personal.iter()) {
             if server_subs.iter().any(|(c, _)| c == ch) {
                 continue;
             }
@@ -264,6 +266,7 @@ impl Session {
                         positioned: true,
                         recoverable: true,
                         join_leave: true,
+                        reject_unrecovered: false,
                     },
                     None => StreamRequest {
                         join_leave: true,
@@ -313,7 +316,7 @@ impl Session {
         let claims = match self.node.verifier.connection(&req.token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-            Err(TokenError::Invalid(why)) => {
+            Err(TokenError::Invalid(why) | TokenError::Mismatch(why)) => {
                 tracing::info!(conn = self.conn.id, reason = %why, "connection token refused");
                 return Err(Fail::Disconnect(codes::INVALID_TOKEN));
             }
@@ -333,6 +336,10 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u32, req: SubscribeRequest) -> Handled {
+        if req.kind != 0 {
+            // Map and shared-poll subscriptions do not exist here (yet).
+            return Err(codes::NOT_AVAILABLE.into());
+        }
         let channel = req.channel.clone();
         let mut opts = self.resolve(&channel)?;
         let (user, client, count) = {
@@ -362,6 +369,7 @@ impl Session {
             positioned: req.positioned,
             recoverable: req.recoverable,
             join_leave: req.join_leave,
+            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
         };
         subscribe::subscribe(
             &self.node,
@@ -413,9 +421,15 @@ impl Session {
                     grant.data = c.data;
                 }
                 Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-                Err(TokenError::Invalid(why)) => {
+                Err(TokenError::Mismatch(why)) => {
                     tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
                     return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+                }
+                Err(TokenError::Invalid(why)) => {
+                    // Unparsable or badly signed: this subscribe is refused, the connection
+                    // stays (as in Centrifugo).
+                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
+                    return Err(codes::PERMISSION_DENIED.into());
                 }
             }
         } else if is_private(channel) {
@@ -579,7 +593,9 @@ impl Session {
         let claims = match self.node.verifier.connection(&req.token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+            Err(TokenError::Invalid(_) | TokenError::Mismatch(_)) => {
+                return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+            }
         };
         let (user, client) = {
             let st = self.conn.state.lock();
@@ -618,7 +634,9 @@ impl Session {
         {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(codes::INVALID_TOKEN)),
+            Err(TokenError::Invalid(_) | TokenError::Mismatch(_)) => {
+                return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+            }
         };
         let expires_at = claims.expires_at().unwrap_or(0);
         {
@@ -673,4 +691,16 @@ impl Session {
             propose_leaves(&self.node, &self.conn, leaves).await;
         }
     }
+}
+
+/// The personal channel `user` is subscribed to at connect, when configured (never for
+/// anonymous connections).
+fn personal_channel(cfg: &crate::config::ClientConfig, user: &str) -> Option<String> {
+    if !cfg.subscribe_to_user_personal_channel || user.is_empty() {
+        return None;
+    }
+    Some(match cfg.personal_channel_namespace.as_str() {
+        "" => format!("#{user}"),
+        ns => format!("{ns}:#{user}"),
+    })
 }

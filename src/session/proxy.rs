@@ -170,6 +170,7 @@ pub fn apply_override(opts: &mut crate::config::ChannelOptions, o: &types::Overr
     for (set, to) in [
         (&mut opts.presence, o.presence),
         (&mut opts.join_leave, o.join_leave),
+        (&mut opts.force_push_join_leave, o.force_push_join_leave),
         (&mut opts.force_recovery, o.force_recovery),
         (&mut opts.force_positioning, o.force_positioning),
     ] {

@@ -36,6 +36,9 @@ pub struct StreamRequest {
     pub recoverable: bool,
     /// Wants join/leave pushes.
     pub join_leave: bool,
+    /// Subscribe flag bit 2 (the SDKs' `getState` flow): a recovery that fails answers error
+    /// 112 instead of subscribing with `recovered: false`.
+    pub reject_unrecovered: bool,
 }
 
 /// What the permission check granted.
@@ -137,11 +140,14 @@ pub async fn subscribe(
     }
     let join = node.engine.read(|sm| {
         let res = subscribe_result(node, sm, channel, opts, req, &grant);
+        if req.reject_unrecovered && res.was_recovering && !res.recovered {
+            return Err(codes::UNRECOVERABLE_POSITION);
+        }
         let mut st = conn.state.lock();
         let join = register(node, conn, &mut st, channel, opts, req.join_leave, &grant);
         let _ = conn.out.push(encode(res));
-        join
-    });
+        Ok(join)
+    })?;
     if let Some(op) = join {
         propose_joins(node, conn, vec![op]).await;
     }
@@ -175,7 +181,7 @@ pub fn register(
         conn.id,
         Subscriber {
             out: conn.out.clone(),
-            join_leave: opts.join_leave && wants_join_leave,
+            join_leave: opts.join_leave && (wants_join_leave || opts.force_push_join_leave),
         },
     );
     (opts.presence || opts.join_leave).then(|| Op::Join {

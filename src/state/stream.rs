@@ -183,7 +183,9 @@ impl StateMachine {
         let Some(s) = self.streams.get(channel) else {
             return Recovery::Failed;
         };
-        if s.epoch != epoch || offset > s.top {
+        // An empty epoch matches the stream's (as in Centrifugo): `{offset: 0, epoch: ""}`
+        // recovers from the start.
+        if (!epoch.is_empty() && s.epoch != epoch) || offset > s.top {
             return Recovery::Failed;
         }
         let missed = s.top - offset;

@@ -662,6 +662,7 @@ impl Finished<'_> {
             );
         }
         r.fig("connect_p50_ms", "connect+subscribe p50", lat.p50, "ms");
+        r.fig("connect_p95_ms", "connect+subscribe p95", lat.p95, "ms");
         r.fig("connect_p99_ms", "connect+subscribe p99", lat.p99, "ms");
         r.fig("connect_max_ms", "connect+subscribe max", lat.max, "ms");
         r.fig("workers", "worker processes", self.args.workers as f64, "");

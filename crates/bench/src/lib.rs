@@ -21,6 +21,7 @@ pub mod client;
 pub mod connect;
 pub mod fanout;
 pub mod loopback;
+pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod redact;
@@ -64,6 +65,8 @@ pub enum Scenario {
     Churn(churn::ChurnArgs),
     /// A long steady fan-out sampling server RSS, FDs, store size and latency; reports slopes.
     Soak(soak::SoakArgs),
+    /// Run a plan (TOML): scenarios one after another, with thresholds that decide the exit code.
+    Run(plan::RunArgs),
     /// Internal: one share of a `connect` run in a child process (JSON spec in, JSON lines out).
     #[command(hide = true)]
     Worker {
@@ -279,6 +282,7 @@ pub async fn run(s: Scenario, hooks: Hooks) -> anyhow::Result<Report> {
         Scenario::Publish(a) => publish::run(a, hooks).await,
         Scenario::Churn(a) => churn::run(a, hooks).await,
         Scenario::Soak(a) => soak::run(a, hooks).await,
+        Scenario::Run(_) => bail!("a plan runs through plan::run, not as one scenario"),
         Scenario::Worker { spec } => {
             connect::worker(&spec, hooks).await?;
             Ok(Report::default())
@@ -291,15 +295,11 @@ pub async fn run(s: Scenario, hooks: Hooks) -> anyhow::Result<Report> {
 /// The caller raises the open-file limit first (each connection is a descriptor).
 pub fn main(s: Scenario, hooks: Hooks) -> std::process::ExitCode {
     use std::process::ExitCode;
+    if let Scenario::Run(a) = s {
+        return plan::main(a, hooks);
+    }
     let worker = matches!(s, Scenario::Worker { .. });
-    let outputs = match &s {
-        Scenario::Connect(a) => Some(a.target.clone()),
-        Scenario::Fanout(a) => Some(a.target.clone()),
-        Scenario::Publish(a) => Some(a.target.clone()),
-        Scenario::Churn(a) => Some(a.target.clone()),
-        Scenario::Soak(a) => Some(a.fanout.target.clone()),
-        Scenario::Worker { .. } => None,
-    };
+    let outputs = target_of(&s);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -329,6 +329,18 @@ pub fn main(s: Scenario, hooks: Hooks) -> std::process::ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// The [`Target`] of a scenario (where its `--json` and `--html` go); none for internal ones.
+pub fn target_of(s: &Scenario) -> Option<Target> {
+    match s {
+        Scenario::Connect(a) => Some(a.target.clone()),
+        Scenario::Fanout(a) => Some(a.target.clone()),
+        Scenario::Publish(a) => Some(a.target.clone()),
+        Scenario::Churn(a) => Some(a.target.clone()),
+        Scenario::Soak(a) => Some(a.fanout.target.clone()),
+        Scenario::Run(_) | Scenario::Worker { .. } => None,
     }
 }
 

@@ -94,7 +94,8 @@ pub struct Report {
     pub steps: Vec<Value>,
 }
 
-fn fmt_num(v: f64) -> String {
+/// A number as the table shows it: thousands separators for integers, a few decimals otherwise.
+pub fn fmt_num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         let s = format!("{}", v as i64);
         // Thousands separators for readability.

@@ -258,6 +258,7 @@ impl Outcome {
     fn latency_figures(&self, r: &mut Report) {
         r.fig("latency_p50_ms", "latency p50", self.latency.p50, "ms");
         r.fig("latency_p90_ms", "latency p90", self.latency.p90, "ms");
+        r.fig("latency_p95_ms", "latency p95", self.latency.p95, "ms");
         r.fig("latency_p99_ms", "latency p99", self.latency.p99, "ms");
         r.fig("latency_p999_ms", "latency p99.9", self.latency.p999, "ms");
         r.fig("latency_max_ms", "latency max", self.latency.max, "ms");
