@@ -836,12 +836,18 @@ pub async fn pipelined_publishes_arrive_in_order(
     );
 }
 
+/// A port free on `ip` now, for a listener a child process binds later. Picked below the
+/// kernel's ephemeral range (32768+ by default), where every port-0 bind of the parallel tests
+/// lands, so none of those can take it in between; checked free by binding it.
 pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    for _ in 0..1000 {
+        let port = rand::rng().random_range(20000..32000);
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in 20000..32000");
 }
 
 /// Appends a frame's length byte(s) (with the MASK bit when `masked`).
