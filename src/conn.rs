@@ -33,6 +33,8 @@ pub struct ConnState {
     pub client: String,
     /// `info` of the connection token.
     pub conn_info: Option<Raw>,
+    /// `meta` of the token or the connect hook: for proxy calls only, never for clients.
+    pub meta: Option<Raw>,
     /// Channel → subscription.
     pub subs: HashMap<String, SubState>,
 }
@@ -76,6 +78,8 @@ pub struct Conn {
     pub sub_expires_at: AtomicU64,
     /// Pongs received (the writer compares it across a ping).
     pub pongs: AtomicU64,
+    /// Headers of the client's HTTP request that some proxy forwards (lower-case names).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Conn {
@@ -89,7 +93,14 @@ impl Conn {
             expires_at: AtomicU64::new(0),
             sub_expires_at: AtomicU64::new(0),
             pongs: AtomicU64::new(0),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same connection, keeping these request headers for the proxies.
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Conn {
+        self.headers = headers;
+        self
     }
 
     /// Recomputes the earliest subscription expiry after subscriptions changed.

@@ -16,7 +16,8 @@
 //! - [`replicator`] — the write path's seam: batching proposals into log entries through
 //!   the [`replicator::Commit`] trait.
 //! - [`auth`], [`channels`], [`limits`], [`hub`] (local fan-out), [`conn`] (connections and
-//!   their registry), [`peer`] (HTTP client to other nodes).
+//!   their registry), [`peer`] (HTTP client to other nodes), [`proxy`] (client events sent
+//!   to the application's backend: Centrifugo's proxy hooks).
 //! - [`metrics`] (every metric name), [`state`] (the deterministic state machine),
 //!   [`outbound`] (a connection's bounded queue), [`tls`].
 //! - [`protocol`] (client protocol v2 types, codec, codes; pure), [`config`], [`sys`].
@@ -37,6 +38,7 @@ pub mod ops;
 pub mod outbound;
 pub mod peer;
 pub mod protocol;
+pub mod proxy;
 pub mod replicator;
 pub mod server;
 pub mod session;

@@ -61,6 +61,12 @@ pub const RAFT_FOLLOWER_LAG: &str = "switchyard_raft_follower_lag";
 /// Entries this node forwarded to the leader, by `path` (`pipelined`: on its forwarding
 /// stream, several in flight; `sequential`: one at a time, as retries after a failure are).
 pub const FORWARDED_ENTRIES: &str = "switchyard_forwarded_entries_total";
+/// Proxy calls to the application's backend, by `proxy` (the event, or a named proxy's
+/// name) and `outcome` (`ok`, `error`, `disconnect`, or a failure: `timeout`, `unreachable`,
+/// `broken`, `http_5xx`, `http_status`, `bad_answer`).
+pub const PROXY_CALLS: &str = "switchyard_proxy_calls_total";
+/// Time of a proxy call, by `proxy`.
+pub const PROXY_DURATION: &str = "switchyard_proxy_call_duration_seconds";
 /// Bytes the sled store occupies on disk.
 pub const STORE_BYTES: &str = "switchyard_store_bytes";
 /// Resident memory of the process.
@@ -106,6 +112,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(PROXY_DURATION.into()), LATENCY_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
                 Ok(h) => {
@@ -217,6 +225,15 @@ fn register_all() {
         "publication apply on this node to socket write"
     );
     let _ = histogram!(DELIVERY_LATENCY);
+    describe_counter!(
+        PROXY_CALLS,
+        "proxy calls to the application's backend, by proxy and outcome"
+    );
+    describe_histogram!(
+        PROXY_DURATION,
+        metrics::Unit::Seconds,
+        "time of a proxy call, by proxy"
+    );
 }
 
 /// How often histogram samples are folded into their buckets.

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Registry};
 use crate::engine::Engine;
 use crate::limits::Limits;
+use crate::proxy::Proxies;
 use crate::replicator::Replicator;
 use crate::tls::{ClientTls, ClusterTls};
 
@@ -39,6 +40,8 @@ pub struct Node {
     pub(crate) channels: Channels,
     /// Connected clients by user.
     pub(crate) registry: Registry,
+    /// The application's backend hooks (`[proxy]`).
+    pub(crate) proxy: Proxies,
     /// When the node started.
     pub(crate) started: Instant,
     /// This process's incarnation (start time in ms): presence it records carries it, so a
@@ -69,6 +72,8 @@ pub struct NodeTls {
     pub client: Option<ClientTls>,
     /// `cluster.tls_*`.
     pub cluster: Option<Arc<ClusterTls>>,
+    /// Trust for `https://` proxy endpoints (`proxy.tls_ca` or the system's CAs).
+    pub proxy: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Node {
@@ -83,6 +88,7 @@ impl Node {
     ) -> Node {
         let channels = Channels::new(&cfg.channel, cfg.client.channel_max_length);
         let shutdown = CancellationToken::new();
+        let proxy = Proxies::new(&cfg.proxy, tls.proxy);
         Node {
             limits: Limits::new(&cfg.client),
             client_tls: tls.client,
@@ -94,6 +100,7 @@ impl Node {
             verifier,
             channels,
             registry: Registry::default(),
+            proxy,
             stopping: shutdown.child_token(),
             shutdown,
             started: Instant::now(),

@@ -97,6 +97,7 @@ impl Server {
         let tls = NodeTls {
             client: crate::tls::ClientTls::from_config(&cfg)?,
             cluster: crate::tls::ClusterTls::from_config(&cfg)?,
+            proxy: crate::tls::backend_client_config(&cfg)?,
         };
         let listeners = Listeners::bind(&cfg).await?;
         let (client_addr, admin_addr, cluster_addr) = listeners.addrs()?;

@@ -49,6 +49,28 @@ fn roots(ca: &Path) -> anyhow::Result<Arc<RootCertStore>> {
     Ok(Arc::new(store))
 }
 
+/// Where Debian (and most Linux distributions) keep the system's trusted CA certificates.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Client config for `https://` proxy endpoints: trusting `ca` (a PEM bundle), or the
+/// system's CA bundle when `None`; HTTP/1.1 only. `None` when no endpoint is `https://`.
+pub fn backend_client_config(cfg: &Config) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+    if !cfg.proxy.uses_https() {
+        return Ok(None);
+    }
+    let ca = cfg
+        .proxy
+        .tls_ca
+        .clone()
+        .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
+    let mut c = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(&ca).context("proxy.tls_ca (https proxy endpoints)")?)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(c)))
+}
+
 /// Server config for the client listener: one certificate chain, ALPN `h2` then `http/1.1`
 /// (a client offering both gets HTTP/2; WebSocket clients offer only `http/1.1`).
 fn client_listener_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {

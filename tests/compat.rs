@@ -40,17 +40,11 @@ fn run_sdk_script(program: &Path, script: &Path, prefix: &str) {
                 program.display()
             )
         });
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{} did not finish in 90 s", script.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_child(
+        &mut child,
+        &script.display().to_string(),
+        Duration::from_secs(90),
+    );
     assert!(
         status.success(),
         "{} failed ({status}); server log:\n{}",

@@ -31,7 +31,8 @@ fn names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn dashboard_and_alerts_reference_exposed_metrics() {
-    let s = TestServer::start().await;
+    // A configured proxy, so its series are exposed (registered at zero; never called).
+    let s = TestServer::start_with("[proxy.rpc]\nendpoint = \"http://127.0.0.1:9/rpc\"\n").await;
     let admin = s.server.as_ref().unwrap().admin_addr;
     // Ready = its own leader, which is when the per-follower lag series exist.
     eventually("ready", || async {

@@ -45,6 +45,20 @@ pub struct ChannelOptions {
     pub allow_history_for_client: bool,
     /// `name#u1,u2` channels may be subscribed by the users listed after `#`.
     pub allow_user_limited_channels: bool,
+    /// Subscriptions without a token are decided by the subscribe proxy (not `$` and `#`
+    /// channels, which keep their own rules).
+    pub subscribe_proxy: bool,
+    /// The `[proxy.named.<name>]` proxy subscriptions go to; empty: `[proxy.subscribe]`.
+    pub subscribe_proxy_name: String,
+    /// Client publications are validated (and may be rewritten) by the publish proxy before
+    /// they are committed; it replaces the `allow_publish_*` checks.
+    pub publish_proxy: bool,
+    /// The `[proxy.named.<name>]` proxy publications go to; empty: `[proxy.publish]`.
+    pub publish_proxy_name: String,
+    /// Expiring subscriptions are extended (or ended) by the sub_refresh proxy.
+    pub sub_refresh_proxy: bool,
+    /// The `[proxy.named.<name>]` proxy sub_refresh calls go to; empty: `[proxy.sub_refresh]`.
+    pub sub_refresh_proxy_name: String,
 }
 
 impl Default for ChannelOptions {
@@ -65,6 +79,12 @@ impl Default for ChannelOptions {
             allow_history_for_subscriber: false,
             allow_history_for_client: false,
             allow_user_limited_channels: false,
+            subscribe_proxy: false,
+            subscribe_proxy_name: String::new(),
+            publish_proxy: false,
+            publish_proxy_name: String::new(),
+            sub_refresh_proxy: false,
+            sub_refresh_proxy_name: String::new(),
         }
     }
 }

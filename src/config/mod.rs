@@ -21,6 +21,7 @@ mod channel;
 mod client;
 mod cluster;
 mod log;
+mod proxy;
 mod validate;
 
 /// Strings that may arrive from the environment looking like numbers or booleans
@@ -38,6 +39,7 @@ pub use channel::{ChannelConfig, ChannelOptions, Namespace};
 pub use client::ClientConfig;
 pub use cluster::{ClusterConfig, NodeConfig, PeerConfig};
 pub use log::{LEVELS, LogConfig, LogFormat};
+pub use proxy::{ProxyConfig, ProxyEndpoint, RpcNamespace};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "SWITCHYARD_";
@@ -60,6 +62,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Channel options for channels without a namespace, and the namespaces.
     pub channel: ChannelConfig,
+    /// The application's backend endpoints that client events are proxied to.
+    pub proxy: ProxyConfig,
     /// Logging.
     pub log: LogConfig,
     /// Test-only endpoints (conformance suites); all off by default.

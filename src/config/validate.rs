@@ -26,6 +26,7 @@ impl Config {
         self.check_tls_pairs()?;
         self.check_client_limits()?;
         self.check_api()?;
+        self.check_proxy()?;
         self.log.check_level().map_err(ConfigError::Invalid)?;
         self.check_files_exist()
     }
@@ -203,6 +204,22 @@ impl Config {
         Ok(())
     }
 
+    /// `[proxy]` endpoints and names, and the proxy switches of `[channel]` and namespaces.
+    fn check_proxy(&self) -> Result<(), ConfigError> {
+        let scopes = std::iter::once(("[channel]".to_string(), &self.channel.options)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .map(|ns| (format!("namespace {:?}", ns.name), &ns.options)),
+        );
+        self.proxy.check(scopes).map_err(ConfigError::Invalid)?;
+        // A connection must finish `connect` within the stale timeout, proxy call included.
+        if self.proxy.connect.is_set() && self.proxy.connect.timeout >= self.client.stale_timeout {
+            return bad("proxy.connect.timeout must be shorter than client.stale_timeout".into());
+        }
+        Ok(())
+    }
+
     /// Every key and TLS file named must exist.
     fn check_files_exist(&self) -> Result<(), ConfigError> {
         for (key, path) in [
@@ -216,6 +233,7 @@ impl Config {
             ("cluster.tls_ca", &self.cluster.tls_ca),
             ("cluster.tls_cert", &self.cluster.tls_cert),
             ("cluster.tls_key", &self.cluster.tls_key),
+            ("proxy.tls_ca", &self.proxy.tls_ca),
         ] {
             if let Some(p) = path
                 && !p.exists()

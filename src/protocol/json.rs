@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::codes::ErrorCode;
 use super::types::*;
 
 /// A decoded client command.
@@ -197,8 +196,9 @@ pub fn encode_reply<T: Serialize>(id: u32, method: &str, result: &T) -> Vec<u8> 
     buf
 }
 
-/// `{"id":N,"error":{"code":C,"message":"…"}}`.
-pub fn encode_error(id: u32, err: &ErrorCode) -> Vec<u8> {
+/// `{"id":N,"error":{"code":C,"message":"…"}}`: an [`ErrorCode`](super::codes::ErrorCode),
+/// or an application's error of the same shape passed on from a proxy.
+pub fn encode_error<E: Serialize>(id: u32, err: &E) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(b"{\"id\":");
     buf.extend_from_slice(id.to_string().as_bytes());

@@ -5,9 +5,11 @@
 //! when the connection must end. Timers (ping, pong, stale, expiry) live in the writer.
 
 pub mod presence_sync;
+mod proxy;
 pub mod reactions;
 pub mod subscribe;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,6 +22,7 @@ use crate::ops;
 use crate::protocol::json::{decode_command, encode_error, encode_reply, lines};
 use crate::protocol::types::*;
 use crate::protocol::{Command, Disconnect, ErrorCode, Method, codes};
+use crate::proxy::ChannelHook;
 
 use subscribe::{Grant, StreamRequest, propose_leaves, unsubscribe_local};
 
@@ -33,6 +36,10 @@ enum Fail {
     Error(ErrorCode),
     /// End the connection.
     Disconnect(Disconnect),
+    /// Answer with an error the application's backend chose (through a proxy).
+    Backend(crate::proxy::types::BackendError),
+    /// End the connection with a code and reason the application's backend chose.
+    Close(u16, String),
 }
 
 impl From<ErrorCode> for Fail {
@@ -52,6 +59,9 @@ pub struct Session {
     limiter: Option<crate::limits::CommandLimiter>,
     /// Bounds the proposals in flight (made on the first publish).
     inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Refresh timers run through proxies: the connection's (key "") and each
+    /// subscription's (key: the channel); aborted when they no longer apply.
+    refreshers: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 /// Answers command `id` with error `e` (counted and logged at debug).
@@ -70,6 +80,7 @@ impl Session {
             conn,
             limiter,
             inflight: None,
+            refreshers: HashMap::new(),
         }
     }
 
@@ -131,7 +142,7 @@ impl Session {
             Method::Presence(r) => self.presence(id, r),
             Method::PresenceStats(r) => self.presence_stats(id, r),
             Method::History(r) => self.history(id, r).await,
-            Method::Rpc(_) => Err(codes::NOT_AVAILABLE.into()),
+            Method::Rpc(r) => self.rpc(id, r).await,
             Method::Send(_) => Ok(None),
             Method::Refresh(r) => self.refresh(id, r),
             Method::SubRefresh(r) => self.sub_refresh(id, r),
@@ -152,6 +163,18 @@ impl Session {
                 Ok(())
             }
             Err(Fail::Disconnect(d)) => Err(d),
+            Err(Fail::Backend(e)) => {
+                tracing::debug!(conn = self.conn.id, method, code = e.code, "backend error");
+                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
+                    .increment(1);
+                let _ = self.conn.out.push(encode_error(id, &e).into());
+                Ok(())
+            }
+            Err(Fail::Close(code, reason)) => {
+                tracing::info!(conn = self.conn.id, method, code, reason = %reason, "backend disconnect");
+                self.conn.out.close_with(code, &reason);
+                Ok(())
+            }
         }
     }
 
@@ -170,47 +193,32 @@ impl Session {
         if req.name.chars().count() > 16 || req.version.chars().count() > 64 {
             return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
         }
-        let claims = if req.token.is_empty() {
-            if !self.node.cfg.auth.allow_anonymous {
-                return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
-            }
-            Default::default()
-        } else {
-            match self.node.verifier.connection(&req.token) {
-                Ok(c) => c,
-                Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-                Err(TokenError::Invalid(why) | TokenError::Mismatch(why)) => {
-                    tracing::info!(conn = self.conn.id, reason = %why, "connection token refused");
-                    return Err(Fail::Disconnect(codes::INVALID_TOKEN));
-                }
-            }
-        };
-        let expires_at = claims.expires_at().unwrap_or(0);
         let client = uuid::Uuid::new_v4().to_string();
+        let mut ident = self.authenticate(&req, &client).await?;
         {
             let mut st = self.conn.state.lock();
-            st.user = claims.sub.clone();
+            st.user = ident.user.clone();
             st.client = client.clone();
-            st.conn_info = claims.info;
+            st.conn_info = ident.info.clone();
+            st.meta = ident.meta.take();
         }
-        self.conn.expires_at.store(expires_at, Ordering::Relaxed);
+        let expires_at = ident.expires_at;
+        if !ident.server_refresh {
+            self.conn.expires_at.store(expires_at, Ordering::Relaxed);
+        }
 
-        // Server-side subscriptions named by the token, and the user's personal channel.
+        // Server-side subscriptions named by the token or the connect proxy, and the user's
+        // personal channel.
         let mut server_subs: Vec<(String, ChannelOptions)> = Vec::new();
-        let personal = personal_channel(&self.node.cfg.client, &claims.sub);
-        for ch in claims
-            .channels
-            .iter()
-            .chain(claims.subs.keys())
-            .chain(personal.iter())
-        {
+        let personal = personal_channel(&self.node.cfg.client, &ident.user);
+        for ch in ident.channels.iter().chain(personal.iter()) {
             if server_subs.iter().any(|(c, _)| c == ch) {
                 continue;
             }
             match self.node.channels.resolve(ch) {
                 Ok(o) => server_subs.push((ch.clone(), o.clone())),
                 Err(e) => {
-                    tracing::info!(conn = self.conn.id, channel = %ch, code = e.code, "token channel skipped");
+                    tracing::info!(conn = self.conn.id, channel = %ch, code = e.code, "server-side channel skipped");
                 }
             }
         }
@@ -237,9 +245,10 @@ impl Session {
             ping: cfg.client.ping_interval.as_secs().max(1) as u32,
             pong: true,
             node: cfg.node_name(),
+            data: ident.data,
             ..Default::default()
         };
-        if expires_at > 0 {
+        if expires_at > 0 && !ident.server_refresh {
             result.expires = true;
             result.ttl = ttl_until(expires_at);
         }
@@ -275,6 +284,10 @@ impl Session {
             joins
         });
         self.conn.connected.store(true, Ordering::Release);
+        if ident.server_refresh && expires_at > 0 {
+            let task = proxy::spawn_refresh(self.node.clone(), self.conn.clone(), expires_at);
+            self.refreshers.insert(String::new(), task);
+        }
         let user = self.conn.state.lock().user.clone();
         self.node.registry.add(&user, self.conn.clone());
         tracing::info!(conn = self.conn.id, client = %client, user = %user, "client connected");
@@ -284,13 +297,51 @@ impl Session {
         Ok(None)
     }
 
+    /// Who the connecting client is: from its token, or (without one) from the connect
+    /// proxy when configured, else anonymous when allowed.
+    async fn authenticate(
+        &self,
+        req: &ConnectRequest,
+        client: &str,
+    ) -> Result<proxy::Identity, Fail> {
+        if req.token.is_empty() {
+            if let Some(ep) = self.node.proxy.connect() {
+                return proxy::connect(&self.node, &self.conn, ep, req, client).await;
+            }
+            if !self.node.cfg.auth.allow_anonymous {
+                return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
+            }
+            return Ok(proxy::Identity::default());
+        }
+        let claims = match self.node.verifier.connection(&req.token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+            Err(TokenError::Invalid(why) | TokenError::Mismatch(why)) => {
+                tracing::info!(conn = self.conn.id, reason = %why, "connection token refused");
+                return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+            }
+        };
+        let expires_at = claims.expires_at().unwrap_or(0);
+        let mut channels = claims.channels;
+        channels.extend(claims.subs.into_keys());
+        Ok(proxy::Identity {
+            user: claims.sub,
+            expires_at,
+            info: claims.info,
+            channels,
+            data: None,
+            meta: claims.meta,
+            server_refresh: false,
+        })
+    }
+
     async fn subscribe(&mut self, id: u32, req: SubscribeRequest) -> Handled {
         if req.kind != 0 {
             // Map and shared-poll subscriptions do not exist here (yet).
             return Err(codes::NOT_AVAILABLE.into());
         }
         let channel = req.channel.clone();
-        let opts = self.resolve(&channel)?;
+        let mut opts = self.resolve(&channel)?;
         let (user, client, count) = {
             let st = self.conn.state.lock();
             if st.subs.contains_key(&channel) {
@@ -302,41 +353,15 @@ impl Session {
             metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_channels").increment(1);
             return Err(codes::LIMIT_EXCEEDED.into());
         }
-        let mut grant = Grant::default();
-        if !req.token.is_empty() {
-            match self
-                .node
-                .verifier
-                .subscription(&req.token, &user, &client, &channel)
-            {
-                Ok(c) => {
-                    grant.expires_at = c.expires_at().unwrap_or(0);
-                    grant.chan_info = c.info;
-                    grant.data = c.data;
-                }
-                Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
-                Err(TokenError::Mismatch(why)) => {
-                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
-                    return Err(Fail::Disconnect(codes::INVALID_TOKEN));
-                }
-                Err(TokenError::Invalid(why)) => {
-                    // Unparsable or badly signed: this subscribe is refused, the connection
-                    // stays (as in Centrifugo).
-                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
-                    return Err(codes::PERMISSION_DENIED.into());
-                }
-            }
-        } else if is_private(&channel) {
-            return Err(codes::PERMISSION_DENIED.into());
-        } else if let Some(listed) =
-            user_limited_allows(&channel, &user).filter(|_| opts.allow_user_limited_channels)
-        {
-            if !listed {
-                return Err(codes::PERMISSION_DENIED.into());
-            }
-        } else if !opts.allow_subscribe_for_client {
-            return Err(codes::PERMISSION_DENIED.into());
-        }
+        let mut grant = self
+            .grant(&req, &channel, &mut opts, &user, &client)
+            .await?;
+        // With a sub_refresh proxy the server, not the client, refreshes the subscription.
+        let server_refresh_at = if opts.sub_refresh_proxy {
+            std::mem::take(&mut grant.expires_at)
+        } else {
+            0
+        };
         let sreq = StreamRequest {
             recover: req.recover,
             offset: req.offset,
@@ -357,10 +382,88 @@ impl Session {
         )
         .await?;
         tracing::debug!(conn = self.conn.id, channel = %channel, "subscribed");
+        if server_refresh_at > 0 {
+            let task = proxy::spawn_sub_refresh(
+                self.node.clone(),
+                self.conn.clone(),
+                channel.clone(),
+                opts.sub_refresh_proxy_name.clone(),
+                server_refresh_at,
+            );
+            if let Some(old) = self.refreshers.insert(channel, task) {
+                old.abort();
+            }
+        }
         Ok(None)
     }
 
+    /// What a subscription without a server-side grant may have: from its token, the `$` and
+    /// `#` rules, the subscribe proxy (which may also override `opts` for this subscription),
+    /// or the namespace's `allow_subscribe_for_client`.
+    async fn grant(
+        &self,
+        req: &SubscribeRequest,
+        channel: &str,
+        opts: &mut ChannelOptions,
+        user: &str,
+        client: &str,
+    ) -> Result<Grant, Fail> {
+        let mut grant = Grant::default();
+        if !req.token.is_empty() {
+            match self
+                .node
+                .verifier
+                .subscription(&req.token, user, client, channel)
+            {
+                Ok(c) => {
+                    grant.expires_at = c.expires_at().unwrap_or(0);
+                    grant.chan_info = c.info;
+                    grant.data = c.data;
+                }
+                Err(TokenError::Expired) => return Err(codes::TOKEN_EXPIRED.into()),
+                Err(TokenError::Mismatch(why)) => {
+                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
+                    return Err(Fail::Disconnect(codes::INVALID_TOKEN));
+                }
+                Err(TokenError::Invalid(why)) => {
+                    // Unparsable or badly signed: this subscribe is refused, the connection
+                    // stays (as in Centrifugo).
+                    tracing::info!(conn = self.conn.id, channel = %channel, reason = %why, "subscription token refused");
+                    return Err(codes::PERMISSION_DENIED.into());
+                }
+            }
+        } else if is_private(channel) {
+            return Err(codes::PERMISSION_DENIED.into());
+        } else if let Some(listed) =
+            user_limited_allows(channel, user).filter(|_| opts.allow_user_limited_channels)
+        {
+            if !listed {
+                return Err(codes::PERMISSION_DENIED.into());
+            }
+        } else if opts.subscribe_proxy {
+            let ep = proxy::channel_endpoint(
+                &self.node,
+                ChannelHook::Subscribe,
+                &opts.subscribe_proxy_name,
+            );
+            let r =
+                proxy::subscribe(&self.node, &self.conn, ep, channel, req.data.as_deref()).await?;
+            grant.chan_info = r.info;
+            grant.data = r.data;
+            grant.expires_at = r.expire_at;
+            if let Some(o) = r.overrides {
+                proxy::apply_override(opts, &o);
+            }
+        } else if !opts.allow_subscribe_for_client {
+            return Err(codes::PERMISSION_DENIED.into());
+        }
+        Ok(grant)
+    }
+
     async fn unsubscribe(&mut self, id: u32, req: ChannelRequest) -> Handled {
+        if let Some(task) = self.refreshers.remove(&req.channel) {
+            task.abort();
+        }
         let leave = unsubscribe_local(&self.node, &self.conn, &req.channel);
         if let Some(op) = leave {
             propose_leaves(&self.node, &self.conn, vec![op]).await;
@@ -373,16 +476,26 @@ impl Session {
         let Some(data) = req.data else {
             return Err(codes::BAD_REQUEST.into());
         };
-        let subscribed = self.is_subscribed(&req.channel);
-        if !(opts.allow_publish_for_client || (opts.allow_publish_for_subscriber && subscribed)) {
-            return Err(codes::PERMISSION_DENIED.into());
-        }
+        let (data, skip_history) = if opts.publish_proxy {
+            // The backend decides (and may rewrite) before anything is proposed.
+            let ep =
+                proxy::channel_endpoint(&self.node, ChannelHook::Publish, &opts.publish_proxy_name);
+            let r = proxy::publish(&self.node, &self.conn, ep, &req.channel, &data).await?;
+            (r.data.unwrap_or(data), r.skip_history)
+        } else {
+            let subscribed = self.is_subscribed(&req.channel);
+            if !(opts.allow_publish_for_client || (opts.allow_publish_for_subscriber && subscribed))
+            {
+                return Err(codes::PERMISSION_DENIED.into());
+            }
+            (data, false)
+        };
         let info = self.conn.state.lock().client_info(&req.channel);
         let p = ops::Publication {
             data,
             info: Some(info),
             tags: None,
-            skip_history: false,
+            skip_history,
             idempotency: None,
         };
         // Pipelined: submitted in arrival order, answered when its own entry commits. At the
@@ -413,6 +526,15 @@ impl Session {
             .acquire_owned()
             .await
             .expect("the session never closes its semaphore")
+    }
+
+    /// `rpc`: to the proxy of the method's RPC namespace or `[proxy.rpc]`; 108 without one.
+    async fn rpc(&mut self, id: u32, req: RpcRequest) -> Handled {
+        let Some(ep) = self.node.proxy.rpc(&req.method) else {
+            return Err(codes::NOT_AVAILABLE.into());
+        };
+        let res = proxy::rpc(&self.node, &self.conn, ep, &req.method, req.data.as_deref()).await?;
+        Ok(Some(encode_reply(id, "rpc", &res)))
     }
 
     fn presence_allowed(&self, channel: &str, opts: &ChannelOptions) -> Result<(), Fail> {
@@ -537,6 +659,9 @@ impl Session {
 
     /// Leaves every channel and forgets the connection; called once when it ends.
     pub async fn close(&mut self) {
+        for (_, task) in self.refreshers.drain() {
+            task.abort();
+        }
         let (user, client, channels): (String, String, Vec<String>) = {
             let st = self.conn.state.lock();
             (

@@ -578,6 +578,20 @@ fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) 
         .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
+/// The request headers some proxy forwards (`http_headers`), kept for the connection's
+/// proxy calls.
+fn proxied_headers(node: &Node, headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    for name in node.proxy.header_names() {
+        for v in headers.get_all(name.as_str()) {
+            if let Ok(v) = v.to_str() {
+                kept.push((name.clone(), v.to_string()));
+            }
+        }
+    }
+    kept
+}
+
 fn upgrade(
     mut req: Request<Incoming>,
     ctx: ConnCtx,
@@ -644,10 +658,11 @@ fn upgrade(
         }
     };
     metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
+    let kept = proxied_headers(&node, req.headers());
     let ip_slot = ctx.slot.clone();
     tracker.spawn(async move {
         match fut.await {
-            Ok(ws) => ws::serve(node, ws, proto).await,
+            Ok(ws) => ws::serve(node, ws, proto, kept).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
         drop(slot);

@@ -50,11 +50,16 @@ pub fn split(ws: WebSocket<Io>, max_message_size: usize) -> (MessageReader<ReadH
 pub type Writer = WebSocketWrite<WriteHalf<Io>>;
 
 /// Serves one upgraded connection until it ends.
-pub async fn serve(node: Arc<Node>, ws: WebSocket<Io>, proto: Subprotocol) {
-    let conn = Arc::new(Conn::new(
-        node.next_conn_id(),
-        node.cfg.client.outbound_queue_bytes,
-    ));
+/// `headers`: the request headers kept for proxy calls.
+pub async fn serve(
+    node: Arc<Node>,
+    ws: WebSocket<Io>,
+    proto: Subprotocol,
+    headers: Vec<(String, String)>,
+) {
+    let conn = Arc::new(
+        Conn::new(node.next_conn_id(), node.cfg.client.outbound_queue_bytes).with_headers(headers),
+    );
     let (mut rd, wr) = split(ws, node.cfg.client.max_message_size);
     let writer_done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(

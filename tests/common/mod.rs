@@ -730,6 +730,27 @@ impl Drop for Proc {
     }
 }
 
+/// Waits (polling, bounded by `within`) for a child process the test started; kills it and
+/// fails the test when it takes longer.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    what: &str,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Writes the base test config (plus `extra`) to a temp file.
 pub fn config_file(extra: &str) -> tempfile::NamedTempFile {
     use std::io::Write;
