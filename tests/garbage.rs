@@ -374,12 +374,7 @@ async fn still_serving(addr: SocketAddr) {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
+    proc_status_kib(&pid.to_string(), "VmRSS")
 }
 
 /// Every corpus input gets its documented answer from the real binary, which keeps serving

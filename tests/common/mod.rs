@@ -890,3 +890,13 @@ pub fn assert_png(path: &std::path::Path) {
     let png = std::fs::read(path).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", path.display());
 }
+
+/// A figure of `/proc/<pid>/status` in KiB (`pid` may be `self`): `VmRSS`, `VmHWM`, …
+pub fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line"))
+}
