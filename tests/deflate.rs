@@ -34,6 +34,8 @@ struct Received {
     compressed: bool,
     /// Its payload on the wire.
     wire_len: usize,
+    /// That payload.
+    payload: Vec<u8>,
     /// Its data (inflated if compressed).
     data: Vec<u8>,
 }
@@ -109,7 +111,12 @@ impl Zc {
             (0x1, rsv1, payload) => Some(Received {
                 compressed: rsv1,
                 wire_len: payload.len(),
-                data: if rsv1 { inflate(&payload) } else { payload },
+                data: if rsv1 {
+                    inflate(&payload)
+                } else {
+                    payload.clone()
+                },
+                payload,
             }),
             (0x8, _, _) => None,
             (op, _, _) => panic!("unexpected opcode {op}"),
@@ -194,6 +201,37 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
         .unwrap();
     assert_eq!(d.total_in() as usize, input.len(), "whole payload inflated");
     out
+}
+
+/// Inflates a compressed payload with zlib (Python's) limited to a `2^bits`-byte window,
+/// one output byte per call so that it checks every back-reference against that window
+/// (within one large call zlib would also accept references into the call's own output).
+fn strict_inflate(payload: &[u8], bits: u8) -> Vec<u8> {
+    use std::io::Write;
+    let script = format!(
+        "import sys, zlib\n\
+         d = zlib.decompressobj(-{bits})\n\
+         data = sys.stdin.buffer.read() + b'\\x00\\x00\\xff\\xff'\n\
+         out = bytearray()\n\
+         while data:\n    out += d.decompress(data, 1)\n    data = d.unconsumed_tail\n\
+         out += d.flush()\n\
+         sys.stdout.buffer.write(out)\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (zlib) for the window check");
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "zlib with a {bits}-bit window refused it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// An analytics summary like the seeds' (about 2 KB of JSON).
@@ -291,6 +329,11 @@ async fn compressed_and_plain_subscribers_share_a_channel() {
     let (p, pd) = plain.publication(ch).await;
     assert_eq!((fd, sd, &pd), (big.clone(), big.clone(), &big));
     assert!(f.compressed && s.compressed && !p.compressed);
+    assert_eq!(
+        strict_inflate(&s.payload, 9),
+        s.data,
+        "within a 512-byte window"
+    );
     assert!(
         f.wire_len * 100 <= p.wire_len * 40,
         "≥ 60 % smaller: {} vs {} bytes",

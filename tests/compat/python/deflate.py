@@ -2,8 +2,9 @@
 against a node with client.websocket_compression on.
 
 Two clients: websockets' default offer (compression on, `client_max_window_bits`), and one
-that limits the server's window to 512 bytes (`server_max_window_bits=9`; zlib then refuses
-any back-reference farther than that). Each must agree permessage-deflate, send a compressed
+that limits the server's window to 512 bytes (`server_max_window_bits=9`, inflated by zlib
+with that window; tests/deflate.rs checks every back-reference against it byte by byte).
+Each must agree permessage-deflate, send a compressed
 subscribe, and receive 20 large publications that decode unchanged; the node's metrics must
 show them sent compressed, in fewer bytes than their JSON.
 
