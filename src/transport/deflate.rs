@@ -237,10 +237,14 @@ pub fn segment(input: &[u8], level: u32, window_bits: u8) -> Option<Vec<u8>> {
 /// means nothing is held back), and the flush is given room for all it can write: at most
 /// the input it holds, which is at most this `input`, plus block overhead.
 fn run(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) -> Option<()> {
-    let bound = input.len() + input.len() / 64 + 1024;
+    // Stored blocks (what miniz_oxide falls back to) cost 5 bytes per 64 KiB; the flush
+    // and a block's header a few more.
+    let bound = input.len() + input.len() / 64 + 64;
     let mut step = |c: &mut Compress, input: &[u8], flush, room: usize| -> Option<(usize, bool)> {
         if out.capacity() - out.len() < room {
-            out.reserve(out.capacity().max(room).max(4096));
+            // Geometric growth, but no more than needed for short messages: every
+            // compressed reply would otherwise leave a 4 KiB buffer to the allocator.
+            out.reserve(room.max(out.capacity() / 2));
         }
         let (in0, out0) = (c.total_in(), c.total_out());
         c.compress_vec(input, out, flush).ok()?;
@@ -248,12 +252,12 @@ fn run(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompre
         Some((used, c.total_out() > out0))
     };
     while !input.is_empty() {
-        let (used, _) = step(c, input, FlushCompress::None, 1024)?;
+        let (used, _) = step(c, input, FlushCompress::None, 256)?;
         input = &input[used..];
     }
-    while step(c, &[], FlushCompress::None, 1024)?.1 {}
+    while step(c, &[], FlushCompress::None, 256)?.1 {}
     step(c, &[], flush, bound)?;
-    while step(c, &[], FlushCompress::None, 1024)?.1 {}
+    while step(c, &[], FlushCompress::None, 256)?.1 {}
     // A complete flush ends with an empty stored block; anything else is a library fault
     // (the message then goes uncompressed).
     out.ends_with(&TAIL).then_some(())
