@@ -55,19 +55,7 @@ impl Zc {
         let ext = offer
             .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
             .unwrap_or_default();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let head = raw_upgrade(&mut s, addr, path, &ext).await;
         let answer = head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case("sec-websocket-extensions")
