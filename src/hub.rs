@@ -1,7 +1,9 @@
 //! The local fan-out index: channel → this node's subscribers.
 //!
 //! Each event is encoded once into shared bytes and pushed to every subscriber's outbound
-//! queue. The index is sharded by channel hash so that deliveries to different channels never
+//! queue; when some subscribers compress (permessage-deflate), they also share one slot for
+//! the compressed form, which the first of their writers fills, so a publication is
+//! compressed at most once per node. The index is sharded by channel hash so that deliveries to different channels never
 //! contend on one lock. Knows nothing about Raft or the log.
 
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use crate::outbound::{Outbound, PushError};
+use crate::outbound::{Message, Outbound, PushError, SharedDeflate};
 use crate::protocol::json::encode_push;
 use crate::protocol::types::JoinLeave;
 use crate::state::Event;
@@ -152,11 +154,19 @@ impl Hub {
         };
         let mut delivered = 0u64;
         let applied_at = (!join_leave_only).then(std::time::Instant::now);
+        let mut shared: Option<SharedDeflate> = None;
         for sub in subs.values() {
             if join_leave_only && !sub.join_leave {
                 continue;
             }
-            match sub.out.push_quiet(bytes.clone(), applied_at) {
+            let msg = Message {
+                json: bytes.clone(),
+                deflated: sub
+                    .out
+                    .deflates()
+                    .then(|| shared.get_or_insert_with(Default::default).clone()),
+            };
+            match sub.out.push_quiet(msg, applied_at) {
                 Ok(first) => {
                     delivered += 1;
                     if first {
@@ -218,7 +228,12 @@ mod tests {
         let (ma, mb) = (a.take().messages, b.take().messages);
         assert_eq!(ma.len(), 1);
         assert_eq!(mb.len(), 1);
-        assert_eq!(ma[0].as_ptr(), mb[0].as_ptr(), "same buffer, encoded once");
+        assert_eq!(
+            ma[0].json.as_ptr(),
+            mb[0].json.as_ptr(),
+            "same buffer, encoded once"
+        );
+        assert!(ma[0].deflated.is_none(), "nobody compresses: no slot");
         let info = ClientInfo {
             user: "u".into(),
             client: "x".into(),
@@ -231,6 +246,29 @@ mod tests {
         });
         assert!(a.take().messages.is_empty(), "a did not ask for join/leave");
         assert_eq!(b.take().messages.len(), 1);
+    }
+
+    #[test]
+    fn compressing_subscribers_share_one_slot_for_the_compressed_form() {
+        let hub = Hub::default();
+        let queues: Vec<_> = (0..3).map(|_| Arc::new(Outbound::new(1000))).collect();
+        queues[0].set_deflate();
+        queues[2].set_deflate();
+        for (i, q) in queues.iter().enumerate() {
+            let sub = Subscriber {
+                out: q.clone(),
+                join_leave: false,
+            };
+            hub.subscribe("c", i as u64, sub);
+        }
+        hub.deliver(&publication("c"));
+        let m: Vec<_> = queues.iter().map(|q| q.take().messages.remove(0)).collect();
+        assert!(m[1].deflated.is_none(), "a plain subscriber gets no slot");
+        let (a, c) = (
+            m[0].deflated.as_ref().unwrap(),
+            m[2].deflated.as_ref().unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, c), "one slot per publication");
     }
 
     #[test]

@@ -32,8 +32,13 @@ pub const COMMANDS: &str = "switchyard_commands_total";
 pub const MESSAGES_OUT: &str = "switchyard_messages_out_total";
 /// WebSocket payload bytes received from clients.
 pub const BYTES_IN: &str = "switchyard_bytes_in_total";
-/// WebSocket payload bytes written to clients.
+/// WebSocket payload bytes written to clients (after compression).
 pub const BYTES_OUT: &str = "switchyard_bytes_out_total";
+/// Messages written to clients inside compressed frames (permessage-deflate).
+pub const MESSAGES_OUT_COMPRESSED: &str = "switchyard_messages_out_compressed_total";
+/// Publications and join/leave pushes compressed once and shared by this node's compressing
+/// subscribers (each compression counted once, however many subscribers share it).
+pub const SHARED_COMPRESSIONS: &str = "switchyard_shared_compressions_total";
 /// Publications applied on this node (committed through Raft).
 pub const PUBLICATIONS_COMMITTED: &str = "switchyard_publications_committed_total";
 /// Time from a publication's apply on this node to its write to a subscriber's socket.
@@ -137,7 +142,18 @@ fn register_all() {
         (COMMANDS, "client commands received, pongs excluded"),
         (MESSAGES_OUT, "messages written to clients"),
         (BYTES_IN, "payload bytes received from clients"),
-        (BYTES_OUT, "payload bytes written to clients"),
+        (
+            BYTES_OUT,
+            "payload bytes written to clients (after compression)",
+        ),
+        (
+            MESSAGES_OUT_COMPRESSED,
+            "messages written to clients in compressed frames (permessage-deflate)",
+        ),
+        (
+            SHARED_COMPRESSIONS,
+            "pushes compressed once and shared by this node's compressing subscribers",
+        ),
         (PUBLICATIONS_COMMITTED, "publications applied on this node"),
         (
             SLOW_DISCONNECTS,

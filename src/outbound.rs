@@ -7,6 +7,7 @@
 //! so one slow reader never holds back the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -14,13 +15,37 @@ use tokio::sync::Notify;
 
 use crate::protocol::{Disconnect, codes};
 
+/// A message's compressed form (permessage-deflate, made by the first writer that sends it
+/// and shared by every connection of this node that negotiated the full window; `None`: the
+/// compressor failed and the message goes uncompressed). The bytes are opaque here.
+pub type SharedDeflate = Arc<OnceLock<Option<Bytes>>>;
+
+/// One queued protocol message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its JSON encoding.
+    pub json: Bytes,
+    /// For a message fanned out to several connections, the slot of its shared compressed
+    /// form (only when some subscriber compresses).
+    pub deflated: Option<SharedDeflate>,
+}
+
+impl From<Bytes> for Message {
+    fn from(json: Bytes) -> Message {
+        Message {
+            json,
+            deflated: None,
+        }
+    }
+}
+
 /// What the writer must do next.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// WebSocket pong payloads owed to the client (answers to its pings).
     pub pongs: Vec<Bytes>,
     /// Protocol messages, in order.
-    pub messages: Vec<Bytes>,
+    pub messages: Vec<Message>,
     /// When each publication among them was applied (for the delivery latency metric).
     pub applied_at: Vec<std::time::Instant>,
     /// Send a close frame with this code and reason after the messages, then stop.
@@ -56,6 +81,8 @@ pub struct Outbound {
     wake_pending: AtomicBool,
     /// Most bytes of messages held at once.
     limit: usize,
+    /// The connection compresses what it sends (permessage-deflate).
+    deflate: AtomicBool,
 }
 
 impl Outbound {
@@ -66,19 +93,31 @@ impl Outbound {
             notify: Notify::new(),
             wake_pending: AtomicBool::new(false),
             limit,
+            deflate: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection as compressing: fan-out attaches a shared compressed-form slot to
+    /// what it queues here.
+    pub fn set_deflate(&self) {
+        self.deflate.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection compresses what it sends.
+    pub fn deflates(&self) -> bool {
+        self.deflate.load(Ordering::Relaxed)
     }
 
     /// Queues one encoded message.
     pub fn push(&self, msg: Bytes) -> Result<(), PushError> {
-        self.enqueue(msg, None)?;
+        self.enqueue(msg.into(), None)?;
         self.wake();
         Ok(())
     }
 
     /// Queues a publication push applied at `applied_at` (its delivery latency is measured).
     pub fn push_timed(&self, msg: Bytes, applied_at: std::time::Instant) -> Result<(), PushError> {
-        self.enqueue(msg, Some(applied_at))?;
+        self.enqueue(msg.into(), Some(applied_at))?;
         self.wake();
         Ok(())
     }
@@ -89,7 +128,7 @@ impl Outbound {
     /// push since the last [`Outbound::wake`]: the caller must then call `wake` when done.
     pub fn push_quiet(
         &self,
-        msg: Bytes,
+        msg: Message,
         applied_at: Option<std::time::Instant>,
     ) -> Result<bool, PushError> {
         self.enqueue(msg, applied_at)?;
@@ -102,12 +141,16 @@ impl Outbound {
         self.notify.notify_one();
     }
 
-    fn enqueue(&self, msg: Bytes, applied_at: Option<std::time::Instant>) -> Result<(), PushError> {
+    fn enqueue(
+        &self,
+        msg: Message,
+        applied_at: Option<std::time::Instant>,
+    ) -> Result<(), PushError> {
         let mut st = self.state.lock();
         if st.closing {
             return Err(PushError::Closed);
         }
-        if st.bytes + msg.len() > self.limit {
+        if st.bytes + msg.json.len() > self.limit {
             // Drop what is queued: the client is told 3008 right away and will recover.
             st.batch.messages.clear();
             st.batch.applied_at.clear();
@@ -118,7 +161,7 @@ impl Outbound {
             self.notify.notify_one();
             return Err(PushError::Overflow);
         }
-        st.bytes += msg.len();
+        st.bytes += msg.json.len();
         st.batch.messages.push(msg);
         if let Some(t) = applied_at {
             st.batch.applied_at.push(t);
@@ -186,15 +229,15 @@ impl Outbound {
     }
 }
 
-/// Joins messages with `\n` into one frame payload.
-pub fn join(messages: &[Bytes]) -> Vec<u8> {
-    let len = messages.iter().map(|m| m.len() + 1).sum::<usize>();
+/// Joins messages' JSON with `\n` into one frame payload.
+pub fn join(messages: &[Message]) -> Vec<u8> {
+    let len = messages.iter().map(|m| m.json.len() + 1).sum::<usize>();
     let mut buf = Vec::with_capacity(len);
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
             buf.push(b'\n');
         }
-        buf.extend_from_slice(m);
+        buf.extend_from_slice(&m.json);
     }
     buf
 }
@@ -231,10 +274,11 @@ mod tests {
     #[test]
     fn quiet_pushes_ask_for_one_wake() {
         let q = Outbound::new(100);
-        assert_eq!(q.push_quiet(Bytes::from_static(b"a"), None), Ok(true));
-        assert_eq!(q.push_quiet(Bytes::from_static(b"b"), None), Ok(false));
+        let m = |s: &'static [u8]| Message::from(Bytes::from_static(s));
+        assert_eq!(q.push_quiet(m(b"a"), None), Ok(true));
+        assert_eq!(q.push_quiet(m(b"b"), None), Ok(false));
         q.wake();
-        assert_eq!(q.push_quiet(Bytes::from_static(b"c"), None), Ok(true));
+        assert_eq!(q.push_quiet(m(b"c"), None), Ok(true));
         assert_eq!(join(&q.take().messages), b"a\nb\nc");
     }
 

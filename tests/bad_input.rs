@@ -213,22 +213,7 @@ async fn incomplete_http_request_is_dropped() {
 }
 
 async fn handshake(stream: &mut tokio::net::TcpStream, s: &TestServer) {
-    let req = format!(
-        "GET /connection/websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        s.addr
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    raw_upgrade(stream, s.addr, "/connection/websocket", "").await;
     let connect = json!({"id": 1, "connect": {"token": token("raw")}}).to_string();
     stream
         .write_all(&client_frame(true, 0x1, connect.as_bytes()))

@@ -127,6 +127,49 @@ async fn fanout_deliveries_add_up_and_reports_are_written() {
     assert!(page.contains("<svg") && page.contains("Latency by percentile"));
 }
 
+/// `--compression` against a node that agrees permessage-deflate: subscribers inflate every
+/// publication (all delivered, in order), and with `--payload-kind analytics` the node writes
+/// at most 40 % of the bytes per delivery it writes to subscribers that do not compress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_compression_reports_bytes_per_delivery() {
+    let toml =
+        common::base_toml().replace("[client]\n", "[client]\nwebsocket_compression = true\n");
+    let server = TestServer::start_toml(&toml).await;
+    let admin = format!("http://{}", server.server.as_ref().unwrap().admin_addr);
+    let mut bytes = Vec::new();
+    for compression in [false, true] {
+        let mut words = vec![
+            "fanout",
+            "--subscribers",
+            "5",
+            "--publishers",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--payload",
+            "2048",
+            "--payload-kind",
+            "analytics",
+            "--admin",
+            &admin,
+            "--channel",
+            "chat:zip",
+        ];
+        if compression {
+            words.push("--compression");
+        }
+        let r = run(&server, &words).await;
+        assert!(r.passed(), "{}", r.table());
+        assert_eq!(fig(&r, "deliveries_expected"), 100.0, "{}", r.table());
+        assert_eq!(fig(&r, "deliveries_received"), 100.0, "{}", r.table());
+        bytes.push(fig(&r, "wire_bytes_per_delivery"));
+    }
+    assert!(bytes[0] > 2048.0, "plain: {bytes:?}");
+    assert!(bytes[1] < bytes[0] * 0.4, "compressed vs plain: {bytes:?}");
+}
+
 /// `--inject-drop` makes publisher 0 claim a publication it never sent: every subscriber of
 /// its channel must report exactly that one delivery lost, and the run must fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,6 +907,7 @@ fn bench_reads_the_server_metric_names() {
     assert_eq!(stats::PROCESS_RSS, metrics::PROCESS_RSS);
     assert_eq!(stats::PROCESS_FDS, metrics::PROCESS_FDS);
     assert_eq!(stats::STORE_BYTES, metrics::STORE_BYTES);
+    assert_eq!(stats::BYTES_OUT, metrics::BYTES_OUT);
 }
 
 /// Runs `switchyard bench run` on a plan whose one scenario is a small fan-out against

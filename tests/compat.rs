@@ -16,20 +16,21 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs one SDK script against a fresh node and asserts it exits 0.
-fn run_sdk_script(program: &Path, script: &Path, prefix: &str) {
+/// Runs one SDK script against a fresh node (started with `envs`) and asserts it exits 0.
+fn run_sdk_script(program: &Path, script: &Path, prefix: &str, envs: &[(&str, &str)]) {
     assert!(
         program.exists() || program.components().count() == 1,
         "{} is missing: run scripts/test.sh, which installs the SDKs",
         program.display()
     );
     let cfg = config_file("");
-    let p = Proc::start(cfg.path(), &[]);
+    let p = Proc::start(cfg.path(), envs);
     let mut child = Command::new(program)
         .arg(script)
         .env("SY_WS_URL", p.ws_url())
         .env("SY_API_URL", format!("http://{}/api", p.client_addr))
         .env("SY_API_KEY", API_KEY)
+        .env("SY_ADMIN_URL", format!("http://{}", p.admin_addr))
         .env("SY_BIN", env!("CARGO_BIN_EXE_switchyard"))
         .env("SY_CONFIG", cfg.path())
         .env("SY_CHANNEL_PREFIX", prefix)
@@ -60,14 +61,25 @@ fn centrifuge_js() {
         dir.join("node_modules/centrifuge").exists(),
         "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
     );
-    run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-");
+    run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-", &[]);
 }
 
 #[test]
 fn centrifuge_python() {
     let dir = root().join("tests/compat/python");
     let python = dir.join(".venv/bin/python");
-    run_sdk_script(&python, &dir.join("compat.py"), "chat:py-");
+    run_sdk_script(&python, &dir.join("compat.py"), "chat:py-", &[]);
+}
+
+/// Python `websockets` (compression on by default, zlib underneath) agrees permessage-deflate,
+/// with its default offer and with our window limited to 512 bytes, and decodes compressed
+/// publications unchanged (tests/compat/python/deflate.py).
+#[test]
+fn python_websockets_deflate() {
+    let dir = root().join("tests/compat/python");
+    let python = dir.join(".venv/bin/python");
+    let on = [("SWITCHYARD_CLIENT__WEBSOCKET_COMPRESSION", "true")];
+    run_sdk_script(&python, &dir.join("deflate.py"), "chat:z-", &on);
 }
 
 /// The server API through `cent`, Centrifugo's official Python API client: publish (with an

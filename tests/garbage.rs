@@ -254,22 +254,7 @@ fn corpus() -> Vec<Case> {
 /// Opens a raw WebSocket (and connects when asked, consuming the reply).
 async fn open(addr: SocketAddr, connect: bool) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET /connection/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-        assert!(head.len() < 4096, "response head too long");
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    raw_upgrade(&mut s, addr, "/connection/websocket", "").await;
     if connect {
         s.write_all(&cmd(
             json!({"id": 1, "connect": {"token": token("garbage")}}),
@@ -374,12 +359,7 @@ async fn still_serving(addr: SocketAddr) {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
+    proc_status_kib(&pid.to_string(), "VmRSS")
 }
 
 /// Every corpus input gets its documented answer from the real binary, which keeps serving
@@ -453,18 +433,7 @@ async fn echo_endpoint_only_when_enabled() {
 
     // Raw: a fragmented text message is echoed whole; then an oversized one closes with 1009.
     let mut s = TcpStream::connect(on.addr).await.unwrap();
-    let req = format!(
-        "GET /autobahn/echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        on.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    raw_upgrade(&mut s, on.addr, "/autobahn/echo", "").await;
     s.write_all(&[frame(0x01, b"ab"), frame(0x00, b"cd"), frame(0x80, b"e")].concat())
         .await
         .unwrap();

@@ -1,5 +1,6 @@
-//! The WebSocket message reader fed raw client bytes: it must end in an event stream that
-//! respects every limit, or a violation / end of input, never a panic or unbounded memory.
+//! The WebSocket message reader fed raw client bytes, without and with permessage-deflate
+//! agreed: it must end in an event stream that respects every limit (an inflated message
+//! too), or a violation / end of input, never a panic or unbounded memory.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -20,8 +21,16 @@ fn rt() -> &'static tokio::runtime::Runtime {
 }
 
 fuzz_target!(|data: &[u8]| {
+    read_all(data, false);
+    read_all(data, true);
+});
+
+fn read_all(data: &[u8], inflate: bool) {
     rt().block_on(async {
         let mut rd = MessageReader::new(data, MAX);
+        if inflate {
+            rd = rd.inflating();
+        }
         // Each event consumes at least one frame header (2 bytes): this bound is never hit.
         for _ in 0..=data.len() {
             match rd.next().await {
@@ -45,4 +54,4 @@ fuzz_target!(|data: &[u8]| {
         }
         panic!("more events than input bytes");
     });
-});
+}

@@ -31,8 +31,18 @@ pub struct ClientConfig {
     /// Trades that much delivery latency for CPU under heavy fan-out; at most 1 s.
     #[serde(with = "duration_str")]
     pub write_delay: Duration,
-    /// Largest WebSocket message accepted from a client, in bytes (larger: close 1009).
+    /// Largest WebSocket message accepted from a client, in bytes (larger: close 1009). A
+    /// compressed message counts twice: its compressed size, and its size while inflating.
     pub max_message_size: usize,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it, without context
+    /// takeover either way (no per-connection compressor state); off: the extension is never
+    /// negotiated.
+    pub websocket_compression: bool,
+    /// Messages shorter than this many bytes go uncompressed (alone in a frame) or stored
+    /// (beside compressed ones).
+    pub websocket_compression_min_size: usize,
+    /// Deflate level, 1 (fastest) to 9 (smallest).
+    pub websocket_compression_level: u32,
     /// Bound of one connection's outbound queue, in bytes; overflow disconnects with 3008.
     pub outbound_queue_bytes: usize,
     /// Most commands that propose (publish) one connection may have waiting for their commit.
@@ -96,6 +106,9 @@ impl Default for ClientConfig {
             write_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             max_message_size: 65_536,
+            websocket_compression: false,
+            websocket_compression_min_size: 128,
+            websocket_compression_level: 1,
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_inflight_proposals: 256,
             max_channels: 128,

@@ -111,6 +111,9 @@ impl Config {
         if self.testing.echo_endpoint && self.testing.echo_max_message_size < 1024 {
             return bad("testing.echo_max_message_size must be at least 1024".into());
         }
+        if !(1..=9).contains(&self.client.websocket_compression_level) {
+            return bad("client.websocket_compression_level must be 1 to 9".into());
+        }
         if self.client.max_message_size < 1024 {
             return bad("client.max_message_size must be at least 1024".into());
         }

@@ -4,18 +4,20 @@
 //! It reads through the same [`MessageReader`] as client connections, so the suite checks the
 //! framing, fragmentation, UTF-8 and close handling real clients meet; only the writing differs
 //! (one frame per message instead of the session writer's `\n`-joined batches). One task per
-//! connection: no timers are needed, so it reads, then writes, in turn.
+//! connection: no timers are needed, so it reads, then writes, in turn. permessage-deflate is
+//! negotiated as on `/connection/websocket` (`client.websocket_compression` and its
+//! settings), so the suite's compression cases (12, 13) check the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, Payload, WebSocketError};
+use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
 
+use super::deflate::{self, Settings};
 use super::reader::{Event, ReadError};
 use super::ws::{Writer, drain_until_close, split};
 use super::{Body, respond};
@@ -41,41 +43,57 @@ pub fn upgrade(
         }
     };
     let max = node.cfg.testing.echo_max_message_size;
+    let cfg = &node.cfg.client;
+    let (agreed, extensions) = cfg
+        .websocket_compression
+        .then(|| deflate::answer(req.headers()))
+        .flatten()
+        .unzip();
+    let settings = agreed.map(|a| Settings::new(cfg, a));
     let shutdown = node.on_shutdown();
     tracker.spawn(async move {
         let Ok(ws) = fut.await else { return };
+        let (rd, wr) = split(ws, max, agreed);
         tokio::select! {
-            _ = serve(ws, max) => {}
+            _ = serve(rd, wr, settings) => {}
             _ = shutdown.cancelled() => {}
         }
     });
-    let (parts, _) = resp.into_parts();
+    let (mut parts, _) = resp.into_parts();
+    if let Some(v) = extensions {
+        parts
+            .headers
+            .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-async fn serve(ws: fastwebsockets::WebSocket<super::ws::Io>, max: usize) {
-    let (mut rd, mut wr) = split(ws, max);
+/// What the echo sends next.
+enum Reply {
+    Message { text: bool, data: Bytes },
+    Pong(Bytes),
+    Close(u16, &'static str),
+}
+
+async fn serve(
+    mut rd: super::reader::MessageReader<tokio::io::ReadHalf<super::ws::Io>>,
+    mut wr: Writer,
+    deflate: Option<Settings>,
+) {
     loop {
         let reply = match rd.next().await {
-            Ok(Event::Message { text, data }) => {
-                let payload = Payload::Bytes(BytesMut::from(data));
-                if text {
-                    Frame::text(payload)
-                } else {
-                    Frame::binary(payload)
-                }
-            }
-            Ok(Event::Ping(p)) => Frame::pong(Payload::Bytes(BytesMut::from(p))),
+            Ok(Event::Message { text, data }) => Reply::Message { text, data },
+            Ok(Event::Ping(p)) => Reply::Pong(p),
             Ok(Event::Pong(_)) => continue,
             Ok(ev @ Event::Close { .. }) => {
                 let code = ev.close_reply().unwrap_or(1000);
-                let _ = write(&mut wr, Frame::close(code, b"")).await;
+                let _ = write(&mut wr, Reply::Close(code, ""), deflate).await;
                 // The client already closed: end the TCP stream now.
                 return;
             }
             Err(ReadError::Violation(d)) => {
                 tracing::debug!(code = d.code, reason = d.reason, "echo: protocol violation");
-                if write(&mut wr, Frame::close(d.code, d.reason.as_bytes()))
+                if write(&mut wr, Reply::Close(d.code, d.reason), deflate)
                     .await
                     .is_ok()
                 {
@@ -85,20 +103,26 @@ async fn serve(ws: fastwebsockets::WebSocket<super::ws::Io>, max: usize) {
             }
             Err(ReadError::Gone) => return,
         };
-        if write(&mut wr, reply).await.is_err() {
+        if write(&mut wr, reply, deflate).await.is_err() {
             return;
         }
     }
 }
 
-async fn write(wr: &mut Writer, frame: Frame<'_>) -> Result<(), WebSocketError> {
-    // write_frame does not flush; over TLS the frame could otherwise sit in rustls's buffer.
+async fn write(wr: &mut Writer, reply: Reply, deflate: Option<Settings>) -> std::io::Result<()> {
     let write = async {
-        wr.write_frame(frame).await?;
+        match reply {
+            Reply::Message { text, data } => match deflate.and_then(|d| d.message(&data)) {
+                Some(z) => wr.message(text, true, &z).await?,
+                None => wr.message(text, false, &data).await?,
+            },
+            Reply::Pong(p) => wr.pong(&p).await?,
+            Reply::Close(code, reason) => wr.close(code, reason.as_bytes()).await?,
+        }
         wr.flush().await
     };
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(r) => r,
-        Err(_) => Err(WebSocketError::ConnectionClosed),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }

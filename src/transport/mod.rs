@@ -2,7 +2,9 @@
 //!
 //! Invariant: the only module that knows sockets, HTTP framing and WebSocket frames.
 
+pub mod deflate;
 pub mod echo;
+pub mod frame;
 
 mod http;
 pub mod reader;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -648,6 +650,12 @@ fn upgrade(
     } else {
         (ws::Subprotocol::Json, None)
     };
+    let deflate = node
+        .cfg
+        .client
+        .websocket_compression
+        .then(|| deflate::answer(req.headers()))
+        .flatten();
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
         Err(e) => {
@@ -660,9 +668,10 @@ fn upgrade(
     metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
     let kept = proxied_headers(&node, req.headers());
     let ip_slot = ctx.slot.clone();
+    let (agreed, extensions) = deflate.unzip();
     tracker.spawn(async move {
         match fut.await {
-            Ok(ws) => ws::serve(node, ws, proto, kept).await,
+            Ok(ws) => ws::serve(node, ws, proto, kept, agreed).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
         drop(slot);
@@ -673,6 +682,9 @@ fn upgrade(
         parts
             .headers
             .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if let Some(v) = extensions {
+        parts.headers.insert(SEC_WEBSOCKET_EXTENSIONS, v);
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }

@@ -7,12 +7,18 @@
 //! reassembled message. Every RFC 6455 violation becomes a [`Disconnect`] (1002 protocol error,
 //! 1007 invalid payload, 1009 too big) that the caller sends as its close frame.
 //!
+//! With permessage-deflate negotiated ([`MessageReader::inflating`]), a message whose first
+//! frame has RSV1 set is reassembled compressed (its compressed size bounded like any
+//! message), then inflated with the same bound applied while inflating ([`deflate::inflate`]):
+//! a deflate bomb ends in 1009 having cost at most the limit.
+//!
 //! [`MessageReader::next`] is cancel-safe: its only await point is a read into its own buffer,
 //! and frames are consumed only once complete.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::deflate::{self, InflateError, TAIL};
 use crate::protocol::{Disconnect, codes};
 
 /// Longest payload of a control frame (RFC 6455 §5.5).
@@ -25,12 +31,12 @@ const READ_CHUNK: usize = 8 * 1024;
 /// common case, by far) holds this little instead of a whole read chunk.
 const IDLE_CHUNK: usize = 512;
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+pub(super) const OP_CONTINUATION: u8 = 0x0;
+pub(super) const OP_TEXT: u8 = 0x1;
+pub(super) const OP_BINARY: u8 = 0x2;
+pub(super) const OP_CLOSE: u8 = 0x8;
+pub(super) const OP_PING: u8 = 0x9;
+pub(super) const OP_PONG: u8 = 0xA;
 
 /// What the peer sent, once a message or a control frame is complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +98,8 @@ pub fn close_code_allowed(code: u16) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct Head {
     fin: bool,
+    /// RSV1: a compressed message (permessage-deflate), if that was negotiated.
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     /// Payload length.
@@ -106,10 +114,11 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, ReadError> {
         return Ok(None);
     }
     let fin = b[0] & 0x80 != 0;
-    if b[0] & 0x70 != 0 {
-        // RSV1 would be permessage-deflate, which is never negotiated.
+    if b[0] & 0x30 != 0 {
+        // RSV2 and RSV3 belong to no extension we negotiate; RSV1 is checked by the reader.
         return Err(protocol_error("reserved bits set"));
     }
+    let rsv1 = b[0] & 0x40 != 0;
     let opcode = b[0] & 0x0f;
     if !matches!(
         opcode,
@@ -157,6 +166,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, ReadError> {
     let mask = [b[at], b[at + 1], b[at + 2], b[at + 3]];
     Ok(Some(Head {
         fin,
+        rsv1,
         opcode,
         mask,
         len,
@@ -178,6 +188,8 @@ fn utf8_checked(data: &[u8], from: usize, complete: bool) -> Result<usize, ReadE
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// Compressed (RSV1 on its first frame): `data` is deflate data until the last fragment.
+    compressed: bool,
     data: Vec<u8>,
     /// Bytes of `data` known to be valid UTF-8 (text only): invalid text fails fast.
     utf8_ok: usize,
@@ -191,6 +203,8 @@ pub struct MessageReader<R> {
     buf: BytesMut,
     /// Largest message (sum of its fragments) accepted; beyond: 1009.
     max: usize,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    inflate: bool,
     partial: Option<Partial>,
 }
 
@@ -201,8 +215,15 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             io,
             buf: BytesMut::new(),
             max: max_message_size,
+            inflate: false,
             partial: None,
         }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated).
+    pub fn inflating(mut self) -> MessageReader<R> {
+        self.inflate = true;
+        self
     }
 
     /// The next message or control event. Cancel-safe.
@@ -245,6 +266,10 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 }
                 _ => {}
             }
+            if h.rsv1 && (!self.inflate || !matches!(h.opcode, OP_TEXT | OP_BINARY)) {
+                // Only the first frame of a data message may say "compressed".
+                return Err(protocol_error("reserved bits set"));
+            }
             if h.opcode < OP_CLOSE {
                 let so_far = self.partial.as_ref().map_or(0, |p| p.data.len());
                 if h.len > self.max.saturating_sub(so_far) {
@@ -273,6 +298,19 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             OP_CLOSE => close_event(&payload).map(Some),
             OP_TEXT | OP_BINARY => {
                 let text = h.opcode == OP_TEXT;
+                if h.rsv1 {
+                    let p = Partial {
+                        text,
+                        compressed: true,
+                        data: payload.to_vec(),
+                        utf8_ok: 0,
+                    };
+                    if h.fin {
+                        return self.inflated(p).map(Some);
+                    }
+                    self.partial = Some(p);
+                    return Ok(None);
+                }
                 if h.fin {
                     if text {
                         utf8_checked(&payload, 0, true)?;
@@ -289,6 +327,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 };
                 self.partial = Some(Partial {
                     text,
+                    compressed: false,
                     data: payload.to_vec(),
                     utf8_ok,
                 });
@@ -300,6 +339,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                     return Err(protocol_error("continuation without a message"));
                 };
                 p.data.extend_from_slice(&payload);
+                if p.compressed {
+                    if h.fin {
+                        return self.inflated(p).map(Some);
+                    }
+                    self.partial = Some(p);
+                    return Ok(None);
+                }
                 if p.text {
                     p.utf8_ok = utf8_checked(&p.data, p.utf8_ok, h.fin)?;
                 }
@@ -313,6 +359,25 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 Ok(None)
             }
         }
+    }
+}
+
+impl<R> MessageReader<R> {
+    /// A whole compressed message, inflated within the size limit and checked.
+    fn inflated(&self, mut p: Partial) -> Result<Event, ReadError> {
+        p.data.extend_from_slice(&TAIL);
+        let mut data = Vec::new();
+        deflate::inflate(&p.data, self.max, &mut data).map_err(|e| match e {
+            InflateError::TooBig => ReadError::Violation(codes::MESSAGE_TOO_BIG),
+            InflateError::Corrupt => violation(codes::INVALID_PAYLOAD.code, "invalid deflate data"),
+        })?;
+        if p.text {
+            utf8_checked(&data, 0, true)?;
+        }
+        Ok(Event::Message {
+            text: p.text,
+            data: Bytes::from(data),
+        })
     }
 }
 
@@ -364,11 +429,19 @@ mod tests {
 
     /// Every event the bytes produce, then how reading ended.
     fn read_all(bytes: &[u8], max: usize) -> (Vec<Event>, ReadError) {
+        read_all_with(bytes, max, false)
+    }
+
+    /// Like `read_all`, with permessage-deflate negotiated or not.
+    fn read_all_with(bytes: &[u8], max: usize, inflate: bool) -> (Vec<Event>, ReadError) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
             let mut r = MessageReader::new(bytes, max);
+            if inflate {
+                r = r.inflating();
+            }
             let mut events = Vec::new();
             loop {
                 match r.next().await {
@@ -481,6 +554,66 @@ mod tests {
         for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             assert!(!close_code_allowed(bad), "{bad}");
         }
+    }
+
+    /// A message deflated the way a client does it (tail removed).
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        let seg = deflate::segment(data, 6, 15).unwrap();
+        seg[..seg.len() - TAIL.len()].to_vec()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_fragmented() {
+        let text = "compressible ".repeat(50);
+        let z = deflated(text.as_bytes());
+        let (half1, half2) = z.split_at(z.len() / 2);
+        let mut b = frame(0xC1, &z);
+        b.extend(frame(0x41, half1)); // text, RSV1, not final
+        b.extend(frame(0x89, b"p"));
+        b.extend(frame(0x80, half2));
+        b.extend(frame(0x81, b"plain"));
+        let (ev, end) = read_all_with(&b, 1000, true);
+        let msg = |d: &str| Event::Message {
+            text: true,
+            data: Bytes::from(d.to_string()),
+        };
+        assert_eq!(
+            ev,
+            vec![
+                msg(&text),
+                Event::Ping(Bytes::from_static(b"p")),
+                msg(&text),
+                msg("plain")
+            ]
+        );
+        assert_eq!(end, ReadError::Gone);
+    }
+
+    #[test]
+    fn compression_violations_have_their_codes() {
+        let z = deflated(b"hello");
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            ([frame(0x41, &z[..2]), frame(0xC0, &z[2..])].concat(), 1002), // RSV1 on continuation
+            (frame(0xC9, b""), 1002),                                      // RSV1 on a ping
+            (frame(0xA1, &z), 1002),                                       // RSV2
+            (frame(0xC1, &[0xff, 0xff]), 1007),                            // not deflate data
+            (frame(0xC1, &deflated(&[0xff, 0xfe])), 1007),                 // inflates to bad UTF-8
+            (frame(0xC1, &deflated(&[b'a'; 1001])), 1009), // inflates past the limit
+        ];
+        for (i, (b, code)) in cases.into_iter().enumerate() {
+            assert_eq!(code_of(read_all_with(&b, 1000, true).1), code, "case {i}");
+        }
+        // Not negotiated: RSV1 is a protocol error.
+        assert_eq!(code_of(read_all(&frame(0xC1, &z), 1000).1), 1002);
+        // Compressed binary data is not UTF-8 checked.
+        let (ev, _) = read_all_with(&frame(0xC2, &deflated(&[0xff, 0xfe])), 1000, true);
+        assert_eq!(
+            ev[0],
+            Event::Message {
+                text: false,
+                data: Bytes::from_static(&[0xff, 0xfe])
+            }
+        );
     }
 
     /// Byte by byte delivery (every read returns one byte) yields the same events.

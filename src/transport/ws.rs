@@ -1,13 +1,17 @@
 //! A client WebSocket connection: a reader task (the shared [`MessageReader`]: frames → whole,
 //! validated messages → the session) and a writer task (outbound queue → one frame per drain;
 //! ping, pong, stale and expiry timers).
+//!
+//! With permessage-deflate, a drain still goes out as one frame: its messages joined by `\n`
+//! in one deflate stream, each a segment of its own (a publication's shared, compressed once
+//! per node) or stored as it is when short; see [`super::deflate`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, Payload, Role, WebSocket, WebSocketError, WebSocketWrite};
+use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -17,10 +21,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::unix_now;
 use crate::conn::Conn;
 use crate::node::Node;
-use crate::outbound::join;
+use crate::outbound::{Batch, Message, join};
 use crate::protocol::{Disconnect, codes, json::PING};
 use crate::session::Session;
 
+use super::deflate::{self, Agreed, Part, Settings};
+use super::frame::FrameWriter;
 use super::reader::{Event, MessageReader, ReadError};
 
 /// An upgraded client connection.
@@ -38,34 +44,47 @@ pub enum Subprotocol {
     Protobuf,
 }
 
-/// Splits an upgraded connection into the shared message reader and a fastwebsockets writer.
-pub fn split(ws: WebSocket<Io>, max_message_size: usize) -> (MessageReader<ReadHalf<Io>>, Writer) {
+/// Splits an upgraded connection into the shared message reader (inflating when
+/// permessage-deflate was agreed) and the frame writer.
+pub fn split(
+    ws: WebSocket<Io>,
+    max_message_size: usize,
+    deflate: Option<Agreed>,
+) -> (MessageReader<ReadHalf<Io>>, Writer) {
     let (rd, wr) = tokio::io::split(ws.into_inner());
-    // Only the write half of fastwebsockets is used: reading is `MessageReader`'s.
-    let (_, wr) = fastwebsockets::after_handshake_split(tokio::io::empty(), wr, Role::Server);
-    (MessageReader::new(rd, max_message_size), wr)
+    let mut rd = MessageReader::new(rd, max_message_size);
+    if deflate.is_some() {
+        rd = rd.inflating();
+    }
+    (rd, FrameWriter::new(wr))
 }
 
 /// The write half of an upgraded connection.
-pub type Writer = WebSocketWrite<WriteHalf<Io>>;
+pub type Writer = FrameWriter<WriteHalf<Io>>;
 
 /// Serves one upgraded connection until it ends.
-/// `headers`: the request headers kept for proxy calls.
+/// `headers`: the request headers kept for proxy calls; `deflate`: permessage-deflate, when
+/// agreed.
 pub async fn serve(
     node: Arc<Node>,
     ws: WebSocket<Io>,
     proto: Subprotocol,
     headers: Vec<(String, String)>,
+    deflate: Option<Agreed>,
 ) {
     let conn = Arc::new(
         Conn::new(node.next_conn_id(), node.cfg.client.outbound_queue_bytes).with_headers(headers),
     );
-    let (mut rd, wr) = split(ws, node.cfg.client.max_message_size);
+    let settings = deflate.map(|a| Settings::new(&node.cfg.client, a));
+    if settings.is_some_and(|s| s.shares()) {
+        conn.out.set_deflate();
+    }
+    let (mut rd, wr) = split(ws, node.cfg.client.max_message_size, deflate);
     let writer_done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         node.clone(),
         conn.clone(),
-        wr,
+        (wr, settings),
         writer_done.clone(),
     ));
     if proto == Subprotocol::Protobuf {
@@ -162,7 +181,12 @@ fn close_with(conn: &Conn, d: Disconnect) {
     conn.out.close(d);
 }
 
-async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: CancellationToken) {
+async fn write_loop(
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    (mut wr, deflate): (Writer, Option<Settings>),
+    done: CancellationToken,
+) {
     let cfg = &node.cfg.client;
     let started = Instant::now();
     let stale_at = started + cfg.stale_timeout;
@@ -215,42 +239,7 @@ async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: Canc
             }
         }
         let batch = conn.out.take();
-        let write = async {
-            for p in &batch.pongs {
-                wr.write_frame(Frame::pong(Payload::Owned(p.to_vec())))
-                    .await?;
-            }
-            if !batch.messages.is_empty() {
-                let payload = if batch.messages.len() == 1 {
-                    batch.messages[0].to_vec()
-                } else {
-                    join(&batch.messages)
-                };
-                let len = payload.len() as u64;
-                wr.write_frame(Frame::text(Payload::Owned(payload))).await?;
-                metrics::counter!(crate::metrics::MESSAGES_OUT)
-                    .increment(batch.messages.len() as u64);
-                metrics::counter!(crate::metrics::BYTES_OUT).increment(len);
-                if !batch.applied_at.is_empty() {
-                    let h = metrics::histogram!(crate::metrics::DELIVERY_LATENCY);
-                    let now = std::time::Instant::now();
-                    for t in &batch.applied_at {
-                        h.record(now.duration_since(*t).as_secs_f64());
-                    }
-                }
-            }
-            if let Some((code, reason)) = &batch.close {
-                metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string())
-                    .increment(1);
-                wr.write_frame(Frame::close(*code, reason.as_bytes()))
-                    .await?;
-            }
-            // write_frame does not flush: over TLS the last records can stay in rustls's
-            // buffer (when the socket was briefly full) until the next write, minutes later.
-            wr.flush().await?;
-            Ok::<(), WebSocketError>(())
-        };
-        match tokio::time::timeout(cfg.write_timeout, write).await {
+        match tokio::time::timeout(cfg.write_timeout, write_batch(&mut wr, &batch, deflate)).await {
             Ok(Ok(())) if batch.close.is_none() => {}
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
@@ -269,6 +258,94 @@ async fn write_loop(node: Arc<Node>, conn: Arc<Conn>, mut wr: Writer, done: Canc
         }
     }
     done.cancel();
+}
+
+/// Writes what one drain of the queue holds: pongs, the messages as one frame, the close.
+async fn write_batch(
+    wr: &mut Writer,
+    batch: &Batch,
+    deflate: Option<Settings>,
+) -> std::io::Result<()> {
+    for p in &batch.pongs {
+        wr.pong(p).await?;
+    }
+    if !batch.messages.is_empty() {
+        let compressed = deflate.and_then(|d| compress(&batch.messages, d));
+        let len = match compressed {
+            Some(payload) => {
+                wr.message(true, true, &payload).await?;
+                metrics::counter!(crate::metrics::MESSAGES_OUT_COMPRESSED)
+                    .increment(batch.messages.len() as u64);
+                payload.len()
+            }
+            None if batch.messages.len() == 1 => {
+                wr.message(true, false, &batch.messages[0].json).await?;
+                batch.messages[0].json.len()
+            }
+            None => {
+                let payload = join(&batch.messages);
+                wr.message(true, false, &payload).await?;
+                payload.len()
+            }
+        };
+        metrics::counter!(crate::metrics::MESSAGES_OUT).increment(batch.messages.len() as u64);
+        metrics::counter!(crate::metrics::BYTES_OUT).increment(len as u64);
+        if !batch.applied_at.is_empty() {
+            let h = metrics::histogram!(crate::metrics::DELIVERY_LATENCY);
+            let now = std::time::Instant::now();
+            for t in &batch.applied_at {
+                h.record(now.duration_since(*t).as_secs_f64());
+            }
+        }
+    }
+    if let Some((code, reason)) = &batch.close {
+        metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string()).increment(1);
+        wr.close(*code, reason.as_bytes()).await?;
+    }
+    // Over TLS the last records can otherwise stay in rustls's buffer (when the socket was
+    // briefly full) until the next write, minutes later.
+    wr.flush().await
+}
+
+/// The compressed payload of one frame carrying `messages` joined by `\n`, or `None` when
+/// none of them is worth compressing or compressing does not pay. A message's compressed
+/// form shared by the node is used (and made, by the first writer) when the connection can
+/// use it; a lone shared message goes out without a copy.
+fn compress(messages: &[Message], d: Settings) -> Option<Bytes> {
+    let shared = |m: &Message| -> Option<Bytes> {
+        let slot = m.deflated.as_ref().filter(|_| d.shares())?;
+        slot.get_or_init(|| {
+            metrics::counter!(crate::metrics::SHARED_COMPRESSIONS).increment(1);
+            d.segment(&m.json).map(Bytes::from)
+        })
+        .clone()
+    };
+    let segments: Vec<Option<Bytes>> = messages
+        .iter()
+        .map(|m| {
+            if m.json.len() < d.min_size {
+                return None;
+            }
+            shared(m).or_else(|| d.segment(&m.json).map(Bytes::from))
+        })
+        .collect();
+    let raw_len = messages.iter().map(|m| m.json.len() + 1).sum::<usize>() - 1;
+    let payload = match &segments[..] {
+        [Some(seg)] => seg.slice(..seg.len() - deflate::TAIL.len()),
+        _ if segments.iter().all(Option::is_none) => return None,
+        _ => {
+            let parts: Vec<Part> = messages
+                .iter()
+                .zip(&segments)
+                .map(|(m, s)| match s {
+                    Some(seg) => Part::Deflated(seg),
+                    None => Part::Raw(&m.json),
+                })
+                .collect();
+            Bytes::from(deflate::frame_payload(&parts))
+        }
+    };
+    (payload.len() < raw_len).then_some(payload)
 }
 
 fn next_deadline(

@@ -917,3 +917,33 @@ pub fn assert_png(path: &std::path::Path) {
     let png = std::fs::read(path).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", path.display());
 }
+
+/// A figure of `/proc/<pid>/status` in KiB (`pid` may be `self`): `VmRSS`, `VmHWM`, …
+pub fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line"))
+}
+
+/// Upgrades the raw stream `s` (connected to `addr`) to a WebSocket on `path`, with `extra`
+/// header lines (each ending in CRLF); asserts the 101 and returns the response head.
+pub async fn raw_upgrade(s: &mut TcpStream, addr: SocketAddr, path: &str, extra: &str) -> String {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+        assert!(head.len() < 4096, "response head too long");
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    head
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocketWrite};
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketWrite};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::Request;
 use hyper::upgrade::Upgraded;
@@ -19,6 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::deflate::{DeflateReader, Msg, OFFER};
 
 /// A parsed `ws://host:port/path` or `http://host:port` URL.
 #[derive(Debug, Clone)]
@@ -121,36 +123,64 @@ impl Writer {
     }
 }
 
+/// Where a connection's frames are read from.
+enum Source {
+    /// fastwebsockets (no extension agreed).
+    Plain(FragmentCollectorRead<ReadHalf<Io>>),
+    /// Our own reader, inflating (permessage-deflate agreed).
+    Deflate(DeflateReader<ReadHalf<Io>>),
+}
+
 /// The reading half of a connection.
 pub struct Reader {
-    ws: FragmentCollectorRead<ReadHalf<Io>>,
+    ws: Source,
     writer: Writer,
 }
 
 impl Reader {
+    /// The next data message or close frame (opcode and payload); pings and closes are
+    /// answered on the way.
+    async fn frame(&mut self) -> anyhow::Result<(OpCode, Vec<u8>)> {
+        let ws = match &mut self.ws {
+            Source::Plain(ws) => ws,
+            Source::Deflate(r) => {
+                let (opcode, obligated, payload) = match r.next().await? {
+                    Msg::Data(d) => return Ok((OpCode::Text, d)),
+                    Msg::Ping(p) => (OpCode::Pong, p.clone(), p),
+                    Msg::Close(p) => (OpCode::Close, p.clone(), p),
+                };
+                let _ = (self.writer)
+                    .frame(Frame::new(true, opcode, None, Payload::Owned(obligated)))
+                    .await;
+                return Ok((opcode, payload));
+            }
+        };
+        // Frames the protocol obliges us to answer (a close echo, a pong), sent once the
+        // read is over: the writing half is not borrowed while reading.
+        let mut obligated: Option<(OpCode, Vec<u8>)> = None;
+        let read = ws
+            .read_frame(&mut |f: Frame<'_>| {
+                obligated = Some((f.opcode, f.payload.to_vec()));
+                std::future::ready(Ok::<(), std::convert::Infallible>(()))
+            })
+            .await;
+        if let Some((opcode, payload)) = obligated {
+            let _ = (self.writer)
+                .frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
+                .await;
+        }
+        let frame = read.map_err(|e| anyhow!("read: {e}"))?;
+        Ok((frame.opcode, frame.payload.to_vec()))
+    }
+
     /// Reads the next text message; answers server pings (`{}`) on the way, so callers only
     /// see the other lines (a message that held only pings yields an empty text).
     pub async fn recv(&mut self) -> anyhow::Result<Incoming> {
         loop {
-            // Frames the protocol obliges us to answer (a close echo, a pong), sent once the
-            // read is over: the writing half is not borrowed while reading.
-            let mut obligated: Option<(OpCode, Vec<u8>)> = None;
-            let read = self
-                .ws
-                .read_frame(&mut |f: Frame<'_>| {
-                    obligated = Some((f.opcode, f.payload.to_vec()));
-                    std::future::ready(Ok::<(), std::convert::Infallible>(()))
-                })
-                .await;
-            if let Some((opcode, payload)) = obligated {
-                let _ = (self.writer)
-                    .frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
-                    .await;
-            }
-            let frame = read.map_err(|e| anyhow!("read: {e}"))?;
-            match frame.opcode {
+            let (opcode, payload) = self.frame().await?;
+            match opcode {
                 OpCode::Text | OpCode::Binary => {
-                    let text = frame.payload.to_vec();
+                    let text = payload;
                     // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
                     if memchr::memmem::find(&text, b"{}").is_some()
                         && lines(&text).any(|l| l == b"{}")
@@ -162,7 +192,7 @@ impl Reader {
                     return Ok(Incoming::Text(text));
                 }
                 OpCode::Close => {
-                    let p = &frame.payload[..];
+                    let p = &payload[..];
                     let code = if p.len() >= 2 {
                         u16::from_be_bytes([p[0], p[1]])
                     } else {
@@ -203,16 +233,30 @@ pub fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 impl Conn {
     /// WebSocket handshake to `ep` (from `source` when given).
     pub async fn open(ep: &Endpoint, source: Option<IpAddr>) -> anyhow::Result<Conn> {
+        Self::open_with(ep, source, false).await
+    }
+
+    /// [`Conn::open`], offering permessage-deflate when `compression` (the server may
+    /// decline: the connection then reads plain frames).
+    pub async fn open_with(
+        ep: &Endpoint,
+        source: Option<IpAddr>,
+        compression: bool,
+    ) -> anyhow::Result<Conn> {
         let stream = tcp(ep.addr, source).await?;
         let path = if ep.path.is_empty() {
             "/connection/websocket"
         } else {
             &ep.path
         };
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method("GET")
             .uri(path)
-            .header("Host", &ep.authority)
+            .header("Host", &ep.authority);
+        if compression {
+            req = req.header(hyper::header::SEC_WEBSOCKET_EXTENSIONS, OFFER);
+        }
+        let req = req
             .header(hyper::header::UPGRADE, "websocket")
             .header(hyper::header::CONNECTION, "upgrade")
             .header(
@@ -221,16 +265,29 @@ impl Conn {
             )
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())?;
-        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+        let (mut ws, resp) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
             .await
             .map_err(|e| anyhow!("websocket handshake: {e}"))?;
-        ws.set_auto_pong(true);
-        ws.set_auto_close(true);
-        let (read, write) = ws.split(tokio::io::split);
+        let agreed = resp
+            .headers()
+            .get(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("permessage-deflate"));
+        let (source, write) = if agreed {
+            let (rd, wr) = tokio::io::split(ws.into_inner());
+            let (_, write) =
+                fastwebsockets::after_handshake_split(tokio::io::empty(), wr, Role::Client);
+            (Source::Deflate(DeflateReader::new(rd)), write)
+        } else {
+            ws.set_auto_pong(true);
+            ws.set_auto_close(true);
+            let (read, write) = ws.split(tokio::io::split);
+            (Source::Plain(FragmentCollectorRead::new(read)), write)
+        };
         let writer = Writer(Arc::new(tokio::sync::Mutex::new(write)));
         Ok(Conn {
             reader: Reader {
-                ws: FragmentCollectorRead::new(read),
+                ws: source,
                 writer: writer.clone(),
             },
             writer,

@@ -107,6 +107,11 @@ pub struct Publishing {
     /// Payload size in bytes (the JSON `data`).
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
+    /// What fills the payload: `pad` (one repeated byte), `analytics` (a dashboard summary)
+    /// or `sensor` (readings); the last two compress like real JSON (`--compression`).
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default)]
+    pub payload_kind: super::stats::PayloadKind,
     /// How long to publish.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -270,6 +275,7 @@ pub async fn once(
         sampler_stop.clone(),
     );
     let cpu_before = server_cpu(ctx).await;
+    let bytes_before = server_bytes_out(ctx).await;
     let schedule = Schedule::new(a, channels, via, rate, duration);
     let probe_stop = CancellationToken::new();
     let probe = a.probe_http.then(|| {
@@ -292,6 +298,7 @@ pub async fn once(
     let due = deliveries_due(pub_results, &subscribers.per_group, channels, injected);
     drain(live, due, a.publishing.drain).await;
     let cpu_after = server_cpu(ctx).await;
+    let bytes_after = server_bytes_out(ctx).await;
     shared.stop.cancel();
     let subs = subscribers.results().await?;
     sampler_stop.cancel();
@@ -336,6 +343,9 @@ pub async fn once(
         ack_timeline: points(&published.acks.seconds()),
         server,
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
+        bytes_out: bytes_before
+            .zip(bytes_after)
+            .map(|(b, a)| a.saturating_sub(b)),
         first_error,
     })
 }
@@ -380,6 +390,15 @@ async fn server_cpu(ctx: &Ctx) -> Option<f64> {
         None
     } else {
         Some(ctx.probe.sample(0.0).await.cpu_secs)
+    }
+}
+
+/// Payload bytes the servers wrote to clients so far (with `--admin`).
+async fn server_bytes_out(ctx: &Ctx) -> Option<u64> {
+    if ctx.probe.admins.is_empty() {
+        None
+    } else {
+        Some(ctx.probe.sample(0.0).await.bytes_out)
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod churn;
 pub mod client;
 pub mod connect;
+pub mod deflate;
 pub mod fanout;
 pub mod loopback;
 pub mod plan;
@@ -139,6 +140,12 @@ pub struct Target {
     #[arg(long)]
     #[serde(default)]
     pub allow_remote: bool,
+    /// Offer permessage-deflate on every WebSocket connection (the node agrees when its
+    /// `client.websocket_compression` is on); compressed messages are inflated. With
+    /// --admin, the report gives the bytes the node wrote per delivery.
+    #[arg(long)]
+    #[serde(default)]
+    pub compression: bool,
 }
 
 /// [`Target`] resolved: endpoints parsed, secrets checked.
@@ -164,6 +171,8 @@ pub struct Ctx {
     pub timeout: Duration,
     /// How to show progress.
     pub progress: progress::Mode,
+    /// Offer permessage-deflate on WebSocket connections.
+    pub compression: bool,
 }
 
 impl Ctx {
@@ -199,6 +208,7 @@ impl Ctx {
             concurrency: t.concurrency.max(1),
             timeout: t.timeout,
             progress: progress::Mode::of(t),
+            compression: t.compression,
         })
     }
 
@@ -235,7 +245,7 @@ impl Ctx {
         channels: &[&str],
         sub: serde_json::Value,
     ) -> anyhow::Result<(client::Conn, serde_json::Value, Vec<Vec<u8>>)> {
-        let mut c = client::Conn::open(self.url(i), self.source(i)).await?;
+        let mut c = client::Conn::open_with(self.url(i), self.source(i), self.compression).await?;
         let (reply, rest) = c
             .connect_subscribe(token, channels, sub, self.timeout)
             .await?;

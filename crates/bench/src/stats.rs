@@ -24,6 +24,70 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
 }
 
+/// What fills a payload after its `p`, `seq` and `ts` (which compression cares about:
+/// padding of one repeated byte compresses to nothing).
+#[derive(
+    clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    /// `"pad":"xx…"`.
+    #[default]
+    Pad,
+    /// An analytics summary like the seeds' (top pages with their counters), cut to size.
+    Analytics,
+    /// Sensor readings (id, kind, value, unit, battery, location), cut to size.
+    Sensor,
+}
+
+/// [`payload`] filled as `kind` says, about `size` bytes (never less than its three fields).
+pub fn payload_of(kind: PayloadKind, p: u32, seq: u64, ts: u64, size: usize) -> String {
+    if kind == PayloadKind::Pad {
+        return payload(p, seq, ts, size);
+    }
+    let mut s = format!("{{\"p\":{p},\"seq\":{seq},\"ts\":{ts},\"items\":[");
+    // Values move with seq like a live dashboard's; the structure repeats like real JSON.
+    let mut i = 0u64;
+    while s.len() + 2 < size {
+        let v = seq.wrapping_mul(31).wrapping_add(i * 7919) % 100_000;
+        if i > 0 {
+            s.push(',');
+        }
+        let item = match kind {
+            PayloadKind::Analytics => format!(
+                "{{\"path\":\"/products/category-{}/item-{}\",\"views\":{},\"unique\":{},\"bounce_rate\":0.{:02},\"avg_time_s\":{}.{}}}",
+                i % 12,
+                v % 997,
+                v,
+                v / 3,
+                v % 100,
+                v % 300,
+                v % 10
+            ),
+            _ => format!(
+                "{{\"sensor\":\"s-{:04}\",\"kind\":\"temperature\",\"value\":{}.{},\"unit\":\"C\",\"battery\":{},\"site\":\"plant-{}\"}}",
+                i,
+                15 + v % 20,
+                v % 10,
+                v % 100,
+                p
+            ),
+        };
+        s.push_str(&item);
+        i += 1;
+    }
+    s.push_str("]}");
+    s
+}
+
 /// The JSON payload of publication `seq` of publisher `p`, padded to about `size` bytes:
 /// `{"p":P,"seq":N,"ts":<micros>,"pad":"xx…"}`, where `ts` is the time (µs since the epoch)
 /// latency counts from: when the publication was due. Key order is fixed: [`parse_pub`]
@@ -383,6 +447,10 @@ pub struct ServerSample {
     pub cpu_secs: f64,
     /// sled store size, bytes; only with `--admin`.
     pub store_bytes: u64,
+    /// WebSocket payload bytes written to clients so far (after compression); only with
+    /// `--admin`.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 // The server metrics the probe reads from `/metrics`: part of the server's public metrics
@@ -394,6 +462,8 @@ pub const PROCESS_RSS: &str = "switchyard_process_resident_memory_bytes";
 pub const PROCESS_FDS: &str = "switchyard_process_open_fds";
 /// sled store size on disk, bytes.
 pub const STORE_BYTES: &str = "switchyard_store_bytes";
+/// WebSocket payload bytes written to clients (after compression).
+pub const BYTES_OUT: &str = "switchyard_bytes_out_total";
 
 /// Reads server figures from `/proc/<pid>` and/or an admin listener's `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -459,6 +529,7 @@ impl Probe {
                 s.fds += get(PROCESS_FDS);
             }
             s.store_bytes += get(STORE_BYTES);
+            s.bytes_out += get(BYTES_OUT);
         }
         s
     }

@@ -74,6 +74,8 @@ pub struct Outcome {
     pub server: Vec<ServerSample>,
     /// Server CPU seconds during publishing + drain (with --pid).
     pub cpu_secs: Option<f64>,
+    /// Payload bytes the servers wrote to clients during publishing + drain (with --admin).
+    pub bytes_out: Option<u64>,
     /// First error of a publisher or subscriber, for the report.
     pub first_error: Option<String>,
 }
@@ -309,6 +311,15 @@ impl Outcome {
                     "s",
                 );
             }
+        }
+        let deliveries = self.received + self.unacked_received;
+        if let (Some(b), true) = (self.bytes_out, deliveries > 0) {
+            r.fig(
+                "wire_bytes_per_delivery",
+                "bytes written per delivery",
+                b as f64 / deliveries as f64,
+                "B",
+            );
         }
         if let Some(last) = self.server.last() {
             r.fig(

@@ -24,7 +24,7 @@ use crate::client::{
     ApiH2, ApiPipe, ApiReplies, ApiResponse, H2Driver, Http, Incoming, Reader, Writer, api_h2,
     api_pipe, lines,
 };
-use crate::stats::{Recorder, SeqSet, Timeline, now_micros, parse_reply, payload};
+use crate::stats::{PayloadKind, Recorder, SeqSet, Timeline, now_micros, parse_reply, payload_of};
 use crate::{Ctx, Via};
 
 /// The achieved rate may fall at most this far short of the offered one (1 %).
@@ -86,6 +86,8 @@ pub(super) struct Schedule {
     per_pub_rate: f64,
     /// Payload size in bytes.
     size: usize,
+    /// What fills the payload.
+    kind: PayloadKind,
     /// The sequence number publisher 0 claims without sending (`--inject-drop`).
     inject_drop: Option<u64>,
     /// Most publications one publisher has sent and not yet seen answered.
@@ -115,6 +117,7 @@ impl Schedule {
             per_pub_total: (per_pub_rate * duration.as_secs_f64()).round() as u64,
             per_pub_rate,
             size: a.publishing.payload,
+            kind: a.publishing.payload_kind,
             inject_drop: a.inject_drop,
             max_in_flight: a.publishing.max_in_flight.max(1),
         }
@@ -579,7 +582,13 @@ impl Publisher {
                 continue;
             }
             let due_micros = self.clock.start_micros + due.as_micros() as u64;
-            let data = payload(self.p as u32, k, due_micros, self.schedule.size);
+            let data = payload_of(
+                self.schedule.kind,
+                self.p as u32,
+                k,
+                due_micros,
+                self.schedule.size,
+            );
             let ch = self
                 .ctx
                 .channel(self.schedule.channels.of_publication(self.p, k), ch_count);
