@@ -88,5 +88,5 @@ fn python_websockets_deflate() {
 fn cent_python_server_api() {
     let dir = root().join("tests/compat/python");
     let python = dir.join(".venv/bin/python");
-    run_sdk_script(&python, &dir.join("cent_api.py"), "chat:cent-");
+    run_sdk_script(&python, &dir.join("cent_api.py"), "chat:cent-", &[]);
 }
