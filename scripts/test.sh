@@ -35,5 +35,7 @@ if [ ! -x tests/compat/python/.venv/bin/python ]; then
 fi
 tests/compat/python/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/compat/python/requirements.txt
 
+echo "--- cargo build --examples (tests/dashboard.rs runs the dashboard feed)"
+cargo build --examples
 echo "--- cargo test"
 cargo test --workspace --all-targets "$@"

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-/// The example binary: built by `cargo test --all-targets` (scripts/test.sh), beside this test's.
+/// The example binary, built by `cargo build --examples` (scripts/test.sh does) beside this
+/// test's: `cargo test` builds examples only as test harnesses.
 fn feed_binary() -> PathBuf {
     let deps = std::env::current_exe().unwrap();
     let bin = deps
@@ -22,7 +23,7 @@ fn feed_binary() -> PathBuf {
         .join("examples/dashboard-feed");
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with --all-targets (scripts/test.sh does)",
+        "{} is missing: cargo build --examples first (scripts/test.sh does)",
         bin.display()
     );
     bin
