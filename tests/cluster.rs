@@ -1492,7 +1492,6 @@ async fn presence_lost_to_a_partition_is_restored_when_it_heals() {
     for p in &proxies {
         p.block(false, &[]);
     }
-    c.pump(Duration::from_millis(10)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for i in 0..3 {
         while !has(i).await {

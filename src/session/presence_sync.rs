@@ -83,26 +83,21 @@ fn differences(node: &Node) -> HashMap<Key, Op> {
             local.insert((channel.clone(), st.client.clone()), op);
         }
     }
-    let recorded = node.engine.read(|sm| sm.presence_of_node(id));
+    // What is left of `local` once the recorded entries are taken out is missing; what is
+    // recorded but not local is gone.
     let mut diff = HashMap::new();
-    let mut present = HashSet::new();
-    for (channel, e) in recorded {
+    for (channel, e) in node.engine.read(|sm| sm.presence_of_node(id)) {
         let key = (channel.clone(), e.info.client.clone());
-        if !local.contains_key(&key) {
+        if local.remove(&key).is_none() {
             let op = Op::Leave {
                 channel,
                 info: e.info,
                 presence: true,
                 join_leave: e.join_leave,
             };
-            diff.insert(key.clone(), op);
-        }
-        present.insert(key);
-    }
-    for (key, op) in local {
-        if !present.contains(&key) {
             diff.insert(key, op);
         }
     }
+    diff.extend(local);
     diff
 }
