@@ -128,40 +128,74 @@ fn alert(n: u64) -> Value {
     json!({"seq": n, "severity": sev, "message": format!("alert #{n}: threshold crossed")})
 }
 
-/// Publishes one payload through the server API; the error says why it failed.
-async fn publish(api: &str, key: &str, channel: &str, data: Value) -> anyhow::Result<()> {
-    let uri: hyper::Uri = format!("{api}/publish").parse()?;
-    let authority = uri.authority().context("api URL has no host")?.to_string();
-    let stream = tokio::net::TcpStream::connect(&authority).await?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let body = json!({"channel": channel, "data": data}).to_string();
-    let req = Request::post(uri)
-        .header("host", authority)
-        .header("content-type", "application/json")
-        .header("x-api-key", key)
-        .body(Full::new(Bytes::from(body)))?;
-    let resp = send.send_request(req).await?;
-    let status = resp.status();
-    let answer = resp.into_body().collect().await?.to_bytes();
-    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
-    anyhow::ensure!(
-        status == 200 && v.get("error").is_none(),
-        "publish to {channel}: HTTP {status} {v}"
-    );
-    Ok(())
+/// One kept-alive HTTP/1.1 connection to the server API, opened again after an error.
+struct Api {
+    uri: hyper::Uri,
+    authority: String,
+    key: String,
+    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
-/// Runs one stream until the process stops.
-async fn feed(args: Arc<Args>, s: &'static Stream) {
+impl Api {
+    fn new(api: &str, key: &str) -> anyhow::Result<Api> {
+        let uri: hyper::Uri = format!("{api}/publish").parse()?;
+        let authority = uri.authority().context("api URL has no host")?.to_string();
+        Ok(Api {
+            uri,
+            authority,
+            key: key.into(),
+            conn: None,
+        })
+    }
+
+    /// Publishes one payload; the error says why it failed (the connection is then dropped).
+    async fn publish(&mut self, channel: &str, data: Value) -> anyhow::Result<()> {
+        let res = self.try_publish(channel, data).await;
+        if res.is_err() {
+            self.conn = None;
+        }
+        res
+    }
+
+    async fn try_publish(&mut self, channel: &str, data: Value) -> anyhow::Result<()> {
+        if self.conn.is_none() {
+            let stream = tokio::net::TcpStream::connect(&self.authority).await?;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            self.conn = Some(send);
+        }
+        let send = self.conn.as_mut().expect("connected");
+        send.ready().await?;
+        let body = json!({"channel": channel, "data": data}).to_string();
+        let req = Request::post(self.uri.clone())
+            .header("host", &self.authority)
+            .header("content-type", "application/json")
+            .header("x-api-key", &self.key)
+            .body(Full::new(Bytes::from(body)))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        let answer = resp.into_body().collect().await?.to_bytes();
+        let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status == 200 && v.get("error").is_none(),
+            "publish to {channel}: HTTP {status} {v}"
+        );
+        Ok(())
+    }
+}
+
+/// Runs one stream, on its own API connection, until the process stops.
+async fn feed(args: Arc<Args>, s: &'static Stream) -> anyhow::Result<()> {
+    let mut api = Api::new(&args.api, &args.api_key)?;
     for n in 1u64.. {
-        if let Err(e) = publish(&args.api, &args.api_key, s.channel, (s.make)(n)).await {
+        if let Err(e) = api.publish(s.channel, (s.make)(n)).await {
             eprintln!("{e:#}");
         }
         let secs = rand::rng().random_range(s.every.0..=s.every.1) / args.speed;
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     }
+    Ok(())
 }
 
 /// A connection token for `user`; admins also get the admin streams as server-side
@@ -227,6 +261,7 @@ async fn serve_page(args: Arc<Args>) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     anyhow::ensure!(args.speed > 0.0, "--speed must be above 0");
+    Api::new(&args.api, &args.api_key)?; // a bad --api fails here, not in every stream
     for s in STREAMS {
         tokio::spawn(feed(args.clone(), s));
     }
