@@ -28,6 +28,7 @@ fn publication() -> Publication {
     Publication {
         offset: 42,
         data: data(100),
+        binary: false,
         info: Some(ClientInfo {
             user: "user-1".into(),
             client: "8d3c1f4e-0c55-4d0b-9a55-0f0e5f6b7a11".into(),
@@ -63,6 +64,12 @@ fn encode(c: &mut Criterion) {
     let p = publication();
     c.bench_function("encode_push/pub_100B", |b| {
         b.iter(|| encode_push(black_box("chat:room"), "pub", black_box(&p)))
+    });
+    let body = switchyard::protocol::PushBody::Pub(&p);
+    c.bench_function("encode_push_protobuf/pub_100B", |b| {
+        b.iter(|| {
+            switchyard::protocol::Encoding::Protobuf.push(black_box("chat:room"), black_box(&body))
+        })
     });
 }
 
@@ -119,6 +126,7 @@ fn apply(c: &mut Criterion) {
             .map(|i| Op::Publish {
                 channel: format!("chat:room-{}", i % 16),
                 data: data(100),
+                binary: false,
                 info: None,
                 tags: None,
                 history,

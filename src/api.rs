@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::config::ChannelOptions;
 use crate::node::Node;
 use crate::ops;
-use crate::protocol::types::{Raw, StreamPosition};
+use crate::protocol::types::{Payload, Raw, StreamPosition};
 use crate::protocol::{ErrorCode, codes};
 use crate::state::{Op, OpResult, UserAction};
 use crate::survey::{self, ChannelsQuery, NodeInfo, Seen};
@@ -163,7 +163,11 @@ struct ChannelReq {
 #[derive(Deserialize)]
 struct PublishReq {
     channel: String,
-    data: Raw,
+    #[serde(default)]
+    data: Option<Raw>,
+    /// Binary payload, base64 (standard alphabet); instead of `data`.
+    #[serde(default)]
+    b64data: Option<String>,
     #[serde(default)]
     tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -175,7 +179,11 @@ struct PublishReq {
 #[derive(Deserialize)]
 struct BroadcastReq {
     channels: Vec<String>,
-    data: Raw,
+    #[serde(default)]
+    data: Option<Raw>,
+    /// Binary payload, base64 (standard alphabet); instead of `data`.
+    #[serde(default)]
+    b64data: Option<String>,
     #[serde(default)]
     tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -242,9 +250,25 @@ fn position(offset: u64, epoch: String) -> Value {
     Value::Object(m)
 }
 
-/// Refuses publication data larger than `api.max_publication_size` (107).
-fn check_size(node: &Node, data: &Raw) -> Result<(), Fail> {
-    if data.get().len() > node.cfg.api.max_publication_size {
+/// The payload of a publish or broadcast: `data` (JSON) or `b64data` (bytes, which are
+/// binary unless they are one JSON value: see [`Payload`]); exactly one of them, and base64
+/// that decodes, or the body is refused (HTTP 400).
+fn payload(data: Option<Raw>, b64data: Option<String>) -> Result<Payload, Fail> {
+    use base64::Engine as _;
+    match (data, b64data) {
+        (Some(raw), None) => Ok(Payload::Json(raw)),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Payload::from_bytes)
+            .map_err(|_| Fail::BadBody),
+        _ => Err(Fail::BadBody),
+    }
+}
+
+/// Refuses publication data larger than `api.max_publication_size` (107); binary data counts
+/// its decoded bytes.
+fn check_size(node: &Node, data: &Payload) -> Result<(), Fail> {
+    if data.len() > node.cfg.api.max_publication_size {
         metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "api_publication_size")
             .increment(1);
         return Err(codes::BAD_REQUEST.into());
@@ -263,11 +287,12 @@ fn publication(
     node: &Node,
     r: PublishReq,
 ) -> Result<(String, ChannelOptions, ops::Publication), Fail> {
-    check_size(node, &r.data)?;
+    let data = payload(r.data, r.b64data)?;
+    check_size(node, &data)?;
     let idempotency = ops::idempotency(&node.cfg.api, r.idempotency_key)?;
     let opts = node.channels.resolve(&r.channel)?.clone();
     let p = ops::Publication {
-        data: r.data,
+        data,
         info: None,
         tags: r.tags,
         skip_history: r.skip_history,
@@ -278,7 +303,8 @@ fn publication(
 
 async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
     // Valid channels go into one proposal (one log entry); invalid ones get their error.
-    check_size(node, &r.data)?;
+    let data = payload(r.data, r.b64data)?;
+    check_size(node, &data)?;
     let idempotency = ops::idempotency(&node.cfg.api, r.idempotency_key)?;
     let mut slots: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(r.channels.len());
     let mut batch = Vec::new();
@@ -287,7 +313,7 @@ async fn broadcast(node: &Node, r: BroadcastReq) -> Out {
             Ok(opts) => {
                 slots.push(Ok(batch.len()));
                 let p = ops::Publication {
-                    data: r.data.clone(),
+                    data: data.clone(),
                     info: None,
                     tags: r.tags.clone(),
                     skip_history: r.skip_history,

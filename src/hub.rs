@@ -1,9 +1,10 @@
 //! The local fan-out index: channel → this node's subscribers.
 //!
-//! Each event is encoded once into shared bytes and pushed to every subscriber's outbound
-//! queue; when some subscribers compress (permessage-deflate), they also share one slot for
-//! the compressed form, which the first of their writers fills, so a publication is
-//! compressed at most once per node. The index is sharded by channel hash so that deliveries to different channels never
+//! Each event is encoded once per encoding (JSON, Protobuf) into shared bytes, only in the
+//! encodings its subscribers speak, and pushed to every subscriber's outbound queue; when
+//! some subscribers compress (permessage-deflate), those of one encoding also share one slot
+//! for the compressed form, which the first of their writers fills, so a publication is
+//! compressed at most once per encoding per node. The index is sharded by channel hash so that deliveries to different channels never
 //! contend on one lock. Knows nothing about Raft or the log.
 
 use std::collections::HashMap;
@@ -14,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::outbound::{Message, Outbound, PushError, SharedDeflate};
-use crate::protocol::json::encode_push;
-use crate::protocol::types::JoinLeave;
+use crate::protocol::{Encoding, PushBody};
 use crate::state::Event;
 
 const SHARDS: usize = 64;
@@ -146,25 +146,32 @@ impl Hub {
         if join_leave_only && !subs.values().any(|s| s.join_leave) {
             return;
         }
-        let bytes = match event {
-            Event::Publication { publication, .. } => encode_push(channel, "pub", &**publication),
-            Event::Join { info, .. } => encode_push(channel, "join", &JoinLeave { info }),
-            Event::Leave { info, .. } => encode_push(channel, "leave", &JoinLeave { info }),
+        let body = match event {
+            Event::Publication { publication, .. } => PushBody::Pub(publication),
+            Event::Join { info, .. } => PushBody::Join(info),
+            Event::Leave { info, .. } => PushBody::Leave(info),
             Event::User { .. } | Event::NodeDown { .. } => return,
         };
         let mut delivered = 0u64;
         let applied_at = (!join_leave_only).then(std::time::Instant::now);
-        let mut shared: Option<SharedDeflate> = None;
+        // Per encoding (index 0 JSON, 1 Protobuf): the bytes, made on first need, and the
+        // compressed-form slot shared by that encoding's compressing subscribers.
+        let mut encoded: [Option<bytes::Bytes>; 2] = [None, None];
+        let mut shared: [Option<SharedDeflate>; 2] = [None, None];
         for sub in subs.values() {
             if join_leave_only && !sub.join_leave {
                 continue;
             }
+            let enc = sub.out.encoding();
+            let i = usize::from(enc == Encoding::Protobuf);
             let msg = Message {
-                json: bytes.clone(),
+                json: encoded[i]
+                    .get_or_insert_with(|| enc.push(channel, &body))
+                    .clone(),
                 deflated: sub
                     .out
                     .deflates()
-                    .then(|| shared.get_or_insert_with(Default::default).clone()),
+                    .then(|| shared[i].get_or_insert_with(Default::default).clone()),
             };
             match sub.out.push_quiet(msg, applied_at) {
                 Ok(first) => {
@@ -196,6 +203,7 @@ mod tests {
             publication: Arc::new(Publication {
                 offset: 1,
                 data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+                binary: false,
                 info: None,
                 tags: None,
             }),
@@ -269,6 +277,43 @@ mod tests {
             m[2].deflated.as_ref().unwrap(),
         );
         assert!(Arc::ptr_eq(a, c), "one slot per publication");
+    }
+
+    #[test]
+    fn each_encoding_is_encoded_once_and_shared_by_its_subscribers() {
+        let hub = Hub::default();
+        let queues: Vec<_> = (0..4).map(|_| Arc::new(Outbound::new(1000))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            if i % 2 == 1 {
+                q.set_encoding(crate::protocol::Encoding::Protobuf);
+            }
+            q.set_deflate();
+            let sub = Subscriber {
+                out: q.clone(),
+                join_leave: false,
+            };
+            hub.subscribe("c", i as u64, sub);
+        }
+        hub.deliver(&publication("c"));
+        let m: Vec<_> = queues.iter().map(|q| q.take().messages.remove(0)).collect();
+        assert_eq!(m[0].json.as_ptr(), m[2].json.as_ptr(), "JSON encoded once");
+        assert_eq!(
+            m[1].json.as_ptr(),
+            m[3].json.as_ptr(),
+            "Protobuf encoded once"
+        );
+        assert_eq!(m[0].json[0], b'{');
+        assert_eq!(
+            usize::from(m[1].json[0]),
+            m[1].json.len() - 1,
+            "length-delimited"
+        );
+        let slot = |i: usize| m[i].deflated.clone().unwrap();
+        assert!(Arc::ptr_eq(&slot(0), &slot(2)) && Arc::ptr_eq(&slot(1), &slot(3)));
+        assert!(
+            !Arc::ptr_eq(&slot(0), &slot(1)),
+            "one compressed slot per encoding"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use crate::config::{ApiConfig, ChannelOptions};
 use crate::engine::Engine;
 use crate::node::Node;
 use crate::protocol::{
-    ClientInfo, ErrorCode, HistoryResult, PresenceResult, PresenceStatsResult, Raw, StreamPosition,
-    codes,
+    ClientInfo, ErrorCode, HistoryResult, Payload, PresenceResult, PresenceStatsResult,
+    StreamPosition, codes,
 };
 use crate::replicator::ProposeError;
 use crate::state::{HistoryPolicy, IdempotencyKey, Op, OpResult};
@@ -19,8 +19,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
 /// A publication as a caller hands it in, before it becomes an [`Op`].
 pub struct Publication {
-    /// The payload.
-    pub data: Raw,
+    /// The payload (JSON or binary).
+    pub data: Payload,
     /// The publisher, for client publications.
     pub info: Option<ClientInfo>,
     /// Tags (server API).
@@ -62,9 +62,11 @@ pub fn publish_op(channel: &str, opts: &ChannelOptions, p: Publication) -> Op {
     } else {
         history_policy(opts)
     };
+    let (data, binary) = p.data.into_stored();
     Op::Publish {
         channel: channel.to_string(),
-        data: p.data,
+        data,
+        binary,
         info: p.info,
         tags: p.tags,
         history,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::protocol::{Disconnect, codes};
+use crate::protocol::{Disconnect, Encoding, codes};
 
 /// A message's compressed form (permessage-deflate, made by the first writer that sends it
 /// and shared by every connection of this node that negotiated the full window; `None`: the
@@ -23,7 +23,8 @@ pub type SharedDeflate = Arc<OnceLock<Option<Bytes>>>;
 /// One queued protocol message.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Its JSON encoding.
+    /// Its encoding in the connection's [`Encoding`] (the field keeps its historical name:
+    /// for a Protobuf connection these are the length-delimited Protobuf bytes).
     pub json: Bytes,
     /// For a message fanned out to several connections, the slot of its shared compressed
     /// form (only when some subscriber compresses).
@@ -83,6 +84,8 @@ pub struct Outbound {
     limit: usize,
     /// The connection compresses what it sends (permessage-deflate).
     deflate: AtomicBool,
+    /// The connection speaks Protobuf (set once, before anything is queued).
+    protobuf: AtomicBool,
 }
 
 impl Outbound {
@@ -94,6 +97,23 @@ impl Outbound {
             wake_pending: AtomicBool::new(false),
             limit,
             deflate: AtomicBool::new(false),
+            protobuf: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the connection's encoding (at the upgrade, before anything is queued): producers
+    /// encode what they queue here in it.
+    pub fn set_encoding(&self, enc: Encoding) {
+        self.protobuf
+            .store(enc == Encoding::Protobuf, Ordering::Relaxed);
+    }
+
+    /// The connection's encoding.
+    pub fn encoding(&self) -> Encoding {
+        if self.protobuf.load(Ordering::Relaxed) {
+            Encoding::Protobuf
+        } else {
+            Encoding::Json
         }
     }
 
@@ -229,13 +249,17 @@ impl Outbound {
     }
 }
 
-/// Joins messages' JSON with `\n` into one frame payload.
-pub fn join(messages: &[Message]) -> Vec<u8> {
-    let len = messages.iter().map(|m| m.json.len() + 1).sum::<usize>();
+/// Joins messages into one frame payload, with `sep` between them (`\n` for JSON, nothing
+/// for Protobuf: see [`Encoding::separator`]).
+pub fn join(messages: &[Message], sep: &[u8]) -> Vec<u8> {
+    let len = messages
+        .iter()
+        .map(|m| m.json.len() + sep.len())
+        .sum::<usize>();
     let mut buf = Vec::with_capacity(len);
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
-            buf.push(b'\n');
+            buf.extend_from_slice(sep);
         }
         buf.extend_from_slice(&m.json);
     }
@@ -266,7 +290,7 @@ mod tests {
         q.close(codes::SHUTDOWN);
         q.close(codes::NO_PONG);
         let b = q.take();
-        assert_eq!(join(&b.messages), b"a\nb");
+        assert_eq!(join(&b.messages, b"\n"), b"a\nb");
         assert_eq!(b.close.unwrap().0, 3001);
         assert_eq!(q.queued_bytes(), 0);
     }
@@ -279,7 +303,7 @@ mod tests {
         assert_eq!(q.push_quiet(m(b"b"), None), Ok(false));
         q.wake();
         assert_eq!(q.push_quiet(m(b"c"), None), Ok(true));
-        assert_eq!(join(&q.take().messages), b"a\nb\nc");
+        assert_eq!(join(&q.take().messages, b"\n"), b"a\nb\nc");
     }
 
     #[test]

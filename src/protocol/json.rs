@@ -79,6 +79,10 @@ pub enum DecodeError {
     /// A command other than `send` without an id.
     #[error("command without id")]
     MissingId,
+    /// Protobuf: binary (non-JSON) `data` in a request whose data only a proxy hook reads
+    /// (connect, subscribe, rpc): the hooks' bodies are JSON.
+    #[error("binary data where only JSON can be passed on")]
+    BinaryData,
 }
 
 #[derive(Deserialize)]
@@ -303,7 +307,10 @@ mod tests {
         let Method::Publish(p) = c.method else {
             panic!()
         };
-        assert_eq!(p.data.unwrap().get(), r#"{"x": 1.50}"#);
+        let Some(Payload::Json(data)) = p.data else {
+            panic!()
+        };
+        assert_eq!(data.get(), r#"{"x": 1.50}"#);
     }
 
     #[test]
@@ -325,6 +332,7 @@ mod tests {
         let pubn = Publication {
             offset: 3,
             data: serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap(),
+            binary: false,
             info: None,
             tags: None,
         };

@@ -82,8 +82,13 @@ pub struct ChannelRequest {
 pub struct PublishRequest {
     /// Channel name.
     pub channel: String,
-    /// Publication payload; required.
-    pub data: Option<Raw>,
+    /// Publication payload; required (JSON from JSON clients, bytes from Protobuf ones).
+    #[serde(deserialize_with = "json_payload")]
+    pub data: Option<Payload>,
+}
+
+fn json_payload<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Payload>, D::Error> {
+    Ok(Option::<Raw>::deserialize(d)?.map(Payload::Json))
 }
 
 /// A stream position: `{offset, epoch}`.
@@ -161,20 +166,137 @@ pub struct ClientInfo {
     pub chan_info: Option<Raw>,
 }
 
-/// A publication as stored in history and sent to clients.
+/// A publication as stored in history (its serde form is the stored one; clients get
+/// [`Publication::view`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Publication {
     /// Offset in the channel stream (0 when the channel keeps no history).
     #[serde(skip_serializing_if = "is_zero_u64", default)]
     pub offset: u64,
-    /// Payload.
+    /// Payload: JSON, or with `binary` a JSON string holding the payload's base64.
     pub data: Raw,
+    /// The payload is binary (see [`Payload`]): Protobuf clients get the decoded bytes, JSON
+    /// clients the base64 string. Absent in publications stored before binary payloads.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub binary: bool,
     /// Publisher, when a client published.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub info: Option<ClientInfo>,
     /// Key/value tags set by the API publisher.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl Publication {
+    /// What JSON clients and the server API get: everything but the `binary` mark.
+    pub fn view(&self) -> PublicationView<'_> {
+        PublicationView {
+            offset: self.offset,
+            data: &self.data,
+            info: self.info.as_ref(),
+            tags: self.tags.as_ref(),
+        }
+    }
+
+    /// The payload's bytes as Protobuf clients get them: the JSON text, or the binary bytes.
+    pub fn payload_bytes(&self) -> Vec<u8> {
+        payload_bytes(&self.data, self.binary)
+    }
+}
+
+/// The bytes of a stored payload: the JSON text, or (`binary`) the decoded base64 string. A
+/// binary payload is always a base64 string written by [`Payload::into_stored`]; anything
+/// else is passed as its text rather than lost.
+pub fn payload_bytes(data: &serde_json::value::RawValue, binary: bool) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = data.get();
+    if binary
+        && let Some(b64) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64)
+    {
+        return bytes;
+    }
+    text.as_bytes().to_vec()
+}
+
+/// A publication as JSON clients and the server API see it.
+#[derive(Debug, Serialize)]
+pub struct PublicationView<'a> {
+    /// Offset (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub offset: u64,
+    /// Payload (a base64 string for a binary publication).
+    pub data: &'a serde_json::value::RawValue,
+    /// Publisher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<&'a ClientInfo>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Serialises stored publications as their client view.
+fn publication_views<S: serde::Serializer>(
+    pubs: &[std::sync::Arc<Publication>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(pubs.iter().map(|p| p.view()))
+}
+
+/// A payload as a client or the API hands it in. Protobuf clients and the API's `b64data` give
+/// bytes: when they are exactly one JSON value (no surrounding whitespace, nesting within
+/// [`MAX_DEPTH`](super::json::MAX_DEPTH)) they are JSON, otherwise binary.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A JSON value, embedded as it is in JSON messages.
+    Json(Raw),
+    /// Bytes that are not one JSON value.
+    Binary(Vec<u8>),
+}
+
+impl Payload {
+    /// Classifies bytes (see [`Payload`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Payload {
+        let trimmed = bytes.first().is_some_and(|b| !b.is_ascii_whitespace())
+            && bytes.last().is_some_and(|b| !b.is_ascii_whitespace());
+        let json = trimmed
+            && super::json::depth_within(&bytes, super::json::MAX_DEPTH)
+            && serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
+        if !json {
+            return Payload::Binary(bytes);
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => match serde_json::value::RawValue::from_string(text) {
+                Ok(raw) => Payload::Json(raw),
+                // Checked just above; kept total rather than panicking.
+                Err(_) => Payload::Binary(Vec::new()),
+            },
+            Err(e) => Payload::Binary(e.into_bytes()),
+        }
+    }
+
+    /// The stored form: `(data, binary)` as in [`Publication`].
+    pub fn into_stored(self) -> (Raw, bool) {
+        use base64::Engine as _;
+        match self {
+            Payload::Json(raw) => (raw, false),
+            Payload::Binary(b) => {
+                let s = base64::engine::general_purpose::STANDARD.encode(b);
+                let raw = serde_json::value::RawValue::from_string(format!("\"{s}\""))
+                    .expect("a base64 string is a JSON string");
+                (raw, true)
+            }
+        }
+    }
+
+    /// Size in bytes of the payload as given.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(raw) => raw.get().len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
 }
 
 /// `connect` result.
@@ -224,7 +346,10 @@ pub struct SubscribeResult {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub epoch: String,
     /// Recovered publications, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "publication_views"
+    )]
     pub publications: Vec<std::sync::Arc<Publication>>,
     /// Recovery succeeded.
     #[serde(skip_serializing_if = "is_false")]
@@ -263,7 +388,10 @@ pub struct PresenceStatsResult {
 #[derive(Debug, Default, Serialize)]
 pub struct HistoryResult {
     /// Publications, oldest first unless reversed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "publication_views"
+    )]
     pub publications: Vec<std::sync::Arc<Publication>>,
     /// Stream epoch.
     #[serde(skip_serializing_if = "String::is_empty")]

@@ -19,9 +19,12 @@ use crate::config::ChannelOptions;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::ops;
-use crate::protocol::json::{decode_command, encode_error, encode_reply, lines};
+use crate::protocol::json::lines;
+use crate::protocol::protobuf::{self, FrameError};
 use crate::protocol::types::*;
-use crate::protocol::{Command, Disconnect, ErrorCode, Method, codes};
+use crate::protocol::{
+    Command, DecodeError, Disconnect, Encoding, ErrorCode, Method, ReplyBody, codes,
+};
 use crate::proxy::ChannelHook;
 
 use subscribe::{Grant, StreamRequest, propose_leaves, unsubscribe_local};
@@ -68,7 +71,10 @@ pub struct Session {
 fn reply_error(conn: &Conn, id: u32, method: &str, e: &ErrorCode) {
     tracing::debug!(conn = conn.id, method, code = e.code, "command error");
     metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string()).increment(1);
-    let _ = conn.out.push(encode_error(id, e).into());
+    let enc = conn.out.encoding();
+    let _ = conn
+        .out
+        .push(enc.error(id, e.code, e.message, e.temporary).into());
 }
 
 impl Session {
@@ -84,49 +90,92 @@ impl Session {
         }
     }
 
-    /// Handles one text message (one or more newline-separated commands), in order.
+    /// The connection's encoding.
+    fn enc(&self) -> Encoding {
+        self.conn.out.encoding()
+    }
+
+    /// Handles one message (JSON: text, newline-separated commands; Protobuf: binary,
+    /// length-delimited commands), in order. An undecodable command ends the connection
+    /// (3501; a Protobuf length over `client.max_message_size`: 1009) after those before it.
     pub async fn handle_message(&mut self, msg: &[u8]) -> Result<(), Disconnect> {
-        for line in lines(msg) {
-            if self.conn.out.is_closing() {
-                return Ok(());
-            }
-            metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
-            let cmd = match decode_command(line) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(conn = self.conn.id, error = %e, "undecodable command");
-                    return Err(codes::BAD_REQUEST_DISCONNECT);
+        match self.enc() {
+            Encoding::Json => {
+                for line in lines(msg) {
+                    let cmd = crate::protocol::json::decode_command(line)
+                        .map_err(|e| self.undecodable(&e))?;
+                    if !self.take(cmd).await? {
+                        return Ok(());
+                    }
                 }
-            };
-            // Pongs are the server's own keep-alive: not counted as commands, never limited.
-            let pong = matches!(cmd.method, Method::Pong);
-            if !pong {
-                metrics::counter!(crate::metrics::COMMANDS).increment(1);
             }
-            if !pong && let Some(l) = &mut self.limiter {
-                match l.check() {
-                    crate::limits::Verdict::Allow => {}
-                    crate::limits::Verdict::Refuse => {
-                        let e = codes::TOO_MANY_REQUESTS;
-                        metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
-                            .increment(1);
-                        if cmd.id > 0 {
-                            let _ = self.conn.out.push(encode_error(cmd.id, &e).into());
+            Encoding::Protobuf => {
+                let max = self.node.cfg.client.max_message_size;
+                for part in protobuf::split(msg, max) {
+                    let cmd = match part {
+                        Ok(b) => protobuf::decode_command(b).map_err(|e| self.undecodable(&e))?,
+                        Err(FrameError::TooBig(len)) => {
+                            tracing::debug!(
+                                conn = self.conn.id,
+                                len,
+                                "protobuf command over the size limit"
+                            );
+                            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "max_message_size")
+                                .increment(1);
+                            return Err(codes::MESSAGE_TOO_BIG);
                         }
-                        continue;
-                    }
-                    crate::limits::Verdict::Disconnect => {
-                        tracing::info!(
-                            conn = self.conn.id,
-                            "command flood past the rate limit: disconnecting"
-                        );
-                        return Err(codes::TOO_MANY_REQUESTS_DISCONNECT);
+                        Err(FrameError::Decode(e)) => return Err(self.undecodable(&e)),
+                    };
+                    if !self.take(cmd).await? {
+                        return Ok(());
                     }
                 }
             }
-            self.handle(cmd).await?;
         }
         Ok(())
+    }
+
+    fn undecodable(&self, e: &DecodeError) -> Disconnect {
+        tracing::debug!(conn = self.conn.id, error = %e, "undecodable command");
+        codes::BAD_REQUEST_DISCONNECT
+    }
+
+    /// Counts, rate-limits and handles one decoded command; false when the connection is
+    /// closing and nothing more should be read.
+    async fn take(&mut self, cmd: Command) -> Result<bool, Disconnect> {
+        if self.conn.out.is_closing() {
+            return Ok(false);
+        }
+        metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
+        // Pongs are the server's own keep-alive: not counted as commands, never limited.
+        let pong = matches!(cmd.method, Method::Pong);
+        if !pong {
+            metrics::counter!(crate::metrics::COMMANDS).increment(1);
+        }
+        if !pong && let Some(l) = &mut self.limiter {
+            match l.check() {
+                crate::limits::Verdict::Allow => {}
+                crate::limits::Verdict::Refuse => {
+                    let e = codes::TOO_MANY_REQUESTS;
+                    metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
+                        .increment(1);
+                    if cmd.id > 0 {
+                        let reply = self.enc().error(cmd.id, e.code, e.message, e.temporary);
+                        let _ = self.conn.out.push(reply.into());
+                    }
+                    return Ok(true);
+                }
+                crate::limits::Verdict::Disconnect => {
+                    tracing::info!(
+                        conn = self.conn.id,
+                        "command flood past the rate limit: disconnecting"
+                    );
+                    return Err(codes::TOO_MANY_REQUESTS_DISCONNECT);
+                }
+            }
+        }
+        self.handle(cmd).await?;
+        Ok(true)
     }
 
     async fn handle(&mut self, cmd: Command) -> Result<(), Disconnect> {
@@ -167,7 +216,8 @@ impl Session {
                 tracing::debug!(conn = self.conn.id, method, code = e.code, "backend error");
                 metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => e.code.to_string())
                     .increment(1);
-                let _ = self.conn.out.push(encode_error(id, &e).into());
+                let reply = self.enc().error(id, e.code, &e.message, e.temporary);
+                let _ = self.conn.out.push(reply.into());
                 Ok(())
             }
             Err(Fail::Close(code, reason)) => {
@@ -254,6 +304,7 @@ impl Session {
         }
         let node = self.node.clone();
         let conn = self.conn.clone();
+        let enc = self.enc();
         let joins = node.engine.read(|sm| {
             let mut joins = Vec::new();
             let mut st = conn.state.lock();
@@ -280,7 +331,9 @@ impl Session {
                 ));
                 result.subs.insert(ch.clone(), res);
             }
-            let _ = conn.out.push(encode_reply(id, "connect", &result).into());
+            let _ = conn
+                .out
+                .push(enc.reply(id, &ReplyBody::Connect(&result)).into());
             joins
         });
         self.conn.connected.store(true, Ordering::Release);
@@ -371,6 +424,7 @@ impl Session {
             join_leave: req.join_leave,
             reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
         };
+        let enc = self.enc();
         subscribe::subscribe(
             &self.node,
             &self.conn,
@@ -378,7 +432,7 @@ impl Session {
             &opts,
             &sreq,
             grant,
-            |res| encode_reply(id, "subscribe", &res).into(),
+            |res| enc.reply(id, &ReplyBody::Subscribe(&res)).into(),
         )
         .await?;
         tracing::debug!(conn = self.conn.id, channel = %channel, "subscribed");
@@ -468,7 +522,7 @@ impl Session {
         if let Some(op) = leave {
             propose_leaves(&self.node, &self.conn, vec![op]).await;
         }
-        Ok(Some(encode_reply(id, "unsubscribe", &Empty {})))
+        Ok(Some(self.enc().reply(id, &ReplyBody::Unsubscribe)))
     }
 
     async fn publish(&mut self, id: u32, req: PublishRequest) -> Handled {
@@ -477,11 +531,15 @@ impl Session {
             return Err(codes::BAD_REQUEST.into());
         };
         let (data, skip_history) = if opts.publish_proxy {
-            // The backend decides (and may rewrite) before anything is proposed.
+            // The backend decides (and may rewrite) before anything is proposed. Its body is
+            // JSON: a binary payload cannot be passed on (107).
+            let Payload::Json(data) = data else {
+                return Err(codes::BAD_REQUEST.into());
+            };
             let ep =
                 proxy::channel_endpoint(&self.node, ChannelHook::Publish, &opts.publish_proxy_name);
             let r = proxy::publish(&self.node, &self.conn, ep, &req.channel, &data).await?;
-            (r.data.unwrap_or(data), r.skip_history)
+            (Payload::Json(r.data.unwrap_or(data)), r.skip_history)
         } else {
             let subscribed = self.is_subscribed(&req.channel);
             if !(opts.allow_publish_for_client || (opts.allow_publish_for_subscriber && subscribed))
@@ -503,10 +561,11 @@ impl Session {
         let permit = self.inflight_permit().await;
         let committed = ops::submit_publish(&self.node, &req.channel, &opts, p).await?;
         let conn = self.conn.clone();
+        let enc = self.enc();
         tokio::spawn(async move {
             match committed.await {
                 Ok(_) => {
-                    let _ = conn.out.push(encode_reply(id, "publish", &Empty {}).into());
+                    let _ = conn.out.push(enc.reply(id, &ReplyBody::Publish).into());
                 }
                 Err(e) => reply_error(&conn, id, "publish", &e),
             }
@@ -534,7 +593,9 @@ impl Session {
             return Err(codes::NOT_AVAILABLE.into());
         };
         let res = proxy::rpc(&self.node, &self.conn, ep, &req.method, req.data.as_deref()).await?;
-        Ok(Some(encode_reply(id, "rpc", &res)))
+        Ok(Some(
+            self.enc().reply(id, &ReplyBody::Rpc(res.data.as_deref())),
+        ))
     }
 
     fn presence_allowed(&self, channel: &str, opts: &ChannelOptions) -> Result<(), Fail> {
@@ -554,7 +615,7 @@ impl Session {
         }
         self.presence_allowed(&req.channel, &opts)?;
         let res = ops::presence(&self.node, &req.channel, &opts)?;
-        Ok(Some(encode_reply(id, "presence", &res)))
+        Ok(Some(self.enc().reply(id, &ReplyBody::Presence(&res))))
     }
 
     fn presence_stats(&mut self, id: u32, req: ChannelRequest) -> Handled {
@@ -564,7 +625,7 @@ impl Session {
         }
         self.presence_allowed(&req.channel, &opts)?;
         let res = ops::presence_stats(&self.node, &req.channel, &opts)?;
-        Ok(Some(encode_reply(id, "presence_stats", &res)))
+        Ok(Some(self.enc().reply(id, &ReplyBody::PresenceStats(&res))))
     }
 
     async fn history(&mut self, id: u32, req: HistoryRequest) -> Handled {
@@ -586,7 +647,7 @@ impl Session {
             req.reverse,
         )
         .await?;
-        Ok(Some(encode_reply(id, "history", &res)))
+        Ok(Some(self.enc().reply(id, &ReplyBody::History(&res))))
     }
 
     fn refresh(&mut self, id: u32, req: RefreshRequest) -> Handled {
@@ -616,7 +677,7 @@ impl Session {
                 0
             },
         };
-        Ok(Some(encode_reply(id, "refresh", &res)))
+        Ok(Some(self.enc().reply(id, &ReplyBody::Refresh(&res))))
     }
 
     fn sub_refresh(&mut self, id: u32, req: SubRefreshRequest) -> Handled {
@@ -654,7 +715,7 @@ impl Session {
                 0
             },
         };
-        Ok(Some(encode_reply(id, "sub_refresh", &res)))
+        Ok(Some(self.enc().reply(id, &ReplyBody::SubRefresh(&res))))
     }
 
     /// Leaves every channel and forgets the connection; called once when it ends.

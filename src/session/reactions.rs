@@ -7,12 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-
 use super::subscribe::{server_subscribe, server_unsubscribe};
 use crate::node::Node;
 use crate::protocol::codes;
-use crate::protocol::json::PING;
 use crate::state::{Event, UserAction};
 
 /// Makes this module the engine's hook for `node`'s committed events. The hook holds the node
@@ -67,7 +64,7 @@ fn user_action(node: &Arc<Node>, action: &UserAction) {
                 } else if let Some(at) = expire_at {
                     conn.expires_at.store(at, Ordering::Relaxed);
                     // Wake the writer so it re-arms its expiry timer.
-                    let _ = conn.out.push(Bytes::from_static(PING));
+                    let _ = conn.out.push(conn.out.encoding().ping());
                 }
             }
         }

@@ -14,9 +14,7 @@ use crate::config::ChannelOptions;
 use crate::engine::Engine;
 use crate::hub::Subscriber;
 use crate::node::Node;
-use crate::protocol::json::encode_push;
-use crate::protocol::types::UnsubscribePush;
-use crate::protocol::{ErrorCode, Raw, SubscribeResult, codes};
+use crate::protocol::{ErrorCode, PushBody, Raw, SubscribeResult, codes};
 use crate::state::{Op, Recovery, StateMachine};
 
 use crate::conn::{Conn, ConnState, SubState};
@@ -291,8 +289,9 @@ pub async fn server_subscribe(
         join_leave: true,
         ..Default::default()
     };
+    let enc = conn.out.encoding();
     subscribe(node, conn, channel, opts, &req, Grant::default(), |res| {
-        encode_push(channel, "subscribe", &res)
+        enc.push(channel, &PushBody::Subscribe(&res))
     })
     .await
 }
@@ -304,10 +303,9 @@ pub async fn server_unsubscribe(node: &Arc<Node>, conn: &Arc<Conn>, channel: &st
         return;
     }
     let leave = unsubscribe_local(node, conn, channel);
-    let push = encode_push(
+    let push = conn.out.encoding().push(
         channel,
-        "unsubscribe",
-        &UnsubscribePush {
+        &PushBody::Unsubscribe {
             code: codes::UNSUBSCRIBE_SERVER,
             reason: "server unsubscribe",
         },

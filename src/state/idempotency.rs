@@ -210,6 +210,7 @@ mod tests {
         Op::Publish {
             channel: ch.into(),
             data: raw(&serde_json::to_string(data).unwrap()),
+            binary: false,
             info: None,
             tags: None,
             history: POLICY,

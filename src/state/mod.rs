@@ -63,8 +63,11 @@ pub enum Op {
     Publish {
         /// Channel.
         channel: String,
-        /// Payload (raw JSON).
+        /// Payload (raw JSON; with `binary`, a JSON string holding the payload's base64).
         data: Raw,
+        /// The payload is binary. Absent in entries written before binary payloads.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        binary: bool,
         /// Publisher, for client publications.
         info: Option<ClientInfo>,
         /// API tags.
@@ -283,6 +286,7 @@ impl StateMachine {
             Op::Publish {
                 channel,
                 data,
+                binary,
                 info,
                 tags,
                 history,
@@ -292,6 +296,7 @@ impl StateMachine {
                 let publication = Publication {
                     offset: 0,
                     data: data.clone(),
+                    binary: *binary,
                     info: info.clone(),
                     tags: tags.clone(),
                 };
@@ -373,6 +378,7 @@ mod tests {
         Op::Publish {
             channel: ch.into(),
             data: raw(data),
+            binary: false,
             info: None,
             tags: None,
             history: policy,

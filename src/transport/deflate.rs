@@ -89,7 +89,7 @@ impl Settings {
     /// (even if compressing does not pay: the echo endpoint compresses all it can).
     pub fn message(&self, data: &[u8]) -> Option<Vec<u8>> {
         let seg = self.segment(data)?;
-        Some(frame_payload(&[Part::Deflated(&seg)]))
+        Some(frame_payload(&[Part::Deflated(&seg)], b"\n"))
     }
 }
 
@@ -322,10 +322,11 @@ pub enum Part<'a> {
     Deflated(&'a [u8]),
 }
 
-/// The payload of one compressed frame carrying `parts` joined by `\n`: segments as they are,
+/// The payload of one compressed frame carrying `parts` joined by `sep` (`\n` for JSON,
+/// nothing for Protobuf): segments as they are,
 /// raw runs (separators included) as stored blocks, the final [`TAIL`] removed (RFC 7692
 /// §7.2.1: the stream must end with an empty stored block, which loses its last 4 bytes).
-pub fn frame_payload(parts: &[Part<'_>]) -> Vec<u8> {
+pub fn frame_payload(parts: &[Part<'_>], sep: &[u8]) -> Vec<u8> {
     let size = parts
         .iter()
         .map(|p| match p {
@@ -336,7 +337,7 @@ pub fn frame_payload(parts: &[Part<'_>]) -> Vec<u8> {
     let mut raw: Vec<u8> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
-            raw.push(b'\n');
+            raw.extend_from_slice(sep);
         }
         match p {
             Part::Raw(b) => raw.extend_from_slice(b),
@@ -470,12 +471,12 @@ mod tests {
             assert!(seg.ends_with(&TAIL));
             assert!(seg.len() < data.len() * 3 / 4, "compresses at {bits} bits");
             assert_eq!(
-                client_inflate(&frame_payload(&[Part::Deflated(&seg)])),
+                client_inflate(&frame_payload(&[Part::Deflated(&seg)], b"\n")),
                 data
             );
         }
         let empty = segment(b"", 1, 15).unwrap();
-        assert!(client_inflate(&frame_payload(&[Part::Deflated(&empty)])).is_empty());
+        assert!(client_inflate(&frame_payload(&[Part::Deflated(&empty)], b"\n")).is_empty());
     }
 
     #[test]
@@ -498,7 +499,7 @@ mod tests {
                     Part::Deflated(_) => &b[..],
                 })
                 .collect();
-            let payload = frame_payload(&parts);
+            let payload = frame_payload(&parts, b"\n");
             assert!(!payload.ends_with(&TAIL));
             assert_eq!(client_inflate(&payload), expected.join(&b'\n'));
         }
@@ -559,7 +560,7 @@ mod tests {
             let data = noise(n);
             let seg = segment(&data, 1, 15).unwrap();
             assert_eq!(
-                client_inflate(&frame_payload(&[Part::Deflated(&seg)])),
+                client_inflate(&frame_payload(&[Part::Deflated(&seg)], b"\n")),
                 data
             );
             // As a client compresses it (flate2, default level), inflated by us.

@@ -2,9 +2,15 @@
 //! validated messages → the session) and a writer task (outbound queue → one frame per drain;
 //! ping, pong, stale and expiry timers).
 //!
-//! With permessage-deflate, a drain still goes out as one frame: its messages joined by `\n`
-//! in one deflate stream, each a segment of its own (a publication's shared, compressed once
-//! per node) or stored as it is when short; see [`super::deflate`].
+//! A connection speaks JSON (text frames, messages joined by `\n`) or, with the
+//! `centrifuge-protobuf` subprotocol, Protobuf (binary frames, length-delimited messages
+//! back to back); the session and the hub encode what they queue in the connection's
+//! [`Encoding`], and the writer only frames it.
+//!
+//! With permessage-deflate, a drain still goes out as one frame: its messages joined (by the
+//! encoding's separator) in one deflate stream, each a segment of its own (a publication's
+//! shared, compressed once per encoding per node) or stored as it is when short; see
+//! [`super::deflate`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +28,7 @@ use crate::auth::unix_now;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::outbound::{Batch, Message, join};
-use crate::protocol::{Disconnect, codes, json::PING};
+use crate::protocol::{Disconnect, Encoding, codes};
 use crate::session::Session;
 
 use super::deflate::{self, Agreed, Part, Settings};
@@ -40,8 +46,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub enum Subprotocol {
     /// JSON (no subprotocol, or `centrifuge-json`).
     Json,
-    /// `centrifuge-protobuf`: not served yet; the client is told 3506.
+    /// `centrifuge-protobuf`: Protobuf in binary frames.
     Protobuf,
+}
+
+impl Subprotocol {
+    /// The encoding the connection speaks.
+    pub fn encoding(self) -> Encoding {
+        match self {
+            Subprotocol::Json => Encoding::Json,
+            Subprotocol::Protobuf => Encoding::Protobuf,
+        }
+    }
 }
 
 /// Splits an upgraded connection into the shared message reader (inflating when
@@ -75,6 +91,8 @@ pub async fn serve(
     let conn = Arc::new(
         Conn::new(node.next_conn_id(), node.cfg.client.outbound_queue_bytes).with_headers(headers),
     );
+    let enc = proto.encoding();
+    conn.out.set_encoding(enc);
     let settings = deflate.map(|a| Settings::new(&node.cfg.client, a));
     if settings.is_some_and(|s| s.shares()) {
         conn.out.set_deflate();
@@ -87,12 +105,6 @@ pub async fn serve(
         (wr, settings),
         writer_done.clone(),
     ));
-    if proto == Subprotocol::Protobuf {
-        conn.out.close_with(
-            codes::INAPPROPRIATE_PROTOCOL.code,
-            "protobuf protocol is not supported yet",
-        );
-    }
     let mut session = Session::new(node.clone(), conn.clone());
     loop {
         // `MessageReader::next` is cancel-safe.
@@ -132,11 +144,13 @@ pub async fn serve(
             }
         };
         metrics::counter!(crate::metrics::BYTES_IN).increment(msg.len() as u64);
-        if !text {
-            conn.out.close_with(
-                codes::BAD_REQUEST_DISCONNECT.code,
-                "binary frame on a JSON connection",
-            );
+        if text != enc.text() {
+            let why = if text {
+                "text frame on a Protobuf connection"
+            } else {
+                "binary frame on a JSON connection"
+            };
+            conn.out.close_with(codes::BAD_REQUEST_DISCONNECT.code, why);
             break;
         }
         // Boxed: the command futures are large, and an unboxed one would make every idle
@@ -224,7 +238,7 @@ async fn write_loop(
                     if now >= next_ping {
                         pong_due = Some((now + cfg.pong_timeout, conn.pongs.load(Ordering::Relaxed)));
                         next_ping = now + cfg.ping_interval;
-                        let _ = conn.out.push(Bytes::from_static(PING));
+                        let _ = conn.out.push(conn.out.encoding().ping());
                     }
                     let unix = unix_now();
                     let exp = conn.expires_at.load(Ordering::Relaxed);
@@ -239,7 +253,13 @@ async fn write_loop(
             }
         }
         let batch = conn.out.take();
-        match tokio::time::timeout(cfg.write_timeout, write_batch(&mut wr, &batch, deflate)).await {
+        let enc = conn.out.encoding();
+        match tokio::time::timeout(
+            cfg.write_timeout,
+            write_batch(&mut wr, &batch, enc, deflate),
+        )
+        .await
+        {
             Ok(Ok(())) if batch.close.is_none() => {}
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
@@ -264,27 +284,29 @@ async fn write_loop(
 async fn write_batch(
     wr: &mut Writer,
     batch: &Batch,
+    enc: Encoding,
     deflate: Option<Settings>,
 ) -> std::io::Result<()> {
     for p in &batch.pongs {
         wr.pong(p).await?;
     }
     if !batch.messages.is_empty() {
-        let compressed = deflate.and_then(|d| compress(&batch.messages, d));
+        let (text, sep) = (enc.text(), enc.separator());
+        let compressed = deflate.and_then(|d| compress(&batch.messages, sep, d));
         let len = match compressed {
             Some(payload) => {
-                wr.message(true, true, &payload).await?;
+                wr.message(text, true, &payload).await?;
                 metrics::counter!(crate::metrics::MESSAGES_OUT_COMPRESSED)
                     .increment(batch.messages.len() as u64);
                 payload.len()
             }
             None if batch.messages.len() == 1 => {
-                wr.message(true, false, &batch.messages[0].json).await?;
+                wr.message(text, false, &batch.messages[0].json).await?;
                 batch.messages[0].json.len()
             }
             None => {
-                let payload = join(&batch.messages);
-                wr.message(true, false, &payload).await?;
+                let payload = join(&batch.messages, sep);
+                wr.message(text, false, &payload).await?;
                 payload.len()
             }
         };
@@ -307,11 +329,11 @@ async fn write_batch(
     wr.flush().await
 }
 
-/// The compressed payload of one frame carrying `messages` joined by `\n`, or `None` when
+/// The compressed payload of one frame carrying `messages` joined by `sep`, or `None` when
 /// none of them is worth compressing or compressing does not pay. A message's compressed
 /// form shared by the node is used (and made, by the first writer) when the connection can
 /// use it; a lone shared message goes out without a copy.
-fn compress(messages: &[Message], d: Settings) -> Option<Bytes> {
+fn compress(messages: &[Message], sep: &[u8], d: Settings) -> Option<Bytes> {
     let shared = |m: &Message| -> Option<Bytes> {
         let slot = m.deflated.as_ref().filter(|_| d.shares())?;
         slot.get_or_init(|| {
@@ -329,7 +351,11 @@ fn compress(messages: &[Message], d: Settings) -> Option<Bytes> {
             shared(m).or_else(|| d.segment(&m.json).map(Bytes::from))
         })
         .collect();
-    let raw_len = messages.iter().map(|m| m.json.len() + 1).sum::<usize>() - 1;
+    let raw_len = messages
+        .iter()
+        .map(|m| m.json.len() + sep.len())
+        .sum::<usize>()
+        - sep.len();
     let payload = match &segments[..] {
         [Some(seg)] => seg.slice(..seg.len() - deflate::TAIL.len()),
         _ if segments.iter().all(Option::is_none) => return None,
@@ -342,7 +368,7 @@ fn compress(messages: &[Message], d: Settings) -> Option<Bytes> {
                     None => Part::Raw(&m.json),
                 })
                 .collect();
-            Bytes::from(deflate::frame_payload(&parts))
+            Bytes::from(deflate::frame_payload(&parts, sep))
         }
     };
     (payload.len() < raw_len).then_some(payload)
