@@ -18,6 +18,17 @@ fn root() -> PathBuf {
 
 /// Runs one SDK script against a fresh node (started with `envs`) and asserts it exits 0.
 fn run_sdk_script(program: &Path, script: &Path, prefix: &str, envs: &[(&str, &str)]) {
+    run_sdk_script_with(program, script, prefix, envs, &[]);
+}
+
+/// [`run_sdk_script`], with `script_envs` set for the script itself.
+fn run_sdk_script_with(
+    program: &Path,
+    script: &Path,
+    prefix: &str,
+    envs: &[(&str, &str)],
+    script_envs: &[(&str, &str)],
+) {
     assert!(
         program.exists() || program.components().count() == 1,
         "{} is missing: run scripts/test.sh, which installs the SDKs",
@@ -34,6 +45,7 @@ fn run_sdk_script(program: &Path, script: &Path, prefix: &str, envs: &[(&str, &s
         .env("SY_BIN", env!("CARGO_BIN_EXE_switchyard"))
         .env("SY_CONFIG", cfg.path())
         .env("SY_CHANNEL_PREFIX", prefix)
+        .envs(script_envs.iter().copied())
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
@@ -64,11 +76,44 @@ fn centrifuge_js() {
     run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-", &[]);
 }
 
+/// centrifuge-js's Protobuf build (`centrifuge/build/protobuf`) in Node: the same scenario as
+/// [`centrifuge_js`], payloads as bytes, plus binary payloads received unchanged.
+#[test]
+fn centrifuge_js_protobuf() {
+    let dir = root().join("tests/compat/js");
+    assert!(
+        dir.join("node_modules/centrifuge/build/protobuf").exists(),
+        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    let pb = [("SY_PROTOBUF", "1")];
+    run_sdk_script_with(
+        Path::new("node"),
+        &dir.join("compat.mjs"),
+        "chat:jspb-",
+        &[],
+        &pb,
+    );
+}
+
 #[test]
 fn centrifuge_python() {
     let dir = root().join("tests/compat/python");
     let python = dir.join(".venv/bin/python");
     run_sdk_script(&python, &dir.join("compat.py"), "chat:py-", &[]);
+}
+
+/// centrifuge-python with `use_protobuf=True` (subprotocol `centrifuge-protobuf`): the same
+/// scenario as [`centrifuge_python`], payloads as bytes, plus binary payloads (API `b64data`
+/// and a client publication) received unchanged. permessage-deflate is on for this run
+/// (python `websockets` offers it), so Protobuf frames are also compressed, shared slots
+/// included.
+#[test]
+fn centrifuge_python_protobuf() {
+    let dir = root().join("tests/compat/python");
+    let python = dir.join(".venv/bin/python");
+    let on = [("SWITCHYARD_CLIENT__WEBSOCKET_COMPRESSION", "true")];
+    let pb = [("SY_PROTOBUF", "1")];
+    run_sdk_script_with(&python, &dir.join("compat.py"), "chat:pypb-", &on, &pb);
 }
 
 /// Python `websockets` (compression on by default, zlib underneath) agrees permessage-deflate,

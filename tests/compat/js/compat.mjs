@@ -1,6 +1,8 @@
 // Drives the real centrifuge-js SDK (npm `centrifuge` + `ws`) against a running Switchyard node.
 // Run by tests/compat.rs with SY_WS_URL, SY_API_URL, SY_API_KEY, SY_BIN, SY_CONFIG and
-// SY_CHANNEL_PREFIX set. Prints "--- phase: ..." per phase; exits 0 when every phase passes,
+// SY_CHANNEL_PREFIX set; with SY_PROTOBUF=1 it drives the SDK's Protobuf build
+// (`centrifuge/build/protobuf`: payloads are bytes both ways) and a last phase checks binary
+// payloads. Prints "--- phase: ..." per phase; exits 0 when every phase passes,
 // 1 with a "FAIL: ..." message otherwise. Every wait is bounded; a watchdog ends the run at 55 s.
 //
 // API facts relied on (centrifuge 5.7.x, build/index.mjs and build/types.d.ts):
@@ -14,7 +16,6 @@
 // - sub.history({limit, since, reverse}) -> {publications, epoch, offset};
 //   sub.presence() -> {clients: {<client>: {client, user, connInfo?, chanInfo?}}};
 //   sub.presenceStats() -> {numClients, numUsers}.
-import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
@@ -29,6 +30,26 @@ const API_URL = env('SY_API_URL');
 const API_KEY = env('SY_API_KEY');
 const PREFIX = env('SY_CHANNEL_PREFIX');
 const channel = `${PREFIX}room`;
+const PROTOBUF = process.env.SY_PROTOBUF === '1';
+const { Centrifuge } = await import(PROTOBUF ? 'centrifuge/build/protobuf' : 'centrifuge');
+
+// A payload as the SDK takes it (JSON text as bytes in Protobuf mode, the value in JSON), and
+// a received one as a value (Protobuf mode gives the JSON text's bytes).
+const enc = (v) => (PROTOBUF ? new TextEncoder().encode(JSON.stringify(v)) : v);
+const dec = (d) => {
+  if (!PROTOBUF) return d;
+  assert.ok(d instanceof Uint8Array, `Protobuf payloads are bytes: ${d}`);
+  return JSON.parse(new TextDecoder().decode(d));
+};
+const bytes = (d) => Array.from(d);
+// The Protobuf build decodes uint64 offsets with protobufjs, which gives `Long` objects when
+// the `long` package is installed (it is, as protobufjs's dependency): compared as numbers.
+const num = (x) => (x !== null && typeof x === 'object' && typeof x.toNumber === 'function' ? x.toNumber() : x);
+const withOffset = (o) => ({ ...o, offset: num(o.offset) });
+async function history(sub, opts) {
+  const h = await sub.history(opts);
+  return { ...h, offset: num(h.offset), publications: h.publications.map(withOffset) };
+}
 
 const phase = (name) => console.log(`--- phase: ${name}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -103,10 +124,10 @@ async function main() {
   const joins = [];
   const leaves = [];
   const subscribed = [];
-  sub.on('publication', (ctx) => pubs.push(ctx));
+  sub.on('publication', (ctx) => pubs.push(withOffset(ctx)));
   sub.on('join', (ctx) => joins.push(ctx));
   sub.on('leave', (ctx) => leaves.push(ctx));
-  sub.on('subscribed', (ctx) => subscribed.push(ctx));
+  sub.on('subscribed', (ctx) => subscribed.push(ctx.streamPosition ? { ...ctx, streamPosition: withOffset(ctx.streamPosition) } : ctx));
   sub.on('error', (ctx) => console.error(`[js-alice sub] error event: ${JSON.stringify(ctx)}`));
   sub.subscribe();
   await waitFor('subscribed', () => subscribed.length === 1);
@@ -131,37 +152,37 @@ async function main() {
   assert.deepEqual(offsets, [top0 + 1, top0 + 2, top0 + 3], `offsets grow by 1 from the subscribe position ${top0}`);
   await waitFor('3 API publications', () => pubs.length >= 3);
   assert.equal(pubs.length, 3, `exactly 3 publications, got ${JSON.stringify(pubs)}`);
-  assert.deepEqual(pubs.map((p) => p.data), [{ n: 0 }, { n: 1 }, { n: 2 }], 'data, in order');
+  assert.deepEqual(pubs.map((p) => dec(p.data)), [{ n: 0 }, { n: 1 }, { n: 2 }], 'data, in order');
   assert.deepEqual(pubs.map((p) => p.offset), offsets, 'offsets equal the API-returned ones');
   assert.ok(pubs.every((p) => p.channel === channel));
 
   phase('d) publish from the client');
-  await sub.publish({ from: 'js' });
+  await sub.publish(enc({ from: 'js' }));
   await waitFor('own publication', () => pubs.length >= 4);
   assert.equal(pubs.length, 4);
-  assert.deepEqual(pubs[3].data, { from: 'js' });
+  assert.deepEqual(dec(pubs[3].data), { from: 'js' });
   assert.ok(pubs[3].info, `own publication carries info: ${JSON.stringify(pubs[3])}`);
   assert.equal(pubs[3].info.user, 'js-alice', 'info.user is the publisher');
   assert.equal(pubs[3].info.client, clientId, 'info.client is the publishing connection');
   assert.equal(pubs[3].offset, offsets[2] + 1);
 
   phase('e) history');
-  const received = pubs.map((p) => ({ offset: p.offset, data: p.data }));
+  const received = pubs.map((p) => ({ offset: p.offset, data: dec(p.data) }));
   const top = pubs[3].offset;
-  const h = await sub.history({ limit: 10 });
-  assert.deepEqual(h.publications.map((p) => ({ offset: p.offset, data: p.data })), received, 'history limit 10');
+  const h = await history(sub, { limit: 10 });
+  assert.deepEqual(h.publications.map((p) => ({ offset: p.offset, data: dec(p.data) })), received, 'history limit 10');
   assert.equal(h.epoch, epoch);
   assert.equal(h.offset, top);
   assert.equal(h.publications[3].info?.user, 'js-alice', 'history keeps the publisher info');
-  const hAll = await sub.history({ limit: -1 });
+  const hAll = await history(sub, { limit: -1 });
   assert.deepEqual(hAll.publications.map((p) => p.offset), received.map((p) => p.offset), 'history limit -1 = all');
-  const hPos = await sub.history();
+  const hPos = await history(sub);
   assert.equal(hPos.publications.length, 0, 'history without limit returns only the position');
   assert.equal(hPos.offset, top);
   assert.equal(hPos.epoch, epoch);
-  const hRev = await sub.history({ limit: 2, reverse: true });
+  const hRev = await history(sub, { limit: 2, reverse: true });
   assert.deepEqual(hRev.publications.map((p) => p.offset), [top, top - 1], 'reverse history, newest first');
-  const hSince = await sub.history({ limit: 10, since: { offset: offsets[0], epoch } });
+  const hSince = await history(sub, { limit: 10, since: { offset: offsets[0], epoch } });
   assert.deepEqual(hSince.publications.map((p) => p.offset), [offsets[1], offsets[2], top], 'history since');
 
   phase('f) presence and presence stats');
@@ -187,13 +208,13 @@ async function main() {
   const bobJoin = joins.find((j) => j.info.user === 'js-bob');
   assert.equal(bobJoin.channel, channel);
   assert.equal(bobJoin.info.client, bobConnected[0]?.client, 'join carries bob\'s client id');
-  assert.deepEqual(bobJoin.info.connInfo, { name: 'Bob' }, 'join carries conn_info from the token');
+  assert.deepEqual(dec(bobJoin.info.connInfo), { name: 'Bob' }, 'join carries conn_info from the token');
   const ps2 = await sub.presenceStats();
   assert.ok(ps2.numClients >= 2 && ps2.numUsers >= 2, `presence stats with bob: ${JSON.stringify(ps2)}`);
   const pr2 = await sub.presence();
   const bobInPresence = Object.values(pr2.clients).find((c) => c.user === 'js-bob');
   assert.ok(bobInPresence, `bob in presence: ${JSON.stringify(pr2)}`);
-  assert.deepEqual(bobInPresence.connInfo, { name: 'Bob' }, 'presence carries conn_info');
+  assert.deepEqual(dec(bobInPresence.connInfo), { name: 'Bob' }, 'presence carries conn_info');
   bobSub.unsubscribe();
   await waitFor('leave of bob', () => leaves.some((l) => l.info.user === 'js-bob'));
   assert.equal(leaves.find((l) => l.info.user === 'js-bob').info.client, bobConnected[0].client);
@@ -223,7 +244,7 @@ async function main() {
   await sleep(300); // a duplicate would show up here
   const got = pubs.slice(before);
   assert.deepEqual(got.map((p) => p.offset), missed, `exactly the missed ones, in order: ${JSON.stringify(got)}`);
-  assert.deepEqual(got.map((p) => p.data), [0, 1, 2, 3, 4].map((i) => ({ missed: i })));
+  assert.deepEqual(got.map((p) => dec(p.data)), [0, 1, 2, 3, 4].map((i) => ({ missed: i })));
   const all = pubs.map((p) => p.offset);
   assert.equal(new Set(all).size, all.length, `no duplicate publication: ${all}`);
   // The subscription is live again after the recovery.
@@ -232,11 +253,23 @@ async function main() {
   assert.equal(pubs[before + 5].offset, live.offset);
   assert.equal(live.offset, missed[4] + 1);
 
+  if (PROTOBUF) {
+    phase('h2) binary payloads: API b64data and a client publication, bytes unchanged');
+    const n = pubs.length;
+    const raw = [0, 255, 128, 10, 13];
+    await api('publish', { channel, b64data: Buffer.from(raw).toString('base64') });
+    await sub.publish(new Uint8Array([0xc3, 0x28]));
+    await waitFor('two binary publications', () => pubs.length >= n + 2);
+    assert.deepEqual(pubs.slice(n).map((p) => bytes(p.data)), [raw, [0xc3, 0x28]]);
+    const hb = await history(sub, { limit: 2, reverse: true });
+    assert.deepEqual(hb.publications.map((p) => bytes(p.data)), [[0xc3, 0x28], raw], 'binary history');
+  }
+
   phase('i) disconnect');
   alice.disconnect();
   await waitFor('disconnected event', () => disconnected.length === 1, 3000);
   assert.equal(alice.state, 'disconnected');
-  console.log('centrifuge-js compatibility: all phases passed');
+  console.log(`centrifuge-js compatibility (${PROTOBUF ? 'Protobuf' : 'JSON'}): all phases passed`);
 }
 
 const watchdog = setTimeout(() => {

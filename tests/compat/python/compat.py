@@ -1,7 +1,9 @@
 """Drives the real centrifuge-python SDK against a running Switchyard node.
 
 Run by tests/compat.rs with SY_WS_URL, SY_API_URL, SY_API_KEY, SY_BIN, SY_CONFIG and
-SY_CHANNEL_PREFIX set. Prints "--- phase: ..." per phase; exits 0 when every phase passes,
+SY_CHANNEL_PREFIX set; with SY_PROTOBUF=1 the SDK speaks the Protobuf protocol
+(use_protobuf=True: payloads are bytes both ways) and a last phase checks binary payloads.
+Prints "--- phase: ..." per phase; exits 0 when every phase passes,
 1 with a "FAIL: ..." message otherwise. Every wait is bounded; the run is cut at 55 s.
 
 API facts relied on (centrifuge-python 0.7.0, centrifuge/client.py, contexts.py, types.py):
@@ -20,6 +22,7 @@ API facts relied on (centrifuge-python 0.7.0, centrifuge/client.py, contexts.py,
 """
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -51,6 +54,7 @@ API_URL = os.environ["SY_API_URL"]
 API_KEY = os.environ["SY_API_KEY"]
 PREFIX = os.environ["SY_CHANNEL_PREFIX"]
 CHANNEL = f"{PREFIX}room"
+PROTOBUF = os.environ.get("SY_PROTOBUF") == "1"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 # The API is on 127.0.0.1: never go through a proxy from the environment.
@@ -65,6 +69,19 @@ def check(cond, msg) -> None:
     """An assertion that survives python -O."""
     if not cond:
         raise AssertionError(msg)
+
+
+def enc(value):
+    """A payload as the SDK takes it: JSON text as bytes in Protobuf mode, the value in JSON."""
+    return json.dumps(value, separators=(",", ":")).encode() if PROTOBUF else value
+
+
+def dec(data):
+    """A received payload as a value: Protobuf mode gives the JSON text's bytes."""
+    if PROTOBUF:
+        check(isinstance(data, bytes), f"Protobuf payloads are bytes: {data!r}")
+        return json.loads(data)
+    return data
 
 
 def mint(user: str, info=None) -> str:
@@ -175,6 +192,7 @@ async def main() -> None:
         min_reconnect_delay=1.5,
         max_reconnect_delay=2.0,
         proxy=None,
+        use_protobuf=PROTOBUF,
     )
     await alice.connect()
     await wait_for("alice connected", lambda: len(events.connected) == 1)
@@ -202,14 +220,14 @@ async def main() -> None:
     check(offsets == [top0 + 1, top0 + 2, top0 + 3], f"offsets grow by 1 from {top0}: {offsets}")
     await wait_for("3 API publications", lambda: len(sev.pubs) >= 3)
     check(len(sev.pubs) == 3, f"exactly 3 publications: {sev.pubs}")
-    check([p.data for p in sev.pubs] == [{"n": 0}, {"n": 1}, {"n": 2}], f"data, in order: {sev.pubs}")
+    check([dec(p.data) for p in sev.pubs] == [{"n": 0}, {"n": 1}, {"n": 2}], f"data, in order: {sev.pubs}")
     check(offs(sev.pubs) == offsets, f"offsets equal the API-returned ones: {sev.pubs} vs {offsets}")
 
     phase("d) publish from the client")
-    await sub.publish({"from": "py"})
+    await sub.publish(enc({"from": "py"}))
     await wait_for("own publication", lambda: len(sev.pubs) >= 4)
     own = sev.pubs[3]
-    check(len(sev.pubs) == 4 and own.data == {"from": "py"}, sev.pubs)
+    check(len(sev.pubs) == 4 and dec(own.data) == {"from": "py"}, sev.pubs)
     check(own.info is not None, f"own publication carries info: {own}")
     check(own.info.user == "py-alice", f"info.user is the publisher: {own}")
     check(own.info.client == client_id, f"info.client is the publishing connection: {own}")
@@ -241,7 +259,9 @@ async def main() -> None:
     phase("g) join and leave of a second client")
     await wait_for("own join", lambda: any(j.user == "py-alice" and j.client == client_id for j in sev.joins))
     bev_client = ClientEvents("py-bob")
-    bob = Client(WS_URL, events=bev_client, token=mint("py-bob", {"name": "Bob"}), proxy=None)
+    bob = Client(
+        WS_URL, events=bev_client, token=mint("py-bob", {"name": "Bob"}), proxy=None, use_protobuf=PROTOBUF
+    )
     await bob.connect()
     bev = SubEvents("py-bob")
     bob_sub = bob.new_subscription(CHANNEL, events=bev, join_leave=True)
@@ -251,11 +271,11 @@ async def main() -> None:
     await wait_for("join of bob", lambda: any(j.user == "py-bob" for j in sev.joins))
     bob_join = next(j for j in sev.joins if j.user == "py-bob")
     check(bob_join.client == bob_id, f"join carries bob's client id: {bob_join}")
-    check(bob_join.conn_info == {"name": "Bob"}, f"join carries conn_info from the token: {bob_join}")
+    check(dec(bob_join.conn_info) == {"name": "Bob"}, f"join carries conn_info from the token: {bob_join}")
     ps2 = await sub.presence_stats()
     check(ps2.num_clients >= 2 and ps2.num_users >= 2, f"presence stats with bob: {ps2}")
     pr2 = await sub.presence()
-    check(bob_id in pr2.clients and pr2.clients[bob_id].conn_info == {"name": "Bob"}, f"bob in presence: {pr2}")
+    check(bob_id in pr2.clients and dec(pr2.clients[bob_id].conn_info) == {"name": "Bob"}, f"bob in presence: {pr2}")
     # Leave through a disconnect here (the js script unsubscribes instead).
     await bob.disconnect()
     await wait_for("leave of bob", lambda: any(x.user == "py-bob" for x in sev.leaves))
@@ -283,18 +303,30 @@ async def main() -> None:
     await asyncio.sleep(0.3)  # a duplicate would show up here
     got = sev.pubs[before:]
     check(offs(got) == missed, f"exactly the missed ones, in order: {got} vs {missed}")
-    check([p.data for p in got] == [{"missed": i} for i in range(5)], got)
+    check([dec(p.data) for p in got] == [{"missed": i} for i in range(5)], got)
     all_offsets = offs(sev.pubs)
     check(len(set(all_offsets)) == len(all_offsets), f"no duplicate publication: {all_offsets}")
     live = await api_publish({"live": True})
     await wait_for("live publication after recovery", lambda: len(sev.pubs) >= before + 6)
     check(sev.pubs[before + 5].offset == live["offset"] == missed[4] + 1, sev.pubs[before:])
 
+    if PROTOBUF:
+        phase("h2) binary payloads: API b64data and a client publication, bytes unchanged")
+        n = len(sev.pubs)
+        raw = bytes([0, 0xFF, 0x80, 10, 13])
+        await api("publish", {"channel": CHANNEL, "b64data": base64.b64encode(raw).decode()})
+        await sub.publish(bytes([0xC3, 0x28]))
+        await wait_for("two binary publications", lambda: len(sev.pubs) >= n + 2)
+        check([p.data for p in sev.pubs[n:]] == [raw, bytes([0xC3, 0x28])], sev.pubs[n:])
+        hb = await sub.history(limit=2, reverse=True)
+        check([p.data for p in hb.publications] == [bytes([0xC3, 0x28]), raw], f"binary history: {hb}")
+
     phase("i) disconnect")
     await alice.disconnect()
     await wait_for("disconnected event", lambda: len(events.disconnected) == 1, timeout=3)
     check(alice.state.value == "disconnected", alice.state)
-    print("centrifuge-python compatibility: all phases passed", flush=True)
+    mode = "Protobuf" if PROTOBUF else "JSON"
+    print(f"centrifuge-python compatibility ({mode}): all phases passed", flush=True)
 
 
 def _watchdog() -> None:
