@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora (fuzz/seeds/<target>/) from real client frames: what centrifuge-js
 and centrifuge-python send (connect with subs, subscribe with recovery, publish, history,
-presence, rpc, send, refresh, pong, newline-batched frames). Re-run after changing it; the
+presence, rpc, send, refresh, pong, newline-batched frames), in JSON and (protobuf_command)
+in the Protobuf form, encoded here by hand with the field numbers of client.proto. Re-run after changing it; the
 output is committed."""
 import json, os, shutil, struct
 
@@ -48,10 +49,53 @@ def frame(b0, payload, mask=b"\x11\x22\x33\x44"):
         head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+def fv(tag, n):  # varint field
+    return varint(tag << 3) + varint(n)
+
+def fb(tag, b):  # length-delimited field
+    b = b.encode() if isinstance(b, str) else b
+    return varint(tag << 3 | 2) + varint(len(b)) + b
+
+def delimited(body):
+    return varint(len(body)) + body
+
+PB_SUB = fb(1, "chat:a") + fv(3, 1) + fb(6, "e") + fv(7, 3) + fv(9, 1) + fv(10, 1) + fv(11, 1)
+PB_COMMANDS = [
+    fv(1, 1) + fb(4, fb(1, "x.y.z") + fb(2, b'{"x":1}') + fb(3, fb(1, "chat:a") + fb(2, PB_SUB))
+                  + fb(4, "py") + fb(5, "0.7.0")),
+    fv(1, 2) + fb(5, PB_SUB),
+    fv(1, 3) + fb(7, fb(1, "chat:a") + fb(2, b'{"text":"hi"}')),
+    fv(1, 4) + fb(7, fb(1, "news") + fb(2, bytes([0, 255, 128]))),
+    fv(1, 5) + fb(10, fb(1, "chat:a") + fv(7, 10) + fb(8, fv(1, 0) + fb(2, "e")) + fv(9, 1)),
+    fv(1, 6) + fb(10, fb(1, "news") + varint(7 << 3) + varint(2**64 - 1)),  # limit -1
+    fv(1, 7) + fb(8, fb(1, "chat:a")),
+    fv(1, 8) + fb(9, fb(1, "chat:a")),
+    fv(1, 9) + fb(13, fb(1, b'{"a":1}') + fb(2, "m")),
+    fb(12, fb(1, b"x")),
+    fv(1, 10) + fb(14, fb(1, "x.y.z")),
+    fv(1, 11) + fb(15, fb(1, "chat:a") + fb(2, "x.y.z")),
+    fv(1, 12) + fb(6, fb(1, "chat:a")),
+    b"",  # pong
+]
+
 shutil.rmtree(OUT, ignore_errors=True)
 for i, c in enumerate([CONNECT] + COMMANDS):
     write("json_command", f"cmd{i:02}", c.encode())
 write("json_command", "batched", "\n".join([CONNECT] + COMMANDS[:4]).encode())
+
+for i, c in enumerate(PB_COMMANDS):
+    write("protobuf_command", f"cmd{i:02}", delimited(c))
+write("protobuf_command", "batched", b"".join(delimited(c) for c in PB_COMMANDS))
+write("protobuf_command", "truncated", delimited(PB_COMMANDS[0])[:-3])
 
 # session: messages separated by NUL, each message possibly newline-batched.
 write("session", "all_commands", b"\0".join(c.encode() for c in [CONNECT] + COMMANDS))

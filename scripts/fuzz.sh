@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the client-facing parsers with cargo-fuzz (libFuzzer) on stable Rust:
 #   json_command  the JSON command decoder (protocol/json.rs)
+#   protobuf_command  the Protobuf command decoder and payload classification (protocol/protobuf.rs)
 #   ws_frames     raw client bytes through the WebSocket MessageReader (transport/reader.rs)
 #   session       whole messages through Session::handle_message on an in-process node
 # Stable rustc cannot build the sanitizers, so targets run with `-s none` (coverage-guided,
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(json_command ws_frames session)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(json_command protobuf_command ws_frames session)
 CARGO_FUZZ_VERSION=0.13.2
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

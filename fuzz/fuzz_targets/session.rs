@@ -120,11 +120,11 @@ fuzz_target!(|data: &[u8]| {
         let batch = conn.out.take();
         if std::env::var_os("SWITCHYARD_FUZZ_DEBUG").is_some() {
             for m in &batch.messages {
-                eprintln!("reply: {}", String::from_utf8_lossy(m));
+                eprintln!("reply: {}", String::from_utf8_lossy(&m.json));
             }
             eprintln!("close: {:?}", batch.close);
         }
-        for m in &batch.messages {
+        for m in batch.messages.iter().map(|m| &m.json) {
             assert!(
                 m.first() == Some(&b'{') && m.last() == Some(&b'}'),
                 "reply is not a JSON object: {:?}",

@@ -490,7 +490,11 @@ mod tests {
             vec![Part::Deflated(&sb), Part::Raw(b"last")],
             vec![Part::Raw(&big), Part::Deflated(&sa)],
         ];
-        for parts in cases {
+        // JSON joins with `\n`; Protobuf messages carry their length and go back to back.
+        for (parts, sep) in cases
+            .into_iter()
+            .flat_map(|p| [(p.clone(), &b"\n"[..]), (p, &b""[..])])
+        {
             let expected: Vec<&[u8]> = parts
                 .iter()
                 .map(|p| match p {
@@ -499,9 +503,9 @@ mod tests {
                     Part::Deflated(_) => &b[..],
                 })
                 .collect();
-            let payload = frame_payload(&parts, b"\n");
+            let payload = frame_payload(&parts, sep);
             assert!(!payload.ends_with(&TAIL));
-            assert_eq!(client_inflate(&payload), expected.join(&b'\n'));
+            assert_eq!(client_inflate(&payload), expected.join(sep));
         }
     }
 

@@ -112,6 +112,15 @@ def _api_sync(method: str, body: dict) -> dict:
     return payload["result"]
 
 
+def metric(name: str) -> float:
+    """A counter from the node's /metrics (SY_ADMIN_URL)."""
+    with _opener.open(f"{os.environ['SY_ADMIN_URL']}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 async def api(method: str, body: dict) -> dict:
     return await asyncio.get_running_loop().run_in_executor(None, _api_sync, method, body)
 
@@ -314,12 +323,18 @@ async def main() -> None:
         phase("h2) binary payloads: API b64data and a client publication, bytes unchanged")
         n = len(sev.pubs)
         raw = bytes([0, 0xFF, 0x80, 10, 13])
+        # 4 KiB: over client.websocket_compression_min_size, so sent compressed (a shared slot).
+        big = bytes(range(256)) * 16
+        shared0 = metric("switchyard_shared_compressions_total")
         await api("publish", {"channel": CHANNEL, "b64data": base64.b64encode(raw).decode()})
+        await api("publish", {"channel": CHANNEL, "b64data": base64.b64encode(big).decode()})
         await sub.publish(bytes([0xC3, 0x28]))
-        await wait_for("two binary publications", lambda: len(sev.pubs) >= n + 2)
-        check([p.data for p in sev.pubs[n:]] == [raw, bytes([0xC3, 0x28])], sev.pubs[n:])
+        await wait_for("three binary publications", lambda: len(sev.pubs) >= n + 3)
+        check([p.data for p in sev.pubs[n:]] == [raw, big, bytes([0xC3, 0x28])], sev.pubs[n:])
+        shared = metric("switchyard_shared_compressions_total")
+        check(shared > shared0, f"the 4 KiB Protobuf push went out compressed: {shared0} -> {shared}")
         hb = await sub.history(limit=2, reverse=True)
-        check([p.data for p in hb.publications] == [bytes([0xC3, 0x28]), raw], f"binary history: {hb}")
+        check([p.data for p in hb.publications] == [bytes([0xC3, 0x28]), big], f"binary history: {hb}")
 
     phase("i) disconnect")
     await alice.disconnect()
