@@ -1,5 +1,5 @@
-//! A corpus of garbage, malformed and hostile WebSocket input sent over raw TCP to the real
-//! binary: each input ends in its documented close code (or error reply), the node keeps
+//! A corpus of garbage, malformed and hostile WebSocket input (JSON and Protobuf connections)
+//! sent over raw TCP to the real binary: each input ends in its documented close code (or error reply), the node keeps
 //! serving a healthy client afterwards, and its memory stays bounded when the whole corpus is
 //! repeated.
 
@@ -251,6 +251,105 @@ fn corpus() -> Vec<Case> {
     ]
 }
 
+/// The Protobuf part of the corpus (subprotocol `centrifuge-protobuf`, binary frames after a
+/// Protobuf `connect`): each closes with its code. Commands are encoded by hand (the field
+/// numbers of client.proto).
+fn protobuf_corpus() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let bin = |payload: &[u8]| frame(0x82, payload);
+    // id 2, rpc {data: 0xff, method "m"}: binary data for a proxy-only field.
+    let rpc = [0x08, 2, 0x6a, 6, 0x0a, 1, 0xff, 0x12, 1, b'm'];
+    let mut rpc_msg = vec![rpc.len() as u8];
+    rpc_msg.extend_from_slice(&rpc);
+    // A message of 60,000 bytes whose last command announces more than is left.
+    let mut long_truncated = vec![0u8; 59_990];
+    long_truncated.extend_from_slice(&[0xff, 0xff, 0x03, 1, 2, 3, 4, 5, 6, 7]);
+    vec![
+        ("pb: truncated varint", bin(&[0x80]), 3501),
+        ("pb: varint over 10 bytes", bin(&[0xff; 12]), 3501),
+        ("pb: length past the end", bin(&[40, 8, 1]), 3501),
+        (
+            "pb: length of 2^35 announced",
+            bin(&[0xff, 0xff, 0xff, 0xff, 0x7f, 0]),
+            1009,
+        ),
+        (
+            "pb: id with the wrong wire type",
+            bin(&[3, 0x0a, 1, 0]),
+            3501,
+        ),
+        ("pb: binary rpc data", bin(&rpc_msg), 3501),
+        (
+            "pb: pongs then a truncated command",
+            bin(&long_truncated),
+            3501,
+        ),
+        ("pb: a text frame", text(b"{}"), 3501),
+    ]
+}
+
+/// Opens a raw Protobuf WebSocket and connects (consuming the reply).
+async fn open_protobuf(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = raw_upgrade(
+        &mut s,
+        addr,
+        "/connection/websocket",
+        "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n",
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-protocol: centrifuge-protobuf"),
+        "{head}"
+    );
+    // id 1, connect {token}.
+    let t = token("garbage");
+    let mut inner = vec![0x0a];
+    inner.extend_from_slice(&varint(t.len()));
+    inner.extend_from_slice(t.as_bytes());
+    let mut cmd = vec![0x08, 1, 0x22];
+    cmd.extend_from_slice(&varint(inner.len()));
+    cmd.extend_from_slice(&inner);
+    let mut msg = varint(cmd.len());
+    msg.extend_from_slice(&cmd);
+    s.write_all(&frame(0x82, &msg)).await.unwrap();
+    match read_frame(&mut s).await {
+        Some(ServerFrame::Other) => {}
+        other => panic!("no binary connect reply: {other:?}"),
+    }
+    s
+}
+
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Sends one Protobuf case and checks the close code.
+async fn run_protobuf_case(addr: SocketAddr, (name, bytes, code): &(&str, Vec<u8>, u16)) {
+    let mut s = open_protobuf(addr).await;
+    let _ = s.write_all(bytes).await;
+    for _ in 0..16 {
+        match read_frame(&mut s).await {
+            Some(ServerFrame::Close(got)) => {
+                assert_eq!(got, Some(*code), "{name}");
+                return;
+            }
+            Some(ServerFrame::Other | ServerFrame::Pong(_)) => continue,
+            other => panic!("{name}: expected close {code}, got {other:?}"),
+        }
+    }
+    panic!("{name}: no close within 16 frames");
+}
+
 /// Opens a raw WebSocket (and connects when asked, consuming the reply).
 async fn open(addr: SocketAddr, connect: bool) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -371,10 +470,14 @@ async fn garbage_corpus_against_the_binary() {
     let addr = proc.client_addr;
     let pid = proc.child.id();
     let cases = corpus();
+    let pb_cases = protobuf_corpus();
     let mut after_warmup = 0;
     for round in 0..=ROUNDS {
         for case in &cases {
             run_case(addr, case).await;
+        }
+        for case in &pb_cases {
+            run_protobuf_case(addr, case).await;
         }
         still_serving(addr).await;
         let rss = rss_kib(pid);

@@ -367,6 +367,68 @@ async fn protobuf_and_json_clients_share_a_channel() {
     );
 }
 
+/// Server-side subscriptions and the other replies in Protobuf: the token's `channels` in the
+/// connect result's `subs`, the API's `subscribe` and `unsubscribe` as pushes, `refresh`, and
+/// the API's `disconnect` as the close code.
+#[tokio::test]
+async fn protobuf_server_side_subscriptions_refresh_and_disconnect() {
+    let s = TestServer::start().await;
+    let mut p = PbClient::open(&s.ws_url()).await;
+    let r = p
+        .call(pb::Command {
+            connect: Some(pb::ConnectRequest {
+                token: hs256(json!({"sub": "sam", "channels": ["chat:tok"]})),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let cr = r.connect.expect("connect result");
+    assert!(cr.subs.contains_key("chat:tok"), "{cr:?}");
+    s.publish("chat:tok", json!({"t": 1})).await;
+    assert_eq!(p.publication("chat:tok").await.data, br#"{"t":1}"#);
+
+    let (st, _) = s
+        .api("subscribe", json!({"user": "sam", "channel": "chat:srv"}))
+        .await;
+    assert_eq!(st, 200);
+    let push = p.push().await;
+    assert_eq!(push.channel, "chat:srv");
+    assert!(push.subscribe.is_some(), "{push:?}");
+    s.publish("chat:srv", json!(2)).await;
+    assert_eq!(p.publication("chat:srv").await.data, b"2");
+    s.api("unsubscribe", json!({"user": "sam", "channel": "chat:srv"}))
+        .await;
+    let push = loop {
+        let push = p.push().await;
+        if push.unsubscribe.is_some() {
+            break push;
+        }
+    };
+    assert_eq!(
+        (push.channel.as_str(), push.unsubscribe.unwrap().code),
+        ("chat:srv", 2000)
+    );
+
+    let r = p
+        .call(pb::Command {
+            refresh: Some(pb::RefreshRequest {
+                token: token("sam"),
+            }),
+            ..Default::default()
+        })
+        .await;
+    let rr = r.refresh.expect("refresh result");
+    assert!(rr.expires && rr.ttl > 3500, "{rr:?}");
+
+    s.api(
+        "disconnect",
+        json!({"user": "sam", "disconnect": {"code": 4501, "reason": "bye"}}),
+    )
+    .await;
+    assert_eq!(p.closed().await, Closed::Code(4501, "bye".into()));
+}
+
 /// The server's ping on a Protobuf connection is an empty Reply; answering it with an empty
 /// Command (the SDKs' pong) keeps the connection past the pong timeout.
 #[tokio::test]
