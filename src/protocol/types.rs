@@ -1,5 +1,6 @@
-//! Client protocol v2 messages (JSON form): requests as the clients send them, results as the
-//! clients parse them. Field names and "omit empty" rules follow protocol.md.
+//! Client protocol v2 messages in their JSON form (the Protobuf codec maps to and from them):
+//! requests as the clients send them, results as the clients parse them. Field names and
+//! "omit empty" rules follow protocol.md.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -259,17 +260,14 @@ impl Payload {
     pub fn from_bytes(bytes: Vec<u8>) -> Payload {
         let trimmed = bytes.first().is_some_and(|b| !b.is_ascii_whitespace())
             && bytes.last().is_some_and(|b| !b.is_ascii_whitespace());
-        let json = trimmed
-            && super::json::depth_within(&bytes, super::json::MAX_DEPTH)
-            && serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
-        if !json {
+        if !trimmed || !super::json::depth_within(&bytes, super::json::MAX_DEPTH) {
             return Payload::Binary(bytes);
         }
         match String::from_utf8(bytes) {
-            Ok(text) => match serde_json::value::RawValue::from_string(text) {
+            // Without surrounding whitespace the raw value is the text itself, byte for byte.
+            Ok(text) => match serde_json::from_str::<Raw>(&text) {
                 Ok(raw) => Payload::Json(raw),
-                // Checked just above; kept total rather than panicking.
-                Err(_) => Payload::Binary(Vec::new()),
+                Err(_) => Payload::Binary(text.into_bytes()),
             },
             Err(e) => Payload::Binary(e.into_bytes()),
         }

@@ -1,8 +1,9 @@
 //! One connected client: connect and auth, command dispatch, subscriptions, permissions.
 //!
-//! The transport hands the session whole text messages; the session decodes the commands in
-//! order, answers each through the connection's outbound queue and returns a [`Disconnect`]
-//! when the connection must end. Timers (ping, pong, stale, expiry) live in the writer.
+//! The transport hands the session whole messages (text for JSON, binary for Protobuf); the
+//! session decodes the commands in order, answers each through the connection's outbound
+//! queue (in the connection's encoding) and returns a [`Disconnect`] when the connection must
+//! end. Timers (ping, pong, stale, expiry) live in the writer.
 
 pub mod presence_sync;
 mod proxy;
@@ -102,6 +103,7 @@ impl Session {
         match self.enc() {
             Encoding::Json => {
                 for line in lines(msg) {
+                    metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
                     let cmd = crate::protocol::json::decode_command(line)
                         .map_err(|e| self.undecodable(&e))?;
                     if !self.take(cmd).await? {
@@ -112,6 +114,7 @@ impl Session {
             Encoding::Protobuf => {
                 let max = self.node.cfg.client.max_message_size;
                 for part in protobuf::split(msg, max) {
+                    metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
                     let cmd = match part {
                         Ok(b) => protobuf::decode_command(b).map_err(|e| self.undecodable(&e))?,
                         Err(FrameError::TooBig(len)) => {
@@ -146,7 +149,6 @@ impl Session {
         if self.conn.out.is_closing() {
             return Ok(false);
         }
-        metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
         // Pongs are the server's own keep-alive: not counted as commands, never limited.
         let pong = matches!(cmd.method, Method::Pong);
         if !pong {
