@@ -76,8 +76,17 @@ fn centrifuge_js() {
     run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-", &[]);
 }
 
+/// Server pings every second (pong within 0.8 s): the Protobuf runs stay connected through a
+/// few (phase h3), so the SDK must answer Protobuf pings (an empty Reply) with pongs (an empty
+/// Command) or be cut off with 3012, which the script's last check catches.
+const FAST_PINGS: [(&str, &str); 2] = [
+    ("SWITCHYARD_CLIENT__PING_INTERVAL", "1s"),
+    ("SWITCHYARD_CLIENT__PONG_TIMEOUT", "800ms"),
+];
+
 /// centrifuge-js's Protobuf build (`centrifuge/build/protobuf`) in Node: the same scenario as
-/// [`centrifuge_js`], payloads as bytes, plus binary payloads received unchanged.
+/// [`centrifuge_js`], payloads as bytes, plus binary payloads received unchanged, with
+/// [`FAST_PINGS`].
 #[test]
 fn centrifuge_js_protobuf() {
     let dir = root().join("tests/compat/js");
@@ -90,7 +99,7 @@ fn centrifuge_js_protobuf() {
         Path::new("node"),
         &dir.join("compat.mjs"),
         "chat:jspb-",
-        &[],
+        &FAST_PINGS,
         &pb,
     );
 }
@@ -106,12 +115,16 @@ fn centrifuge_python() {
 /// scenario as [`centrifuge_python`], payloads as bytes, plus binary payloads (API `b64data`
 /// and a client publication) received unchanged. permessage-deflate is on for this run
 /// (python `websockets` offers it), so Protobuf frames are also compressed, shared slots
-/// included.
+/// included; and [`FAST_PINGS`].
 #[test]
 fn centrifuge_python_protobuf() {
     let dir = root().join("tests/compat/python");
     let python = dir.join(".venv/bin/python");
-    let on = [("SWITCHYARD_CLIENT__WEBSOCKET_COMPRESSION", "true")];
+    let on = [
+        ("SWITCHYARD_CLIENT__WEBSOCKET_COMPRESSION", "true"),
+        FAST_PINGS[0],
+        FAST_PINGS[1],
+    ];
     let pb = [("SY_PROTOBUF", "1")];
     run_sdk_script_with(&python, &dir.join("compat.py"), "chat:pypb-", &on, &pb);
 }

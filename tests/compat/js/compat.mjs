@@ -265,6 +265,15 @@ async function main() {
     assert.deepEqual(hb.publications.map((p) => bytes(p.data)), [[0xc3, 0x28], raw], 'binary history');
   }
 
+  if (PROTOBUF) {
+    // tests/compat.rs runs the Protobuf mode with server pings every second: stay connected
+    // through a few, answering each (an empty Reply) with a pong (an empty Command).
+    phase('h3) keep-alive: three server pings answered');
+    await sleep(3200);
+  }
+  // The only drop was the forced one: no 3012 (a missed pong) or any other along the way.
+  assert.deepEqual(connecting.map((c) => c.code), [0, 3011], `connecting events: ${JSON.stringify(connecting)}`);
+
   phase('i) disconnect');
   alice.disconnect();
   await waitFor('disconnected event', () => disconnected.length === 1, 3000);

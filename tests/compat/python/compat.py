@@ -336,6 +336,15 @@ async def main() -> None:
         hb = await sub.history(limit=2, reverse=True)
         check([p.data for p in hb.publications] == [bytes([0xC3, 0x28]), big], f"binary history: {hb}")
 
+    if PROTOBUF:
+        # tests/compat.rs runs the Protobuf mode with server pings every second: stay connected
+        # through a few, answering each (an empty Reply) with a pong (an empty Command).
+        phase("h3) keep-alive: three server pings answered")
+        await asyncio.sleep(3.2)
+    # The only drop was the forced one: no 3012 (a missed pong) or any other along the way.
+    codes = [c.code for c in events.connecting]
+    check(codes == [0, 3011], f"connecting events: {events.connecting}")
+
     phase("i) disconnect")
     await alice.disconnect()
     await wait_for("disconnected event", lambda: len(events.disconnected) == 1, timeout=3)
