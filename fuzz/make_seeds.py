@@ -97,6 +97,14 @@ for i, c in enumerate(PB_COMMANDS):
 write("protobuf_command", "batched", b"".join(delimited(c) for c in PB_COMMANDS))
 write("protobuf_command", "truncated", delimited(PB_COMMANDS[0])[:-3])
 
+# session, Protobuf: marker byte 0xB1, then messages behind a 2-byte little-endian length; an
+# anonymous connect (the harness allows them) first.
+PB_CONNECT = delimited(fv(1, 1) + fb(4, fb(4, "py") + fb(5, "0.7.0")))
+def pb_session(msgs):
+    return b"\xb1" + b"".join(struct.pack("<H", len(m)) + m for m in msgs)
+write("session", "protobuf_all_commands", pb_session([PB_CONNECT] + [delimited(c) for c in PB_COMMANDS[1:]]))
+write("session", "protobuf_batched", pb_session([PB_CONNECT + b"".join(delimited(c) for c in PB_COMMANDS[1:])]))
+
 # session: messages separated by NUL, each message possibly newline-batched.
 write("session", "all_commands", b"\0".join(c.encode() for c in [CONNECT] + COMMANDS))
 write("session", "batched", "\n".join([CONNECT] + COMMANDS).encode())

@@ -3,7 +3,8 @@
 #   json_command  the JSON command decoder (protocol/json.rs)
 #   protobuf_command  the Protobuf command decoder and payload classification (protocol/protobuf.rs)
 #   ws_frames     raw client bytes through the WebSocket MessageReader (transport/reader.rs)
-#   session       whole messages through Session::handle_message on an in-process node
+#   session       whole messages (JSON, or Protobuf after a 0xB1 byte) through
+#                 Session::handle_message on an in-process node
 # Stable rustc cannot build the sanitizers, so targets run with `-s none` (coverage-guided,
 # panics and aborts still caught; no AddressSanitizer — the code under test is safe Rust).
 #

@@ -1,6 +1,8 @@
 //! A whole client session on a real in-process node (one-voter cluster, data in a temp dir):
 //! the input is split at NUL bytes into text messages, each handed to `Session::handle_message`
 //! as the transport would (invalid UTF-8 never reaches a session: the reader closes with 1007).
+//! An input starting with byte 0xB1 is a Protobuf session instead: the rest is binary
+//! messages, each behind a 2-byte little-endian length.
 //! Anonymous connections are allowed, so inputs reach every command after `connect`.
 #![no_main]
 
@@ -11,6 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use switchyard::node::Node;
 use switchyard::session::Session;
 use switchyard::conn::Conn;
+use switchyard::protocol::Encoding;
+use switchyard::protocol::proto::Reply;
 use switchyard::{Config, Server};
 
 /// Most messages taken from one input.
@@ -106,9 +110,24 @@ fuzz_target!(|data: &[u8]| {
             h.node.next_conn_id(),
             h.node.cfg().client.outbound_queue_bytes,
         ));
+        let protobuf = data.first() == Some(&0xB1);
+        let messages: Vec<&[u8]> = if protobuf {
+            conn.out.set_encoding(Encoding::Protobuf);
+            let mut rest = &data[1..];
+            std::iter::from_fn(|| {
+                let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+                let msg = rest.get(2..2 + len.min(rest.len() - 2))?;
+                rest = &rest[2 + msg.len()..];
+                Some(msg)
+            })
+            .take(MAX_MESSAGES)
+            .collect()
+        } else {
+            data.split(|b| *b == 0).take(MAX_MESSAGES).collect()
+        };
         let mut session = Session::new(h.node.clone(), conn.clone());
-        for msg in data.split(|b| *b == 0).take(MAX_MESSAGES) {
-            if std::str::from_utf8(msg).is_err() {
+        for msg in messages {
+            if !protobuf && std::str::from_utf8(msg).is_err() {
                 break;
             }
             if session.handle_message(msg).await.is_err() || conn.out.is_closing() {
@@ -116,7 +135,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         session.close().await;
-        // What the writer would have sent: every queued reply is one JSON object.
+        // What the writer would have sent: every queued reply is one JSON object, or one
+        // length-delimited Protobuf Reply.
         let batch = conn.out.take();
         if std::env::var_os("SWITCHYARD_FUZZ_DEBUG").is_some() {
             for m in &batch.messages {
@@ -125,6 +145,16 @@ fuzz_target!(|data: &[u8]| {
             eprintln!("close: {:?}", batch.close);
         }
         for m in batch.messages.iter().map(|m| &m.json) {
+            if protobuf {
+                let mut buf = &m[..];
+                assert!(
+                    prost::Message::decode_length_delimited(&mut buf)
+                        .map(|_: Reply| buf.is_empty())
+                        .unwrap_or(false),
+                    "reply is not one length-delimited Reply: {m:?}"
+                );
+                continue;
+            }
             assert!(
                 m.first() == Some(&b'{') && m.last() == Some(&b'}'),
                 "reply is not a JSON object: {:?}",
