@@ -481,6 +481,40 @@ mod tests {
         );
     }
 
+    /// A binary publication keeps its mark through the log (the op's serde form), apply,
+    /// history and a snapshot (the state's serde form), and gives back its bytes; ops and
+    /// states written before binary payloads read as JSON.
+    #[test]
+    fn binary_publications_survive_the_log_history_and_snapshots() {
+        let (data, binary) = crate::protocol::Payload::Binary(vec![0, 255]).into_stored();
+        let op = Op::Publish {
+            channel: "b".into(),
+            data,
+            binary,
+            info: None,
+            tags: None,
+            history: POLICY,
+            new_epoch: "E".into(),
+            idempotency: None,
+        };
+        let logged: Op = serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
+        let mut sm = StateMachine::default();
+        sm.apply(&entry(
+            1,
+            1000,
+            vec![logged, publish("b", "7", POLICY, "E")],
+        ));
+        let snap: StateMachine = serde_json::from_slice(&serde_json::to_vec(&sm).unwrap()).unwrap();
+        let h = snap.history("b", None, 10, false, 1000);
+        assert_eq!((h[0].binary, h[0].payload_bytes()), (true, vec![0, 255]));
+        assert_eq!((h[1].binary, h[1].payload_bytes()), (false, b"7".to_vec()));
+        let old = serde_json::to_string(&publish("b", "1", POLICY, "E")).unwrap();
+        assert!(
+            !old.contains("binary"),
+            "the mark is absent when false: {old}"
+        );
+    }
+
     #[test]
     fn history_is_bounded_by_size_and_ttl() {
         let mut sm = StateMachine::default();
