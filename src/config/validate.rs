@@ -126,7 +126,7 @@ impl Config {
         Ok(())
     }
 
-    /// Namespace names: well-formed and each defined once.
+    /// Namespace names: well-formed and each defined once; delta types: only "fossil".
     fn check_namespaces(&self) -> Result<(), ConfigError> {
         let mut seen = BTreeSet::new();
         for ns in &self.channel.namespaces {
@@ -143,6 +143,19 @@ impl Config {
             }
             if !seen.insert(ns.name.as_str()) {
                 return bad(format!("namespace {:?} is defined twice", ns.name));
+            }
+        }
+        let all = std::iter::once(("[channel]".to_string(), &self.channel.options)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .map(|ns| (format!("namespace {:?}", ns.name), &ns.options)),
+        );
+        for (place, opts) in all {
+            if let Some(t) = opts.allowed_delta_types.iter().find(|t| *t != "fossil") {
+                return bad(format!(
+                    "{place}: allowed_delta_types has {t:?}; the only delta type is \"fossil\""
+                ));
             }
         }
         Ok(())
