@@ -140,6 +140,7 @@ impl DeltaEncodings<'_> {
             let (channel, publication) = (self.channel, self.publication);
             let delta = self.delta.get_or_insert_with(|| {
                 stats.deltas.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::DELTAS).increment(1);
                 let data = fossil(
                     prev.data.get().as_bytes(),
                     publication.data.get().as_bytes(),

@@ -108,6 +108,10 @@ async fn delta_subscriber_reconstructs_every_publication() {
         assert_eq!(plain.publication(ch).await["data"], doc);
     }
     assert_eq!(f.deltas, 19);
+    let admin = node.server.as_ref().unwrap().admin_addr;
+    let computed = metric(admin, "switchyard_deltas_total").await;
+    // The recorder is the process's: this binary's other tests may add their own deltas.
+    assert!(computed >= 19.0, "deltas counted: {computed}");
     assert!(
         f.wire * 5 < published_bytes,
         "deltas are small: {} bytes received for {published_bytes} published",
