@@ -200,3 +200,36 @@ async fn delta_not_allowed_or_unknown() {
         .await;
     assert_eq!(bad.closed().await, Closed::Code(3501, "bad request".into()));
 }
+
+/// Non-ASCII data: a delta that would cut a UTF-8 character (which a JSON string cannot carry
+/// byte for byte) is replaced by the full data; whole characters travel inside deltas.
+#[tokio::test]
+async fn non_ascii_data_survives_deltas() {
+    let node = TestServer::start_toml(&config()).await;
+    let ch = "live:utf8";
+    let mut d = node.client("d").await;
+    let r = d
+        .call("subscribe", json!({"channel": ch, "delta": "fossil"}))
+        .await;
+    assert_eq!(r["subscribe"]["delta"], true, "{r}");
+    let pad = "Grüße aus Köln, ".repeat(20);
+    let docs = [
+        json!({"pad": pad, "name": "café", "n": 1}),
+        json!({"pad": pad, "name": "cafè", "n": 1}),
+        json!({"pad": pad, "name": "cafè 🚲", "n": 2}),
+    ];
+    let mut f = Follower::default();
+    for (i, doc) in docs.iter().enumerate() {
+        node.publish(ch, doc.clone()).await;
+        let p = d.publication(ch).await;
+        assert_eq!(&f.data(&p), doc, "publication {i} reconstructed");
+        match i {
+            1 => assert!(
+                p.get("delta").is_none(),
+                "é → è would cut a character: full"
+            ),
+            2 => assert_eq!(p["delta"], true, "whole characters: a delta"),
+            _ => {}
+        }
+    }
+}

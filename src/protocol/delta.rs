@@ -113,6 +113,23 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_cutting_a_character_goes_in_full() {
+        // "é" is C3 A9 and "è" C3 A8: the copy takes the shared C3, the insert a lone A8.
+        let pad = "0123456789abcdef".repeat(8);
+        let prev = format!(r#"{{"a":"{pad}","name":"café","b":"{pad}"}}"#);
+        let cur = prev.replace("café", "cafè");
+        let patch = fossil_delta::delta(cur.as_bytes(), prev.as_bytes());
+        assert!(std::str::from_utf8(&patch).is_err(), "the case under test");
+        assert!(fossil(prev.as_bytes(), cur.as_bytes()).is_none());
+        // Whole characters changed: a delta, with UTF-8 inside.
+        let cur = prev.replace("café", "caféé");
+        let d = fossil(prev.as_bytes(), cur.as_bytes()).expect("a delta");
+        let patch: String = serde_json::from_str(d.get()).unwrap();
+        let out = fossil_delta::apply(prev.as_bytes(), patch.as_bytes()).unwrap();
+        assert_eq!(out, cur.as_bytes());
+    }
+
+    #[test]
     fn delta_subscriber_publication_shape() {
         let p = Publication {
             offset: 3,
