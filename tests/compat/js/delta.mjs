@@ -4,6 +4,8 @@
 // the delta subscriber's SDK reconstructs every document exactly, in order, with consecutive
 // offsets (the first in full, then deltas), and that it received far fewer bytes than the plain
 // subscriber. Bytes are counted on each client's socket (every WebSocket message's payload).
+// Then the delta client is dropped and recovers: missed publications and the next live ones are
+// reconstructed too (recovered ones come in full, deltas resume after the first live one).
 // Prints one "DELTA-RESULT {json}" line with the figures for tests/compat.rs.
 //
 // Run by tests/compat.rs (centrifuge_js_delta) with SY_WS_URL, SY_API_URL, SY_API_KEY, SY_BIN,
@@ -93,22 +95,29 @@ function countingWebSocket(counter) {
 
 async function subscriber(user, subOpts) {
   const counter = { bytes: 0, messages: 0 };
-  const c = new Centrifuge(WS_URL, { websocket: countingWebSocket(counter), token: mint(user) });
+  // A reconnect waits 1.5-2 s, so the recovery phase can publish while the client is away.
+  const c = new Centrifuge(WS_URL, {
+    websocket: countingWebSocket(counter),
+    token: mint(user),
+    minReconnectDelay: 1500,
+    maxReconnectDelay: 2000,
+  });
   c.on('error', (ctx) => console.error(`[${user}] error event: ${JSON.stringify(ctx)}`));
   const received = [];
+  const subscribed = [];
   const sub = c.newSubscription(channel, subOpts);
   sub.on('error', (ctx) => console.error(`[${user}] subscription error: ${JSON.stringify(ctx)}`));
   sub.on('publication', (ctx) => received.push(ctx));
-  const subscribed = new Promise((resolve) => sub.once('subscribed', resolve));
+  sub.on('subscribed', (ctx) => subscribed.push(ctx));
   sub.subscribe();
   c.connect();
-  await subscribed;
-  return { c, sub, counter, received };
+  await waitFor(`${user} subscribed`, () => subscribed.length === 1);
+  return { c, sub, counter, received, subscribed };
 }
 
 async function main() {
   phase('a) a delta subscriber and a plain one');
-  const delta = await subscriber('delta-user', { delta: 'fossil', positioned: true });
+  const delta = await subscriber('delta-user', { delta: 'fossil', recoverable: true });
   const plain = await subscriber('plain-user', { positioned: true });
   // Bytes from here on: the publications (the connect and subscribe replies are excluded).
   const start = { delta: delta.counter.bytes, plain: plain.counter.bytes };
@@ -152,6 +161,27 @@ async function main() {
     result.delta_wire_bytes * 5 < result.plain_wire_bytes,
     `delta subscriber received under a fifth of the plain one's bytes: ${JSON.stringify(result)}`,
   );
+
+  phase('e) recovery with deltas: dropped (API disconnect 3011), 5 missed, 5 live');
+  await api('disconnect', { user: 'delta-user', disconnect: { code: 3011, reason: 'force reconnect' } });
+  await waitFor('delta client dropped', () => delta.c.state !== 'connected', 5000);
+  for (let v = N + 1; v <= N + 5; v++) await api('publish', { channel, data: documentAt(v) });
+  assert.equal(delta.subscribed.length, 1, 'test setup: published while the client was away');
+  await waitFor('resubscribed', () => delta.subscribed.length === 2);
+  const again = delta.subscribed[1];
+  assert.equal(again.recovered, true, `recovered: ${JSON.stringify(again)}`);
+  assert.equal(again.hasRecoveredPublications, true);
+  for (let v = N + 6; v <= N + 10; v++) await api('publish', { channel, data: documentAt(v) });
+  await waitFor('missed and live publications', () => delta.received.length >= N + 10);
+  assert.equal(delta.received.length, N + 10);
+  delta.received.forEach((ctx, i) => {
+    assert.deepEqual(ctx.data, documentAt(i + 1), `publication ${i + 1} reconstructed`);
+    if (i > 0) assert.equal(ctx.offset, delta.received[i - 1].offset + 1, 'no gap, no duplicate');
+  });
+  const after = delta.sub.deltaStats();
+  // Full: the first, the 5 recovered, the first live one after them; the rest deltas.
+  assert.equal(after.numFullPayloads, 7, `${JSON.stringify(after)}`);
+  assert.equal(after.numDeltaPayloads, N - 1 + 4);
   delta.c.disconnect();
   plain.c.disconnect();
   console.log('centrifuge-js delta: all phases passed');
