@@ -75,6 +75,9 @@ impl Config {
         if !(1..=64).contains(&c.raft_threads) {
             return bad("cluster.raft_threads must be between 1 and 64".into());
         }
+        if c.realtime_priority > 99 {
+            return bad("cluster.realtime_priority must be between 0 (off) and 99".into());
+        }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
