@@ -129,6 +129,8 @@ pub struct Shared {
     restarts: Arc<Mutex<Vec<Instant>>>,
     /// Clients connected and subscribed now.
     online: Arc<AtomicUsize>,
+    /// Clients stopped for good (a terminal close, no token).
+    stopped: Arc<AtomicUsize>,
     /// Connects so far, reconnects included.
     connects: Arc<AtomicU64>,
     /// Drops the bench made.
@@ -170,6 +172,7 @@ pub async fn run(a: ReconnectArgs, hooks: Hooks) -> anyhow::Result<Report> {
         restarting: Arc::new(AtomicBool::new(!a.restart_cmds.is_empty())),
         restarts: Arc::default(),
         online: Arc::default(),
+        stopped: Arc::default(),
         connects: Arc::default(),
         drops: Arc::default(),
         slots: Arc::new((0..a.clients).map(|_| Slot::default()).collect()),
@@ -307,7 +310,6 @@ fn tally(outcomes: &[client::Outcome], p: &publisher::Published, runs: &[restart
     let mut t = Tally {
         reconnect: Some(histogram()),
         back: Some(histogram()),
-        first_error: p.first_error.clone(),
         ..Default::default()
     };
     t.top = p.acked.iter().map(|x| x.1).max().unwrap_or(0);
@@ -527,7 +529,15 @@ fn checks(r: &mut Report, t: &Tally, p: &publisher::Published, runs: &[restart::
     r.check(
         "every publication acknowledged",
         p.failed == 0,
-        format!("{} given up, {} attempts retried", p.failed, p.retried),
+        format!(
+            "{} given up, {} attempts retried{}",
+            p.failed,
+            p.retried,
+            p.first_error
+                .as_ref()
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        ),
     );
     if !runs.is_empty() {
         let errors: Vec<&str> = runs.iter().filter_map(|x| x.error.as_deref()).collect();

@@ -129,6 +129,8 @@ pub async fn run(i: usize, shared: Shared, setup: Setup) -> Outcome {
         Ok(t) => t,
         Err(e) => {
             o.error(format!("{e:#}"));
+            o.terminal = Some(format!("no token: {e:#}"));
+            shared.stopped.fetch_add(1, Ordering::Relaxed);
             return o;
         }
     };
@@ -148,10 +150,16 @@ pub async fn run(i: usize, shared: Shared, setup: Setup) -> Outcome {
         let (conn, reply, rest) = match tokio::time::timeout(ctx.timeout, attempt).await {
             Ok(Ok(x)) => x,
             failed => {
-                o.error(match failed {
+                let e = match failed {
                     Ok(Err(e)) => format!("connect to {}: {e:#}", ctx.urls[node].authority),
                     _ => format!("connect to {} timed out", ctx.urls[node].authority),
-                });
+                };
+                if closed_for_good(&e) {
+                    o.terminal = Some(e);
+                    shared.stopped.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                o.error(e);
                 node = (node + 1) % ctx.urls.len();
                 shared.pause(setup.backoff.delay(step, &mut rng)).await;
                 step += 1;
@@ -173,7 +181,8 @@ pub async fn run(i: usize, shared: Shared, setup: Setup) -> Outcome {
             End::Done => break,
             End::Dropped => o.dropped += 1,
             End::Closed(code, reason) if terminal(code) => {
-                o.terminal = Some(format!("{code} {reason}"));
+                o.terminal = Some(format!("closed by the server: {code} {reason}"));
+                shared.stopped.fetch_add(1, Ordering::Relaxed);
                 break;
             }
             End::Closed(..) => o.server_closes += 1,
@@ -195,6 +204,18 @@ pub fn user(i: usize) -> String {
 /// Close codes after which the SDKs do not reconnect.
 fn terminal(code: u16) -> bool {
     matches!(code, 3500..=3999 | 4500..=4999 | 1009)
+}
+
+/// Whether a failed connect's error is a terminal close (an invalid token: 3500).
+fn closed_for_good(e: &str) -> bool {
+    const CLOSED: &str = "closed by the server: ";
+    e.find(CLOSED).is_some_and(|at| {
+        let rest = &e[at + CLOSED.len()..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..digits].parse().is_ok_and(terminal)
+    })
 }
 
 /// Takes in a subscribe reply: the first time, the epoch and the offset to start after; after

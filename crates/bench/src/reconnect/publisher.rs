@@ -95,18 +95,23 @@ pub async fn publish(plan: Plan, start: Instant, shared: &Shared) -> Published {
     out
 }
 
-/// One attempt: the offset and epoch, or the error and whether retrying may help.
+/// One attempt: the offset and epoch, or the error and whether retrying may help (a cut or
+/// refused connection, a timeout, error 100 or 111 may; an HTTP error such as 401 may not).
 async fn attempt(
     api: &mut Api,
     body: &str,
     within: Duration,
 ) -> Result<(u64, String), (String, bool)> {
-    let call = api.call("publish", body.as_bytes().to_vec());
-    let v: Value = match tokio::time::timeout(within, call).await {
+    let call = api.post("publish", body.as_bytes().to_vec());
+    let resp = match tokio::time::timeout(within, call).await {
         Err(_) => return Err(("publish timed out".into(), true)),
         Ok(Err(e)) => return Err((format!("{e:#}"), true)),
-        Ok(Ok(v)) => v,
+        Ok(Ok(r)) => r,
     };
+    if resp.status != 200 {
+        return Err((format!("publish: HTTP {}", resp.status), false));
+    }
+    let v: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
     match (v["result"]["offset"].as_u64(), v["error"]["code"].as_u64()) {
         (Some(o), _) => Ok((o, v["result"]["epoch"].as_str().unwrap_or("").to_string())),
         (None, Some(100 | 111)) => Err((format!("publish: {}", v["error"]), true)),

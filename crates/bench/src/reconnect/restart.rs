@@ -54,9 +54,11 @@ pub async fn run(cmds: Vec<String>, t: Timing, clients: usize, shared: Shared) -
             secs,
             error,
         });
-        // Every client back (or the timeout) before the next command.
+        // Every client back (or stopped for good, or the timeout) before the next command.
         let deadline = started + t.timeout;
-        while shared.online.load(Ordering::Relaxed) < clients && Instant::now() < deadline {
+        let back =
+            || shared.online.load(Ordering::Relaxed) + shared.stopped.load(Ordering::Relaxed);
+        while back() < clients && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
