@@ -456,6 +456,19 @@ fn report(
         r.fig("reconnect_p99_ms", "loss → resubscribed p99", pc.p99, "ms");
         r.fig("reconnect_max_ms", "loss → resubscribed max", pc.max, "ms");
     }
+    restart_figures(&mut r, t, runs);
+    let hist = shared.timeline.total();
+    r.latency_label = "publish→live delivery".into();
+    r.latency = Some(Percentiles::of(&hist));
+    r.percentiles = percentile_curve(&hist);
+    r.timeline = points(&shared.timeline.seconds());
+    checks(&mut r, t, p, runs);
+    r
+}
+
+/// The restarts' figures: commands run and failed, clients dropped, how soon they were back.
+fn restart_figures(r: &mut Report, t: &Tally, runs: &[restart::Run]) {
+    let n = |v: u64| v as f64;
     if !runs.is_empty() {
         let failed = runs.iter().filter(|x| x.error.is_some()).count();
         let longest = runs.iter().map(|x| x.secs).fold(0.0, f64::max);
@@ -485,13 +498,6 @@ fn report(
         r.fig("back_p95_ms", "restart → client back p95", pc.p95, "ms");
         r.fig("back_max_ms", "restart → every client back", pc.max, "ms");
     }
-    let hist = shared.timeline.total();
-    r.latency_label = "publish→live delivery".into();
-    r.latency = Some(Percentiles::of(&hist));
-    r.percentiles = percentile_curve(&hist);
-    r.timeline = points(&shared.timeline.seconds());
-    checks(&mut r, t, p, runs);
-    r
 }
 
 /// Deliveries add up; exactly once after every reconnect; every client back; every
