@@ -86,6 +86,7 @@ fn fanout(c: &mut Criterion) {
             Subscriber {
                 out: q.clone(),
                 join_leave: false,
+                delta: false,
             },
         );
     }

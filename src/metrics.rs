@@ -39,6 +39,9 @@ pub const MESSAGES_OUT_COMPRESSED: &str = "switchyard_messages_out_compressed_to
 /// Publications and join/leave pushes compressed once and shared by this node's compressing
 /// subscribers (each compression counted once, however many subscribers share it).
 pub const SHARED_COMPRESSIONS: &str = "switchyard_shared_compressions_total";
+/// Fossil deltas computed for delta subscribers (once per publication per node, however many
+/// subscribers share it).
+pub const DELTAS: &str = "switchyard_deltas_total";
 /// Publications applied on this node (committed through Raft).
 pub const PUBLICATIONS_COMMITTED: &str = "switchyard_publications_committed_total";
 /// Time from a publication's apply on this node to its write to a subscriber's socket.
@@ -153,6 +156,10 @@ fn register_all() {
         (
             SHARED_COMPRESSIONS,
             "pushes compressed once and shared by this node's compressing subscribers",
+        ),
+        (
+            DELTAS,
+            "Fossil deltas computed once per publication for this node's delta subscribers",
         ),
         (PUBLICATIONS_COMMITTED, "publications applied on this node"),
         (

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod codes;
+pub mod delta;
 pub mod json;
 pub mod proto;
 pub mod protobuf;

@@ -78,6 +78,9 @@ pub struct SubscribeRequest {
     pub recoverable: bool,
     #[prost(bool, tag = "11")]
     pub join_leave: bool,
+    /// Delta type wanted: "fossil" or "".
+    #[prost(string, tag = "12")]
+    pub delta: String,
     #[prost(int64, tag = "14")]
     pub flag: i64,
     #[prost(int32, tag = "15")]
@@ -232,6 +235,9 @@ pub struct Publication {
     pub offset: u64,
     #[prost(map = "string, string", tag = "7")]
     pub tags: HashMap<String, String>,
+    /// `data` is a Fossil delta from the previous publication's data.
+    #[prost(bool, tag = "8")]
+    pub delta: bool,
 }
 
 /// `Join` and `Leave`: who.
@@ -308,6 +314,9 @@ pub struct SubscribeResult {
     pub data: Vec<u8>,
     #[prost(bool, tag = "12")]
     pub was_recovering: bool,
+    /// Fossil delta updates granted.
+    #[prost(bool, tag = "13")]
+    pub delta: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]

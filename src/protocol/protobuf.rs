@@ -84,6 +84,7 @@ fn subscribe_request(r: pb::SubscribeRequest) -> Result<SubscribeRequest, Decode
         join_leave: r.join_leave,
         flag: r.flag as u64,
         kind: r.r#type as u64,
+        delta: r.delta,
     })
 }
 
@@ -200,6 +201,7 @@ fn publication(p: &Publication) -> pb::Publication {
             .as_ref()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        delta: false,
     }
 }
 
@@ -219,6 +221,7 @@ fn subscribe_result(r: &SubscribeResult) -> pb::SubscribeResult {
         positioned: r.positioned,
         data: bytes_of(&r.data),
         was_recovering: r.was_recovering,
+        delta: r.delta,
     }
 }
 
@@ -349,6 +352,22 @@ pub fn encode_push(channel: &str, body: &PushBody<'_>) -> Bytes {
     }
     Bytes::from(delimited(&pb::Reply {
         push: Some(push),
+        ..Default::default()
+    }))
+}
+
+/// A publication push to a Protobuf delta subscriber whose data is `patch`, the Fossil delta
+/// from the previous publication's payload bytes; length-delimited, shared like any push.
+pub fn encode_delta_push(channel: &str, p: &Publication, patch: Vec<u8>) -> Bytes {
+    let mut body = publication(p);
+    body.data = patch;
+    body.delta = true;
+    Bytes::from(delimited(&pb::Reply {
+        push: Some(pb::Push {
+            channel: channel.to_string(),
+            r#pub: Some(body),
+            ..Default::default()
+        }),
         ..Default::default()
     }))
 }

@@ -14,7 +14,7 @@ use crate::config::ChannelOptions;
 use crate::engine::Engine;
 use crate::hub::Subscriber;
 use crate::node::Node;
-use crate::protocol::{ErrorCode, PushBody, Raw, SubscribeResult, codes};
+use crate::protocol::{Encoding, ErrorCode, Publication, PushBody, Raw, SubscribeResult, codes};
 use crate::state::{Op, Recovery, StateMachine};
 
 use crate::conn::{Conn, ConnState, SubState};
@@ -37,6 +37,20 @@ pub struct StreamRequest {
     /// Subscribe flag bit 2 (the SDKs' `getState` flow): a recovery that fails answers error
     /// 112 instead of subscribing with `recovered: false`.
     pub reject_unrecovered: bool,
+    /// Wants Fossil delta updates (`delta: "fossil"`).
+    pub delta: bool,
+}
+
+impl StreamRequest {
+    /// Whether delta updates are granted: asked for, and allowed by the channel's options
+    /// (otherwise the subscription goes on without them, as in Centrifugo).
+    pub fn delta_granted(&self, opts: &ChannelOptions) -> bool {
+        self.delta
+            && opts
+                .allowed_delta_types
+                .iter()
+                .any(|t| t == crate::protocol::delta::FOSSIL)
+    }
 }
 
 /// What the permission check granted.
@@ -50,13 +64,14 @@ pub struct Grant {
     pub data: Option<Raw>,
 }
 
-/// Computes a channel's subscribe result (position, recovery) from a consistent state view.
+/// Computes a channel's subscribe result (position, recovery) from a consistent state view,
+/// for a connection speaking `enc`.
 pub fn subscribe_result(
     node: &Node,
     sm: &StateMachine,
     channel: &str,
     opts: &ChannelOptions,
-    req: &StreamRequest,
+    (req, enc): (&StreamRequest, Encoding),
     grant: &Grant,
 ) -> SubscribeResult {
     let history = opts.history_enabled();
@@ -64,6 +79,7 @@ pub fn subscribe_result(
     let positioned = history && (req.positioned || opts.force_positioning || recoverable);
     let mut res = SubscribeResult {
         data: grant.data.clone(),
+        delta: req.delta_granted(opts),
         ..Default::default()
     };
     if grant.expires_at > 0 {
@@ -82,7 +98,15 @@ pub fn subscribe_result(
             match sm.recover(channel, req.offset, &req.epoch, max, Engine::now_ms(sm)) {
                 Recovery::Recovered(pubs) => {
                     res.recovered = true;
-                    res.publications = pubs;
+                    // Recovered publications go in full; with delta updates, as JSON strings
+                    // in JSON (Protobuf carries the payload's bytes as they are).
+                    res.publications = if res.delta && enc == Encoding::Json {
+                        pubs.iter()
+                            .map(|p| Arc::new(quoted_publication(p)))
+                            .collect()
+                    } else {
+                        pubs
+                    };
                     // The client advances its offset by each publication's own offset.
                     res.offset = req.offset;
                 }
@@ -91,6 +115,16 @@ pub fn subscribe_result(
         }
     }
     res
+}
+
+/// `p` as sent in full to a JSON delta subscriber: its data as a JSON string (of a binary
+/// publication's base64 string, which is what its JSON subscribers get).
+fn quoted_publication(p: &Publication) -> Publication {
+    Publication {
+        data: crate::protocol::delta::quoted(&p.data),
+        binary: false,
+        ..p.clone()
+    }
 }
 
 /// The client's recovery position is in this node's current stream but beyond what it has
@@ -137,12 +171,12 @@ pub async fn subscribe(
         catch_up_to(node, channel, req.offset, &req.epoch).await;
     }
     let join = node.engine.read(|sm| {
-        let res = subscribe_result(node, sm, channel, opts, req, &grant);
+        let res = subscribe_result(node, sm, channel, opts, (req, conn.out.encoding()), &grant);
         if req.reject_unrecovered && res.was_recovering && !res.recovered {
             return Err(codes::UNRECOVERABLE_POSITION);
         }
         let mut st = conn.state.lock();
-        let join = register(node, conn, &mut st, channel, opts, req.join_leave, &grant);
+        let join = register(node, conn, &mut st, channel, opts, req, &grant);
         let _ = conn.out.push(encode(res));
         Ok(join)
     })?;
@@ -161,7 +195,7 @@ pub fn register(
     st: &mut ConnState,
     channel: &str,
     opts: &ChannelOptions,
-    wants_join_leave: bool,
+    req: &StreamRequest,
     grant: &Grant,
 ) -> Option<Op> {
     st.subs.insert(
@@ -179,7 +213,8 @@ pub fn register(
         conn.id,
         Subscriber {
             out: conn.out.clone(),
-            join_leave: opts.join_leave && (wants_join_leave || opts.force_push_join_leave),
+            join_leave: opts.join_leave && (req.join_leave || opts.force_push_join_leave),
+            delta: req.delta_granted(opts),
         },
     );
     (opts.presence || opts.join_leave).then(|| Op::Join {
