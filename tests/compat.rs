@@ -124,6 +124,22 @@ fn centrifuge_js_delta() {
     run_sdk_script_with(Path::new("node"), &script, "delta:js-", &[], ns, &[]);
 }
 
+/// [`centrifuge_js_delta`] with centrifuge-js's Protobuf build: deltas are the Fossil deltas of
+/// the payloads' bytes, applied by the SDK to the bytes it kept.
+#[test]
+fn centrifuge_js_delta_protobuf() {
+    let dir = root().join("tests/compat/js");
+    assert!(
+        dir.join("node_modules/centrifuge/build/protobuf").exists(),
+        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    let ns = "[[channel.namespaces]]\nname = \"delta\"\nhistory_size = 10\nhistory_ttl = \"5m\"\n\
+              allow_subscribe_for_client = true\nallowed_delta_types = [\"fossil\"]\n";
+    let script = dir.join("delta.mjs");
+    let pb = [("SY_PROTOBUF", "1")];
+    run_sdk_script_with(Path::new("node"), &script, "delta:jspb-", &[], ns, &pb);
+}
+
 #[test]
 fn centrifuge_python() {
     let dir = root().join("tests/compat/python");

@@ -9,14 +9,15 @@
 // Prints one "DELTA-RESULT {json}" line with the figures for tests/compat.rs.
 //
 // Run by tests/compat.rs (centrifuge_js_delta) with SY_WS_URL, SY_API_URL, SY_API_KEY, SY_BIN,
-// SY_CONFIG and SY_CHANNEL_PREFIX (a namespace with allowed_delta_types = ["fossil"]) set.
+// SY_CONFIG and SY_CHANNEL_PREFIX (a namespace with allowed_delta_types = ["fossil"]) set; with
+// SY_PROTOBUF=1 (centrifuge_js_delta_protobuf) it drives the SDK's Protobuf build, where data
+// (full or delta) is bytes and the SDK applies deltas to the bytes it kept.
 //
 // SDK facts relied on (centrifuge 5.7.4, build/index.mjs): newSubscription(ch, {delta:
 // 'fossil'}) sends `delta: "fossil"` and applies deltas only when the subscribe result has
 // `delta: true` (JsonCodec.applyDeltaIfNeeded: `data` is a JSON string, full or a Fossil
 // delta when `delta` is true); sub.deltaStats() -> {numPublications, numFullPayloads,
 // numDeltaPayloads, bytesReceived, bytesDecoded, compressionRatio}.
-import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
@@ -31,6 +32,11 @@ const API_URL = env('SY_API_URL');
 const API_KEY = env('SY_API_KEY');
 const channel = `${env('SY_CHANNEL_PREFIX')}doc`;
 const N = 1000;
+const PROTOBUF = process.env.SY_PROTOBUF === '1';
+const { Centrifuge } = await import(PROTOBUF ? 'centrifuge/build/protobuf' : 'centrifuge');
+// Protobuf: data is the JSON text's bytes, offsets are protobufjs Longs.
+const value = (d) => (PROTOBUF ? JSON.parse(new TextDecoder().decode(d)) : d);
+const num = (x) => (x !== null && typeof x === 'object' && typeof x.toNumber === 'function' ? x.toNumber() : x);
 
 const phase = (name) => console.log(`--- phase: ${name}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -86,7 +92,8 @@ function countingWebSocket(counter) {
     constructor(...args) {
       super(...args);
       this.on('message', (data) => {
-        counter.bytes += data.length;
+        // A Buffer, or an ArrayBuffer once the Protobuf build sets binaryType.
+        counter.bytes += data.byteLength;
         counter.messages += 1;
       });
     }
@@ -107,7 +114,7 @@ async function subscriber(user, subOpts) {
   const subscribed = [];
   const sub = c.newSubscription(channel, subOpts);
   sub.on('error', (ctx) => console.error(`[${user}] subscription error: ${JSON.stringify(ctx)}`));
-  sub.on('publication', (ctx) => received.push(ctx));
+  sub.on('publication', (ctx) => received.push({ ...ctx, offset: num(ctx.offset), data: value(ctx.data) }));
   sub.on('subscribed', (ctx) => subscribed.push(ctx));
   sub.subscribe();
   c.connect();
