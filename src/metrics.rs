@@ -15,8 +15,10 @@ use crate::protocol::codes;
 
 /// Connected clients (completed `connect`).
 pub const CONNECTIONS: &str = "switchyard_connections";
-/// WebSocket upgrades accepted.
+/// Client connections accepted: WebSocket upgrades and HTTP streams.
 pub const CONNECTIONS_ACCEPTED: &str = "switchyard_connections_accepted_total";
+/// `/emulation` requests forwarded to the node holding their session.
+pub const EMULATION_FORWARDED: &str = "switchyard_emulation_forwarded_total";
 /// Connections refused before the upgrade, by `reason`.
 pub const CONNECTIONS_REJECTED: &str = "switchyard_connections_rejected_total";
 /// Subscriptions of local connections.
@@ -137,7 +139,8 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn register_all() {
     for (name, help) in [
-        (CONNECTIONS_ACCEPTED, "WebSocket upgrades accepted"),
+        (CONNECTIONS_ACCEPTED, "client connections accepted"),
+        (EMULATION_FORWARDED, "emulation requests forwarded"),
         (MESSAGES_IN, "client commands received, pongs included"),
         (COMMANDS, "client commands received, pongs excluded"),
         (MESSAGES_OUT, "messages written to clients"),

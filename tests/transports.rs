@@ -1,0 +1,354 @@
+//! The unidirectional transports against real clients: curl (`curl -N`) on `uni_sse` and
+//! `uni_http_stream`, a plain WebSocket client (tokio-tungstenite, no SDK) on
+//! `uni_websocket`; each receives API publications on the channels its token names. Bad input
+//! on each path gets its documented status or close code; the switches are off by default;
+//! drain ends each stream with the shutdown disconnect.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A node with every transport switched on (`ping` = client.ping_interval).
+async fn node_with_transports(ping: &str) -> TestServer {
+    let toml = base_toml().replace(
+        "[client]\n",
+        &format!(
+            "[client]\nuni_websocket = true\nuni_sse = true\nuni_http_stream = true\n\
+             http_stream = true\nsse = true\nping_interval = \"{ping}\"\npong_timeout = \"500ms\"\n"
+        ),
+    );
+    TestServer::start_toml(&toml).await
+}
+
+/// A connection token for `user` with server-side subscriptions to `channels`.
+fn token_with_channels(user: &str, channels: &[&str]) -> String {
+    let exp = switchyard::auth::unix_now() + 3600;
+    hs256(json!({"sub": user, "exp": exp, "channels": channels}))
+}
+
+/// A curl process streaming a response; its output read line by line.
+struct Curl {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Curl {
+    fn start(args: &[&str]) -> Curl {
+        let mut child = Command::new("curl")
+            .args(["-sS", "-N", "--no-progress-meter"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl runs");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Curl { child, lines }
+    }
+
+    /// The next non-empty line (`None`: the stream ended).
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                .await
+                .expect("a line in time")
+                .expect("readable");
+            match l {
+                Some(l) if l.trim().is_empty() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next JSON message: a line, or the `data:` of an SSE event.
+    async fn message(&mut self) -> Option<Value> {
+        let l = self.line().await?;
+        let l = l.strip_prefix("data: ").unwrap_or(&l);
+        Some(serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+    }
+
+    /// Headers (with `-i`): lower-cased lines up to the blank line.
+    async fn headers(&mut self) -> Vec<String> {
+        let mut h = Vec::new();
+        loop {
+            let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                .await
+                .expect("headers in time")
+                .unwrap()
+                .expect("headers");
+            if l.trim().is_empty() {
+                return h;
+            }
+            h.push(l.trim().to_ascii_lowercase());
+        }
+    }
+
+    /// Waits for curl to exit; its exit code.
+    async fn exit(mut self) -> i32 {
+        let st = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("curl exits in time")
+            .unwrap();
+        st.code().unwrap_or(-1)
+    }
+}
+
+/// Publishes through the API and returns what a unidirectional client must receive.
+async fn publish_expect(s: &TestServer, channel: &str, n: u64) -> Value {
+    s.publish(channel, json!({"n": n})).await;
+    json!({"n": n})
+}
+
+fn assert_pub(msg: &Value, channel: &str, data: &Value) {
+    assert_eq!(msg["channel"], channel, "push: {msg}");
+    assert_eq!(&msg["pub"]["data"], data, "push: {msg}");
+    assert!(
+        msg.get("push").is_none(),
+        "unidirectional pushes are unwrapped: {msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_http_stream_with_curl_receives_publications() {
+    let s = node_with_transports("25s").await;
+    let body = json!({"token": token_with_channels("alice", &["open:news"])}).to_string();
+    let url = format!("http://{}/connection/uni_http_stream", s.addr);
+    let mut curl = Curl::start(&["-i", "-X", "POST", "--data-binary", &body, &url]);
+    let headers = curl.headers().await;
+    assert_eq!(headers[0].split(' ').nth(1), Some("200"), "{headers:?}");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h == "content-type: application/json"),
+        "{headers:?}"
+    );
+    let connect = curl.message().await.expect("connect push");
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+    assert!(
+        connect["connect"]["subs"]["open:news"].is_object(),
+        "{connect}"
+    );
+    for n in 1..=3 {
+        let data = publish_expect(&s, "open:news", n).await;
+        let msg = curl.message().await.expect("publication");
+        assert_pub(&msg, "open:news", &data);
+        assert_eq!(msg["pub"]["offset"], n, "{msg}");
+    }
+    // Drain: the stream gets the shutdown disconnect and ends.
+    let mut s = s;
+    s.stop().await;
+    let bye = curl.message().await.expect("disconnect push");
+    assert_eq!(bye["disconnect"]["code"], 3001, "{bye}");
+    assert_eq!(
+        curl.line().await,
+        None,
+        "the stream ends after the disconnect"
+    );
+    assert_eq!(curl.exit().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_sse_with_curl_get_and_post_receives_publications() {
+    let s = node_with_transports("25s").await;
+    let req = json!({"token": token_with_channels("bob", &["open:sse"])}).to_string();
+    let url = format!("http://{}/connection/uni_sse", s.addr);
+    // EventSource's way: GET with cf_connect in the query.
+    let cf = format!("cf_connect={req}");
+    let mut get = Curl::start(&["-i", "-G", "--data-urlencode", &cf, &url]);
+    let headers = get.headers().await;
+    assert!(headers[0].contains(" 200"), "{headers:?}");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h == "content-type: text/event-stream"),
+        "{headers:?}"
+    );
+    // A device's way: POST with the connect request as the body.
+    let mut post = Curl::start(&["-X", "POST", "--data-binary", &req, &url]);
+    for c in [&mut get, &mut post] {
+        let l = c.line().await.expect("connect event");
+        assert!(l.starts_with("data: {\"connect\":"), "{l}");
+    }
+    let data = publish_expect(&s, "open:sse", 1).await;
+    for c in [&mut get, &mut post] {
+        let msg = c.message().await.expect("publication event");
+        assert_pub(&msg, "open:sse", &data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_streams_ping_with_their_own_forms() {
+    let s = node_with_transports("1s").await;
+    let req = json!({"token": token("carol")}).to_string();
+    let stream = format!("http://{}/connection/uni_http_stream", s.addr);
+    let mut c = Curl::start(&["-X", "POST", "--data-binary", &req, &stream]);
+    assert!(c.message().await.unwrap()["connect"].is_object());
+    // No pong is expected from a unidirectional client: pings keep coming, no 3012.
+    for _ in 0..2 {
+        assert_eq!(
+            c.line().await.as_deref(),
+            Some("null"),
+            "ping of uni_http_stream"
+        );
+    }
+    let sse = format!("http://{}/connection/uni_sse", s.addr);
+    let mut c = Curl::start(&["-X", "POST", "--data-binary", &req, &sse]);
+    assert!(c.message().await.unwrap()["connect"].is_object());
+    for _ in 0..2 {
+        assert_eq!(
+            c.line().await.as_deref(),
+            Some("data: {}"),
+            "ping of uni_sse"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_http_bad_input_gets_documented_answers() {
+    let s = node_with_transports("25s").await;
+    let stream = format!("{}/connection/uni_http_stream", s.addr);
+    let sse = format!("{}/connection/uni_sse", s.addr);
+    // Not a connect request: 400 before any stream.
+    let (st, body) = http_post(s.addr, "/connection/uni_http_stream", None, b"{nope").await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+    let (st, _) = http_post(s.addr, "/connection/uni_sse", None, b"[1,2]").await;
+    assert_eq!(st, 400);
+    // A body over client.http_max_request_body_size (64 KiB): 413.
+    let huge = format!("{{\"token\":\"{}\"}}", "x".repeat(70_000));
+    let (st, _) = http_post(s.addr, "/connection/uni_http_stream", None, huge.as_bytes()).await;
+    assert_eq!(st, 413);
+    // SSE by GET without cf_connect: 400; uni_http_stream by GET: 405.
+    let (st, _) = http_get(s.addr, "/connection/uni_sse").await;
+    assert_eq!(st, 400);
+    let (st, _) = http_get(s.addr, "/connection/uni_http_stream").await;
+    assert_eq!(st, 405);
+    // An invalid token: the stream carries the disconnect (3500) and ends.
+    for url in [&stream, &sse] {
+        let mut c = Curl::start(&[
+            "-X",
+            "POST",
+            "--data-binary",
+            r#"{"token":"not.a.jwt"}"#,
+            &format!("http://{url}"),
+        ]);
+        let bye = c.message().await.expect("disconnect");
+        assert_eq!(bye["disconnect"]["code"], 3500, "{bye}");
+        assert_eq!(bye["disconnect"]["reason"], "invalid token", "{bye}");
+        assert_eq!(c.line().await, None);
+        assert_eq!(c.exit().await, 0);
+    }
+    // The node is still serving.
+    let ok = s.client("still-here").await;
+    ok.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transports_are_off_by_default() {
+    let s = TestServer::start().await;
+    for path in [
+        "/connection/uni_sse",
+        "/connection/uni_http_stream",
+        "/connection/sse",
+        "/connection/http_stream",
+        "/emulation",
+        "/connection/uni_websocket",
+    ] {
+        let (st, _) = http_post(s.addr, path, None, br#"{"token":""}"#).await;
+        assert_eq!(st, 404, "{path} must be off by default");
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn uni_ws(s: &TestServer, query: &str) -> Ws {
+    let url = format!("ws://{}/connection/uni_websocket{query}", s.addr);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade")
+        .0
+}
+
+/// The next text message, or the close frame's code.
+async fn ws_next(ws: &mut Ws) -> Result<Value, u16> {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time");
+        match m {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(f))) => return Err(f.map(|f| u16::from(f.code)).unwrap_or(0)),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_websocket_plain_client_receives_publications() {
+    let s = node_with_transports("25s").await;
+    let tok = token_with_channels("dave", &["open:ws"]);
+    // The connect request as the first message.
+    let mut a = uni_ws(&s, "").await;
+    a.send(Message::text(json!({"token": tok}).to_string()))
+        .await
+        .unwrap();
+    // Or in cf_connect.
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("cf_connect", &json!({"token": tok}).to_string())
+        .finish();
+    let mut b = uni_ws(&s, &format!("?{q}")).await;
+    for ws in [&mut a, &mut b] {
+        let c = ws_next(ws).await.expect("connect push");
+        assert!(c["connect"]["subs"]["open:ws"].is_object(), "{c}");
+    }
+    for n in 1..=2 {
+        let data = publish_expect(&s, "open:ws", n).await;
+        for ws in [&mut a, &mut b] {
+            let msg = ws_next(ws).await.expect("publication");
+            assert_pub(&msg, "open:ws", &data);
+        }
+    }
+    // Later messages from the client are ignored; the connection stays.
+    a.send(Message::text("{\"whatever\":1}")).await.unwrap();
+    let data = publish_expect(&s, "open:ws", 3).await;
+    assert_pub(&ws_next(&mut a).await.unwrap(), "open:ws", &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_websocket_bad_input_closes_with_documented_codes() {
+    let s = node_with_transports("25s").await;
+    // Not a connect request: disconnect push, then close 3501.
+    let mut ws = uni_ws(&s, "").await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    let bye = ws_next(&mut ws).await.expect("disconnect push");
+    assert_eq!(bye["disconnect"]["code"], 3501, "{bye}");
+    assert_eq!(ws_next(&mut ws).await, Err(3501));
+    // An invalid token: 3500.
+    let mut ws = uni_ws(&s, "").await;
+    ws.send(Message::text(r#"{"token":"a.b.c"}"#))
+        .await
+        .unwrap();
+    let bye = ws_next(&mut ws).await.expect("disconnect push");
+    assert_eq!(bye["disconnect"]["code"], 3500, "{bye}");
+    assert_eq!(ws_next(&mut ws).await, Err(3500));
+    // An over-long first message: 1009.
+    let mut ws = uni_ws(&s, "").await;
+    let big = format!("{{\"token\":\"{}\"}}", "x".repeat(70_000));
+    ws.send(Message::text(big)).await.unwrap();
+    let mut code = None;
+    for _ in 0..2 {
+        if let Err(c) = ws_next(&mut ws).await {
+            code = Some(c);
+            break;
+        }
+    }
+    assert_eq!(code, Some(1009));
+}
