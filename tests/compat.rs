@@ -90,3 +90,16 @@ fn cent_python_server_api() {
     let python = dir.join(".venv/bin/python");
     run_sdk_script(&python, &dir.join("cent_api.py"), "chat:cent-", &[]);
 }
+
+/// centrifuge-js forced onto each bidirectional-emulation fallback (`http_stream`, then
+/// `sse` with the `eventsource` package): connect, subscribe, receive, publish, history,
+/// presence, pongs through `/emulation`, recovery after a server-side disconnect.
+#[test]
+fn centrifuge_js_http_stream_and_sse_emulation() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &EMULATION_ENV);
+    let a = p.client_addr;
+    run_emulation_script(a, a, a, cfg.path(), "chat:emu-", &|| {
+        p.log.lock().unwrap().join("\n")
+    });
+}

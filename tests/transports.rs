@@ -352,3 +352,79 @@ async fn uni_websocket_bad_input_closes_with_documented_codes() {
     }
     assert_eq!(code, Some(1009));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulation_bad_input_gets_documented_answers() {
+    let s = node_with_transports("25s").await;
+    let post = |path: &'static str, body: Vec<u8>| {
+        let addr = s.addr;
+        async move { http_post(addr, path, None, &body).await.0 }
+    };
+    // /emulation: not an emulation request 400, too large 413, no such session 404.
+    assert_eq!(post("/emulation", b"{nope".to_vec()).await, 400);
+    assert_eq!(
+        post("/emulation", br#"{"session":"1-x"}"#.to_vec()).await,
+        400
+    );
+    let huge = format!(r#"{{"session":"1-x","data":"{}"}}"#, "x".repeat(70_000));
+    assert_eq!(post("/emulation", huge.into_bytes()).await, 413);
+    let unknown = br#"{"session":"1-00000000-0000-0000-0000-000000000000","data":"{}"}"#;
+    assert_eq!(post("/emulation", unknown.to_vec()).await, 404);
+    // A stream whose first command is not a connect: the disconnect push (3501), then the end.
+    for path in ["/connection/http_stream", "/connection/sse"] {
+        let url = format!("http://{}{path}", s.addr);
+        for body in ["{nope", r#"{"id":1,"subscribe":{"channel":"open:x"}}"#] {
+            let mut c = Curl::start(&["-X", "POST", "--data-binary", body, &url]);
+            let bye = c.message().await.expect("disconnect push");
+            assert_eq!(bye["push"]["disconnect"]["code"], 3501, "{path}: {bye}");
+            assert_eq!(c.line().await, None);
+        }
+    }
+    // An origin that is not allowed: 403 before anything else.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!(
+        "GET /connection/sse?cf_connect=%7B%7D HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulation_session_ends_when_its_stream_ends() {
+    let s = node_with_transports("25s").await;
+    let tok = token("erin");
+    let url = format!("http://{}/connection/http_stream", s.addr);
+    let body = json!({"id": 1, "connect": {"token": tok}}).to_string();
+    let mut c = Curl::start(&["-X", "POST", "--data-binary", &body, &url]);
+    let reply = c.message().await.expect("connect reply");
+    let session = reply["connect"]["session"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    assert_eq!(reply["id"], 1, "{reply}");
+    // A command through /emulation is answered on the stream.
+    let cmd = json!({"id": 2, "subscribe": {"channel": "open:e"}}).to_string();
+    let emu = json!({"session": session, "node": reply["connect"]["node"], "data": cmd});
+    let (st, _) = http_post(s.addr, "/emulation", None, emu.to_string().as_bytes()).await;
+    assert_eq!(st, 204);
+    let sub = c.message().await.expect("subscribe reply");
+    assert_eq!(sub["id"], 2, "{sub}");
+    assert!(sub["subscribe"].is_object(), "{sub}");
+    // The client goes away: its session is forgotten.
+    drop(c);
+    let addr = s.addr;
+    let body = emu.to_string();
+    eventually("the session is gone", || {
+        let body = body.clone();
+        async move { http_post(addr, "/emulation", None, body.as_bytes()).await.0 == 404 }
+    })
+    .await;
+}
