@@ -428,3 +428,66 @@ async fn an_emulation_session_ends_when_its_stream_ends() {
     })
     .await;
 }
+
+/// Sends a raw HTTP/1.1 request; the response head, lower-cased.
+async fn raw_head(s: &TestServer, req: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_allowed_origins_get_cors_answers() {
+    let toml = base_toml().replace(
+        "[client]\n",
+        "[client]\nhttp_stream = true\nuni_sse = true\nallowed_origins = [\"http://app.example\"]\n",
+    );
+    let s = TestServer::start_toml(&toml).await;
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /emulation HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n",
+            s.addr
+        )
+    };
+    let ok = raw_head(&s, &preflight("http://app.example")).await;
+    assert!(ok.starts_with("http/1.1 204"), "{ok}");
+    assert!(
+        ok.contains("access-control-allow-origin: http://app.example"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("access-control-allow-methods: get, post, options"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("access-control-allow-headers: content-type"),
+        "{ok}"
+    );
+    let evil = raw_head(&s, &preflight("http://evil.example")).await;
+    assert!(!evil.contains("access-control-allow-origin"), "{evil}");
+    assert!(!evil.starts_with("http/1.1 2"), "{evil}");
+    // A real request from the allowed origin carries the header too (here a 404 answer).
+    let body = r#"{"session":"1-x","data":"{}"}"#;
+    let req = format!(
+        "POST /emulation HTTP/1.1\r\nHost: {}\r\nOrigin: http://app.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    );
+    let head = raw_head(&s, &req).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: http://app.example"),
+        "{head}"
+    );
+    // A transport that is off answers no preflight.
+    let off = preflight("http://app.example").replace("/emulation", "/connection/sse");
+    let head = raw_head(&s, &off).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+}

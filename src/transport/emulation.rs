@@ -46,9 +46,6 @@ pub fn enabled(node: &Node) -> bool {
 
 /// `POST /emulation` on the client listener.
 pub(super) async fn serve(req: Request<Incoming>, ctx: ConnCtx, node: &Node) -> Response<Body> {
-    if !enabled(node) {
-        return respond(StatusCode::NOT_FOUND, "");
-    }
     if !super::streams::allowed(&req, node, &ctx) {
         return refuse(StatusCode::FORBIDDEN, "origin", req.version());
     }

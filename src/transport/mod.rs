@@ -413,7 +413,7 @@ async fn route(
             upgrade(req, ctx, node, tracker, Mode::Bidirectional)
         }
         (Listener::Client, _, p) if p.starts_with("/connection/") || p == "/emulation" => {
-            client_transport(req, ctx, node, tracker, p).await
+            streams::route(req, ctx, node, tracker, p).await
         }
         (Listener::Client, &Method::GET, "/autobahn/echo") if node.cfg.testing.echo_endpoint => {
             echo::upgrade(req, node, tracker)
@@ -498,47 +498,6 @@ async fn route(
         }
         _ => respond(StatusCode::NOT_FOUND, ""),
     }
-}
-
-/// The client transports besides `/connection/websocket`, each behind its switch (off: 404).
-async fn client_transport(
-    req: Request<Incoming>,
-    ctx: ConnCtx,
-    node: Arc<Node>,
-    tracker: TaskTracker,
-    path: &str,
-) -> Response<Body> {
-    use streams::Kind;
-    let kind = match path {
-        "/connection/uni_websocket" if node.cfg.client.uni_websocket => {
-            if req.method() != Method::GET {
-                return respond(StatusCode::METHOD_NOT_ALLOWED, "");
-            }
-            let connect = req.uri().query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "cf_connect")
-                    .map(|(_, v)| Bytes::from(v.into_owned()))
-            });
-            return upgrade(req, ctx, node, tracker, Mode::Unidirectional(connect));
-        }
-        "/emulation" if req.method() == Method::POST => {
-            return emulation::serve(req, ctx, &node).await;
-        }
-        "/connection/uni_sse" => Kind::UniSse,
-        "/connection/uni_http_stream" => Kind::UniHttpStream,
-        "/connection/sse" => Kind::Sse,
-        "/connection/http_stream" => Kind::HttpStream,
-        _ => return respond(StatusCode::NOT_FOUND, ""),
-    };
-    let method_ok = match *req.method() {
-        Method::POST => true,
-        Method::GET => matches!(kind, Kind::UniSse | Kind::Sse),
-        _ => false,
-    };
-    if !method_ok && kind.enabled(&node) {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "");
-    }
-    streams::serve(req, ctx, node, tracker, kind).await
 }
 
 /// What a WebSocket upgrade serves.

@@ -33,8 +33,13 @@ use crate::protocol::json::{decode_connect_request, encode_disconnect_push, uni_
 use crate::session::Session;
 
 use super::writer::{Sink, count, count_close, write_loop};
-use super::{Body, ConnCtx, json, origin_allowed, proxied_headers, refuse, respond};
+use super::{
+    Body, ConnCtx, Mode, emulation, json, origin_allowed, proxied_headers, refuse, respond, upgrade,
+};
 
+/// How long a bidirectional stream stays open after its disconnect push for the client to
+/// close it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Chunks a streaming response body holds before the writer waits for the client to read.
 const BODY_CHUNKS: usize = 2;
 /// Client messages (`/emulation` requests) queued for one emulation session.
@@ -59,7 +64,7 @@ impl hyper::body::Body for ChannelBody {
 
 /// Which HTTP streaming transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+enum Kind {
     /// `/connection/uni_sse`: pushes as SSE events, `{}` as the ping.
     UniSse,
     /// `/connection/uni_http_stream`: pushes as newline-delimited JSON, `null` as the ping.
@@ -77,17 +82,6 @@ impl Kind {
 
     fn sse(self) -> bool {
         matches!(self, Kind::UniSse | Kind::Sse)
-    }
-
-    /// Whether the node's configuration enables this transport.
-    pub fn enabled(self, node: &Node) -> bool {
-        let c = &node.cfg.client;
-        match self {
-            Kind::UniSse => c.uni_sse,
-            Kind::UniHttpStream => c.uni_http_stream,
-            Kind::Sse => c.sse,
-            Kind::HttpStream => c.http_stream,
-        }
     }
 
     fn content_type(self) -> &'static str {
@@ -147,13 +141,21 @@ impl Sink for HttpSink {
                 self.kind.frame(&mut out, &msg);
             }
         }
-        if out.is_empty() {
-            return Ok(());
+        if !out.is_empty() {
+            self.tx
+                .send(out.freeze())
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
         }
-        self.tx
-            .send(out.freeze())
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        if batch.close.is_some() && !self.kind.uni() {
+            // centrifuge-js handles a message after the event loop turns, but a stream's end
+            // at once: were the response to end with the disconnect push, the SDK could see
+            // "transport closed" first and lose the code (3011 would not recover as such).
+            // As a WebSocket server waits for the client's close frame, wait (briefly) for
+            // the SDK to close the stream itself once it has read the push.
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.tx.closed()).await;
+        }
+        Ok(())
     }
 
     fn gone(&self) -> impl Future<Output = ()> + Send {
@@ -164,6 +166,116 @@ impl Sink for HttpSink {
     fn pongs(&self) -> bool {
         !self.kind.uni()
     }
+}
+
+/// The client transports besides `/connection/websocket`, each behind its switch (off: 404),
+/// with CORS for pages on other allowed origins (`client.allowed_origins`): the preflight
+/// answered, `Access-Control-Allow-Origin` on every answer.
+pub(super) async fn route(
+    req: Request<Incoming>,
+    ctx: ConnCtx,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+    path: &str,
+) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .filter(|o| {
+            let allowed = node.limits.allowed_origins();
+            origin_allowed(&allowed, o.to_str().ok(), host)
+        })
+        .cloned();
+    let preflight = req.method() == Method::OPTIONS;
+    let asked_headers = req
+        .headers()
+        .get(hyper::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    let mut resp = if preflight && origin.is_some() && on(path, &node) {
+        let mut r = respond(StatusCode::NO_CONTENT, "");
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            asked_headers.unwrap_or(HeaderValue::from_static("content-type")),
+        );
+        h.insert(
+            hyper::header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        dispatch(req, ctx, node, tracker, path).await
+    };
+    if let Some(o) = origin {
+        let h = resp.headers_mut();
+        h.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(hyper::header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// Whether `path` names a transport this node has switched on.
+fn on(path: &str, node: &Node) -> bool {
+    let c = &node.cfg.client;
+    match path {
+        "/connection/uni_websocket" => c.uni_websocket,
+        "/emulation" => emulation::enabled(node),
+        "/connection/uni_sse" => c.uni_sse,
+        "/connection/uni_http_stream" => c.uni_http_stream,
+        "/connection/sse" => c.sse,
+        "/connection/http_stream" => c.http_stream,
+        _ => false,
+    }
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    ctx: ConnCtx,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+    path: &str,
+) -> Response<Body> {
+    if !on(path, &node) {
+        return respond(StatusCode::NOT_FOUND, "");
+    }
+    let kind = match path {
+        "/connection/uni_websocket" => {
+            if req.method() != Method::GET {
+                return respond(StatusCode::METHOD_NOT_ALLOWED, "");
+            }
+            let connect = req.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "cf_connect")
+                    .map(|(_, v)| Bytes::from(v.into_owned()))
+            });
+            return upgrade(req, ctx, node, tracker, Mode::Unidirectional(connect));
+        }
+        "/emulation" if req.method() == Method::POST => {
+            return emulation::serve(req, ctx, &node).await;
+        }
+        "/connection/uni_sse" => Kind::UniSse,
+        "/connection/uni_http_stream" => Kind::UniHttpStream,
+        "/connection/sse" => Kind::Sse,
+        "/connection/http_stream" => Kind::HttpStream,
+        _ => return respond(StatusCode::METHOD_NOT_ALLOWED, ""),
+    };
+    let method_ok = match *req.method() {
+        Method::POST => true,
+        Method::GET => kind.sse(),
+        _ => false,
+    };
+    if !method_ok {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "");
+    }
+    serve(req, ctx, node, tracker, kind).await
 }
 
 /// Why a streaming request was refused before its stream began.
@@ -212,16 +324,13 @@ async fn connect_data(
 /// `GET|POST /connection/{uni_sse,uni_http_stream,sse,http_stream}`: checks (the transport
 /// enabled, not stopping, origin, the node's connection cap), the connect request read and
 /// decoded, then a 200 response whose body the connection's writer feeds.
-pub(super) async fn serve(
+async fn serve(
     req: Request<Incoming>,
     ctx: ConnCtx,
     node: Arc<Node>,
     tracker: TaskTracker,
     kind: Kind,
 ) -> Response<Body> {
-    if !kind.enabled(&node) {
-        return respond(StatusCode::NOT_FOUND, "");
-    }
     let version = req.version();
     if node.is_stopping() {
         metrics::counter!(crate::metrics::CONNECTIONS_REJECTED, "reason" => "shutting_down")
