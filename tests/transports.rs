@@ -491,3 +491,62 @@ async fn pages_on_allowed_origins_get_cors_answers() {
     let head = raw_head(&s, &off).await;
     assert!(head.starts_with("http/1.1 404"), "{head}");
 }
+
+/// A stream outlives the HTTP connection's idle timeout (`client.handshake_timeout`), on
+/// HTTP/1.1 and on HTTP/2 (h2c with prior knowledge): it is a request in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_not_an_idle_connection() {
+    let toml = base_toml().replace(
+        "[client]\n",
+        "[client]\nuni_http_stream = true\nhandshake_timeout = \"1s\"\nping_interval = \"1s\"\npong_timeout = \"500ms\"\n",
+    );
+    let s = TestServer::start_toml(&toml).await;
+    let req = json!({"token": token("frank")}).to_string();
+    let url = format!("http://{}/connection/uni_http_stream", s.addr);
+    for proto in ["--http1.1", "--http2-prior-knowledge"] {
+        let mut c = Curl::start(&[proto, "-X", "POST", "--data-binary", &req, &url]);
+        assert!(c.message().await.unwrap()["connect"].is_object(), "{proto}");
+        // Four pings a second apart: past the 1 s idle timeout and its 1 s close grace.
+        for i in 0..4 {
+            assert_eq!(c.line().await.as_deref(), Some("null"), "{proto}: ping {i}");
+        }
+    }
+}
+
+/// The node-wide connection cap counts streams like WebSockets: beyond it a stream request is
+/// answered 503 before it starts; when a stream ends its slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_count_against_the_connection_cap() {
+    let toml = base_toml().replace(
+        "[client]\n",
+        "[client]\nuni_http_stream = true\nuni_websocket = true\nmax_connections = 1\n",
+    );
+    let s = TestServer::start_toml(&toml).await;
+    let req = json!({"token": token("gina")}).to_string();
+    let url = format!("http://{}/connection/uni_http_stream", s.addr);
+    let mut first = Curl::start(&["-X", "POST", "--data-binary", &req, &url]);
+    assert!(first.message().await.unwrap()["connect"].is_object());
+    let (st, _) = http_post(s.addr, "/connection/uni_http_stream", None, req.as_bytes()).await;
+    assert_eq!(st, 503, "a second stream is over the cap");
+    let ws = format!("ws://{}/connection/uni_websocket", s.addr);
+    assert!(
+        tokio_tungstenite::connect_async(ws).await.is_err(),
+        "so is a WebSocket"
+    );
+    drop(first);
+    let addr = s.addr;
+    eventually("the slot is free again", || {
+        let req = req.clone();
+        async move {
+            let mut c = Curl::start(&[
+                "-X",
+                "POST",
+                "--data-binary",
+                &req,
+                &format!("http://{addr}/connection/uni_http_stream"),
+            ]);
+            matches!(c.message().await, Some(m) if m["connect"].is_object())
+        }
+    })
+    .await;
+}

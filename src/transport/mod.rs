@@ -322,8 +322,13 @@ async fn serve_http<I>(
             let tracker = tracker.clone();
             let ctx = ctx.clone();
             async move {
-                let resp = route(req, ctx, node, tracker).await;
-                drop(in_flight);
+                let mut resp = route(req, ctx, node, tracker).await;
+                match resp.body_mut() {
+                    // A streaming response is in progress until its body ends: an HTTP/2
+                    // connection carrying one is not idle.
+                    http_body_util::Either::Right(stream) => stream.hold(in_flight),
+                    http_body_util::Either::Left(_) => drop(in_flight),
+                }
                 Ok::<_, Infallible>(resp)
             }
         })

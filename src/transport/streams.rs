@@ -48,6 +48,15 @@ pub const EMULATION_QUEUE: usize = 64;
 /// A response body fed by a connection's writer task.
 pub struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Marks the request as in progress on its HTTP connection while the body lives.
+    in_flight: Option<super::http::InFlight>,
+}
+
+impl ChannelBody {
+    /// Keeps the request counted as in progress until the body ends.
+    pub(super) fn hold(&mut self, in_flight: super::http::InFlight) {
+        self.in_flight = Some(in_flight);
+    }
 }
 
 impl hyper::body::Body for ChannelBody {
@@ -58,7 +67,11 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(None) = polled {
+            self.in_flight = None;
+        }
+        polled.map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -377,7 +390,10 @@ async fn serve(
         drop(slot);
         drop(ip_slot);
     });
-    let mut r = Response::new(Either::Right(ChannelBody { rx }));
+    let mut r = Response::new(Either::Right(ChannelBody {
+        rx,
+        in_flight: None,
+    }));
     let h = r.headers_mut();
     h.insert(
         hyper::header::CONTENT_TYPE,
