@@ -69,8 +69,8 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Largest HTTP request head (request line and headers), in bytes; larger: HTTP 431.
     pub max_header_size: usize,
-    /// Most WebSocket connections this node serves at once; beyond it an upgrade is answered
-    /// HTTP 503 (0 = no cap).
+    /// Most client connections (WebSockets and HTTP streams) this node serves at once; beyond
+    /// it an upgrade or a stream request is answered HTTP 503 (0 = no cap).
     pub max_connections: usize,
     /// Most simultaneous TCP connections from one IP address to the client listener; beyond
     /// it requests are answered HTTP 503 (0 = no cap).
