@@ -550,3 +550,35 @@ async fn streams_count_against_the_connection_cap() {
     })
     .await;
 }
+
+/// Drain reaches emulated streams as it reaches WebSockets: the disconnect push 3001, then
+/// the end of the response; the node drains in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_ends_emulated_streams_with_3001() {
+    let mut s = node_with_transports("25s").await;
+    let body = json!({"id": 1, "connect": {"token": token("hank")}}).to_string();
+    let mut streams = Vec::new();
+    for path in ["http_stream", "sse"] {
+        let url = format!("http://{}/connection/{path}", s.addr);
+        let args: Vec<String> = if path == "sse" {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .append_pair("cf_connect", &body)
+                .finish();
+            vec![format!("{url}?{q}")]
+        } else {
+            ["-X", "POST", "--data-binary", &body, &url]
+                .map(String::from)
+                .to_vec()
+        };
+        let mut c = Curl::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let reply = c.message().await.expect("connect reply");
+        assert!(reply["connect"]["session"].is_string(), "{path}: {reply}");
+        streams.push((path, c));
+    }
+    s.stop().await;
+    for (path, mut c) in streams {
+        let bye = c.message().await.expect("disconnect push");
+        assert_eq!(bye["push"]["disconnect"]["code"], 3001, "{path}: {bye}");
+        assert_eq!(c.line().await, None, "{path}: the stream ends");
+    }
+}

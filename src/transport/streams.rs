@@ -28,7 +28,6 @@ use tokio_util::task::TaskTracker;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::outbound::Batch;
-use crate::protocol::codes;
 use crate::protocol::json::{decode_connect_request, encode_disconnect_push, uni_push};
 use crate::session::Session;
 
@@ -497,7 +496,4 @@ async fn serve_emulated(
     // The writer sends what is queued and the disconnect push, then ends the body.
     let _ = tokio::time::timeout(node.cfg.client.write_timeout, done.cancelled()).await;
     writer.abort();
-    if !conn.out.is_closing() {
-        conn.out.close(codes::NORMAL);
-    }
 }
