@@ -582,3 +582,31 @@ async fn drain_ends_emulated_streams_with_3001() {
         assert_eq!(c.line().await, None, "{path}: the stream ends");
     }
 }
+
+/// A unidirectional client recovers its server-side subscription through `subs` in its
+/// connect request: the missed publications come in the connect push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uni_connect_recovers_through_subs() {
+    let s = node_with_transports("25s").await;
+    let first = s.publish("open:rec", json!({"n": 1})).await;
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    s.publish("open:rec", json!({"n": 2})).await;
+    s.publish("open:rec", json!({"n": 3})).await;
+    let req = json!({
+        "token": token_with_channels("ivy", &["open:rec"]),
+        "subs": {"open:rec": {"recover": true, "offset": 1, "epoch": epoch}},
+    })
+    .to_string();
+    let url = format!("http://{}/connection/uni_http_stream", s.addr);
+    let mut c = Curl::start(&["-X", "POST", "--data-binary", &req, &url]);
+    let connect = c.message().await.expect("connect push");
+    let sub = &connect["connect"]["subs"]["open:rec"];
+    assert_eq!(sub["recovered"], true, "{connect}");
+    let got: Vec<&Value> = sub["publications"]
+        .as_array()
+        .expect("recovered publications")
+        .iter()
+        .map(|p| &p["data"]["n"])
+        .collect();
+    assert_eq!(got, [&json!(2), &json!(3)], "{connect}");
+}
