@@ -79,6 +79,7 @@ fn fanout(c: &mut Criterion) {
             Subscriber {
                 out: q.clone(),
                 join_leave: false,
+                delta: false,
             },
         );
     }

@@ -7,6 +7,9 @@
 #   scripts/cluster-local.sh stop     # SIGTERM to the PIDs this script started
 #   scripts/cluster-local.sh kill N   # SIGKILL node N (1-3), to watch a failover
 #   scripts/cluster-local.sh start-node N
+#   scripts/cluster-local.sh restart-node N  # SIGTERM node N, wait for it to exit, start it
+#                                            # again, wait until it is ready (a rolling restart
+#                                            # step: `switchyard bench run --restart-cmd`)
 #
 # Environment: SWITCHYARD_BIN (binary; default target/debug/switchyard), CONFIG (config file;
 # default config.toml), CLUSTER_DIR (state,
@@ -22,7 +25,11 @@ PORT=${PORT_BASE:-8000}
 IPS=(127.0.0.1 127.0.0.2 127.0.0.3)
 
 pid_of() { cat "$DIR/node-$1/pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# A zombie (exited, not yet reaped by whoever inherited it) is not alive.
+alive() {
+  local p; p=$(pid_of "$1")
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$p/status" 2>/dev/null
+}
 
 start_node() {
   local n=$1
@@ -64,6 +71,21 @@ case "${1:-}" in
     echo "cluster not ready after 20 s; see $DIR/node-*/log" >&2; exit 1
     ;;
   start-node) start_node "${2:?node number}";;
+  restart-node)
+    n=${2:?node number}; p=$(pid_of "$n")
+    if alive "$n"; then
+      kill -TERM "$p"
+      for _ in $(seq 1 300); do alive "$n" || break; sleep 0.1; done
+      if alive "$n"; then echo "node $n (pid $p) did not exit within 30 s" >&2; exit 1; fi
+      echo "node $n (pid $p) stopped"
+    fi
+    start_node "$n"
+    for _ in $(seq 1 300); do
+      curl -fsS "http://${IPS[$(( n - 1 ))]}:$(( PORT + 1 ))/readyz" >/dev/null 2>&1 && { echo "node $n ready"; exit 0; }
+      sleep 0.1
+    done
+    echo "node $n not ready after 30 s; see $DIR/node-$n/log" >&2; exit 1
+    ;;
   status)
     for n in 1 2 3; do
       if alive "$n"; then
@@ -86,5 +108,5 @@ case "${1:-}" in
       rm -f "$DIR/node-$n/pid"
     done
     ;;
-  *) sed -n '2,14p' "$0"; exit 2;;
+  *) sed -n '2,17p' "$0"; exit 2;;
 esac

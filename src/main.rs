@@ -39,7 +39,7 @@ enum Cmd {
     Cluster(ClusterArgs),
     /// Make TLS certificates: a cluster CA, and node certificates signed by it.
     Cert(CertArgs),
-    /// Load-test a node or cluster (connect, fanout, churn, soak); see README "Load testing".
+    /// Load-test a node or cluster (connect, fanout, publish, churn, reconnect, soak; `run PLAN.toml`); see README "Load testing".
     #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]

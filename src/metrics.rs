@@ -41,6 +41,9 @@ pub const MESSAGES_OUT_COMPRESSED: &str = "switchyard_messages_out_compressed_to
 /// Publications and join/leave pushes compressed once and shared by this node's compressing
 /// subscribers (each compression counted once, however many subscribers share it).
 pub const SHARED_COMPRESSIONS: &str = "switchyard_shared_compressions_total";
+/// Fossil deltas computed for delta subscribers (once per publication per node, however many
+/// subscribers share it).
+pub const DELTAS: &str = "switchyard_deltas_total";
 /// Publications applied on this node (committed through Raft).
 pub const PUBLICATIONS_COMMITTED: &str = "switchyard_publications_committed_total";
 /// Time from a publication's apply on this node to its write to a subscriber's socket.
@@ -137,32 +140,45 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Counters without labels, with their help text.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        CONNECTIONS_ACCEPTED,
+        "client connections accepted (WebSockets and HTTP streams)",
+    ),
+    (
+        EMULATION_FORWARDED,
+        "emulation requests forwarded to the node holding their session",
+    ),
+    (MESSAGES_IN, "client commands received, pongs included"),
+    (COMMANDS, "client commands received, pongs excluded"),
+    (MESSAGES_OUT, "messages written to clients"),
+    (BYTES_IN, "payload bytes received from clients"),
+    (
+        BYTES_OUT,
+        "payload bytes written to clients (after compression)",
+    ),
+    (
+        MESSAGES_OUT_COMPRESSED,
+        "messages written to clients in compressed frames (permessage-deflate)",
+    ),
+    (
+        SHARED_COMPRESSIONS,
+        "pushes compressed once and shared by this node's compressing subscribers",
+    ),
+    (
+        DELTAS,
+        "Fossil deltas computed once per publication for this node's delta subscribers",
+    ),
+    (PUBLICATIONS_COMMITTED, "publications applied on this node"),
+    (
+        SLOW_DISCONNECTS,
+        "subscribers disconnected as slow consumers (3008)",
+    ),
+];
+
 fn register_all() {
-    for (name, help) in [
-        (CONNECTIONS_ACCEPTED, "client connections accepted"),
-        (EMULATION_FORWARDED, "emulation requests forwarded"),
-        (MESSAGES_IN, "client commands received, pongs included"),
-        (COMMANDS, "client commands received, pongs excluded"),
-        (MESSAGES_OUT, "messages written to clients"),
-        (BYTES_IN, "payload bytes received from clients"),
-        (
-            BYTES_OUT,
-            "payload bytes written to clients (after compression)",
-        ),
-        (
-            MESSAGES_OUT_COMPRESSED,
-            "messages written to clients in compressed frames (permessage-deflate)",
-        ),
-        (
-            SHARED_COMPRESSIONS,
-            "pushes compressed once and shared by this node's compressing subscribers",
-        ),
-        (PUBLICATIONS_COMMITTED, "publications applied on this node"),
-        (
-            SLOW_DISCONNECTS,
-            "subscribers disconnected as slow consumers (3008)",
-        ),
-    ] {
+    for &(name, help) in COUNTERS {
         describe_counter!(name, help);
         counter!(name).absolute(0);
     }

@@ -30,10 +30,27 @@ use crate::transport::Listeners;
 struct RaftRuntime(Option<tokio::runtime::Runtime>);
 
 impl RaftRuntime {
-    fn new(threads: usize) -> std::io::Result<RaftRuntime> {
+    /// `realtime_priority`: see `cluster.realtime_priority`; set on every thread of the
+    /// runtime as it starts (workers and blocking threads). Refused (no privilege): one
+    /// warning, and the threads keep normal priority.
+    fn new(threads: usize, realtime_priority: u8) -> std::io::Result<RaftRuntime> {
+        let warned = Arc::new(std::sync::Once::new());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("raft")
+            .on_thread_start(move || {
+                if realtime_priority == 0 {
+                    return;
+                }
+                if let Err(e) = crate::sys::set_thread_realtime(realtime_priority) {
+                    warned.call_once(|| {
+                        tracing::warn!(error = %e, priority = realtime_priority,
+                            "cluster.realtime_priority: could not raise the Raft threads' \
+                             priority (grant CAP_SYS_NICE or LimitRTPRIO=); running at normal \
+                             priority");
+                    });
+                }
+            })
             .enable_all()
             .build()?;
         Ok(RaftRuntime(Some(rt)))
@@ -102,8 +119,8 @@ impl Server {
         let listeners = Listeners::bind(&cfg).await?;
         let (client_addr, admin_addr, cluster_addr) = listeners.addrs()?;
         let engine = Arc::new(Engine::default());
-        let raft =
-            RaftRuntime::new(cfg.cluster.raft_threads).context("starting the Raft runtime")?;
+        let raft = RaftRuntime::new(cfg.cluster.raft_threads, cfg.cluster.realtime_priority)
+            .context("starting the Raft runtime")?;
         // Started from inside the Raft runtime, so every task openraft spawns runs there.
         let cluster = raft
             .handle()

@@ -20,6 +20,27 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// Puts the calling thread on real-time round-robin scheduling (SCHED_RR) at `priority`
+/// (1–99). Fails with `EPERM` without CAP_SYS_NICE or an RLIMIT_RTPRIO that allows it.
+pub fn set_thread_realtime(priority: u8) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: plain FFI on the calling thread with a valid, initialised parameter.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_RR, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// The calling thread's scheduling policy (`libc::SCHED_*`).
+pub fn thread_policy() -> i32 {
+    // SAFETY: querying the calling thread's own policy.
+    unsafe { libc::sched_getscheduler(0) }
+}
+
 /// Where `$NOTIFY_SOCKET` says the service manager listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyAddr {

@@ -738,12 +738,24 @@ async fn bench_binary(words: &[&str]) -> std::process::Output {
 
 /// [`bench_binary`] with extra environment variables.
 async fn bench_binary_env(words: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    bench_binary_within(words, envs, Duration::from_secs(25)).await
+}
+
+/// [`bench_binary_env`] run from the repository's root (where plans name their commands
+/// from), within `within`.
+async fn bench_binary_within(
+    words: &[&str],
+    envs: &[(&str, &str)],
+    within: Duration,
+) -> std::process::Output {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("bench")
         .args(words)
         .envs(envs.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
         .output();
-    tokio::time::timeout(Duration::from_secs(25), out)
+    tokio::time::timeout(within, out)
         .await
         .expect("bench finished in time")
         .unwrap()
@@ -1023,7 +1035,7 @@ fn the_shipped_plans_are_valid() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let steps = bench::plan::load(&text, &["--token".into(), "t".into()])
+        let steps = bench::plan::load(&text, &["--token".into(), "t".into()], &[])
             .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         assert!(steps.iter().all(|s| !s.thresholds.is_empty()), "{path:?}");
         names.push(path.file_stem().unwrap().to_string_lossy().to_string());
@@ -1039,4 +1051,313 @@ fn the_shipped_plans_are_valid() {
         "spike",
     ];
     assert_eq!(names, want);
+}
+
+/// The path of a shipped plan.
+fn shipped_plan(name: &str) -> String {
+    format!(
+        "{}/scripts/load/plans/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Runs `switchyard bench run --json … PLAN WORDS…` (with the API key and token secret in the
+/// environment, plus `envs`) within `within`: exit code, stdout + stderr, the JSON document.
+async fn run_shipped_plan(
+    plan: &str,
+    words: &[&str],
+    envs: &[(&str, &str)],
+    within: Duration,
+) -> (i32, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let mut all = vec!["run", "--json", json.to_str().unwrap(), plan];
+    all.extend(words);
+    let mut env = vec![
+        ("SY_BENCH_API_KEY", API_KEY),
+        ("SY_BENCH_TOKEN_SECRET", SECRET),
+    ];
+    env.extend(envs);
+    let out = bench_binary_within(&all, &env, within).await;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_default()).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), text, v)
+}
+
+/// A figure of scenario `n` in a plan's JSON document.
+fn plan_fig(v: &Value, n: usize, key: &str) -> f64 {
+    v["scenarios"][n]["report"]["figures"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("scenario {n}: no figure {key}: {v}"))
+}
+
+/// The shipped reconnection plan, small (20 clients, 3 s of publishing a scenario, a drop every
+/// 300 ms) against one node: in both scenarios (sockets closed by the bench with the SDK's
+/// jittered back-off; server `disconnect` with the 1-2-4 s back-off) clients were dropped and
+/// reconnected after at least the back-off's floor, every reconnect recovered, and every
+/// client has every acknowledged publication exactly once; the plan passes (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconnection_plan_recovers_exactly_once_after_every_drop() {
+    let server = TestServer::start().await;
+    let (url, api) = (server.ws_url(), format!("http://{}", server.addr));
+    let words = [
+        "--url",
+        &url,
+        "--api",
+        &api,
+        "--quiet",
+        "--clients",
+        "20",
+        "--duration",
+        "3s",
+        "--drop-every",
+        "300ms",
+        "--drop-clients",
+        "3",
+        "--drain",
+        "10s",
+    ];
+    let (code, out, v) = run_shipped_plan(
+        &shipped_plan("reconnection"),
+        &words,
+        &[],
+        Duration::from_secs(50),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    for (n, floor_ms) in [(0, 500.0), (1, 1000.0)] {
+        let f = |k| plan_fig(&v, n, k);
+        assert!(f("drops") >= 10.0, "scenario {n}: {out}");
+        assert!(f("reconnects") >= f("drops"), "scenario {n}: {out}");
+        assert_eq!(f("recovered"), f("reconnects"), "scenario {n}: {out}");
+        assert!(f("reconnect_p50_ms") >= floor_ms, "scenario {n}: {out}");
+        assert!(
+            f("deliveries_expected") >= 20.0 * 50.0,
+            "scenario {n}: {out}"
+        );
+        assert_eq!(f("deliveries_received"), f("deliveries_expected"));
+        assert_eq!((f("lost"), f("duplicates")), (0.0, 0.0));
+        assert_eq!(f("clients_not_back"), 0.0);
+    }
+    assert!(
+        plan_fig(&v, 1, "server_closes") >= plan_fig(&v, 1, "drops"),
+        "{out}"
+    );
+    assert_eq!(plan_fig(&v, 0, "server_closes"), 0.0, "{out}");
+}
+
+/// A restart command that fails, or that drops no client, fails the run, the report saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_command_that_fails_or_drops_nobody_fails_the_run() {
+    let server = TestServer::start().await;
+    for (cmd, want) in [
+        ("echo broken >&2; exit 3", "broken"),
+        ("true", "0 clients dropped"),
+    ] {
+        let r = run(
+            &server,
+            &[
+                "reconnect",
+                "--clients",
+                "3",
+                "--rate",
+                "10",
+                "--duration",
+                "1s",
+                "--restart-at",
+                "200ms",
+                "--restart-cmd",
+                cmd,
+                "--channel",
+                "chat:rs",
+            ],
+        )
+        .await;
+        let c = check(&r, "every restart command ran and dropped clients");
+        assert!(!c.ok && c.detail.contains(want), "{}", r.table());
+        assert_eq!(fig(&r, "restarts"), 1.0);
+        assert!(r.get("back_max_ms").is_none(), "{}", r.table());
+        assert_eq!(fig(&r, "lost"), 0.0);
+    }
+}
+
+/// A three-node cluster started by `scripts/cluster-local.sh` (this build's binary, its own
+/// directory and ports); stopped on drop, and any node still running then killed.
+struct LocalCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl LocalCluster {
+    fn start() -> LocalCluster {
+        let c = LocalCluster {
+            dir: tempfile::tempdir().unwrap(),
+            port: cluster_port(),
+        };
+        let mut child = c.script(&["start"]).spawn().unwrap();
+        let st = common::wait_child(
+            &mut child,
+            "cluster-local.sh start",
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "cluster-local.sh start: {st}");
+        c
+    }
+
+    /// `SWITCHYARD_BIN`, `CLUSTER_DIR` and `PORT_BASE` for the script.
+    fn envs(&self) -> [(&'static str, String); 3] {
+        [
+            (
+                "SWITCHYARD_BIN",
+                env!("CARGO_BIN_EXE_switchyard").to_string(),
+            ),
+            ("CLUSTER_DIR", self.dir.path().display().to_string()),
+            ("PORT_BASE", self.port.to_string()),
+        ]
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("scripts/cluster-local.sh");
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .envs(self.envs().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Each node's client WebSocket URL and API base URL, comma-separated.
+    fn urls(&self) -> (String, String) {
+        let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+        let ws = ips.map(|ip| format!("ws://{ip}:{}/connection/websocket", self.port));
+        let api = ips.map(|ip| format!("http://{ip}:{}", self.port));
+        (ws.join(","), api.join(","))
+    }
+
+    /// The PID file of each node.
+    fn pids(&self) -> Vec<Option<u32>> {
+        (1..=3)
+            .map(|n| {
+                let f = self.dir.path().join(format!("node-{n}/pid"));
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            })
+            .collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let pids = self.pids();
+        if let Ok(mut child) = self.script(&["stop"]).spawn() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in pids.into_iter().flatten() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A `PORT_BASE` for `cluster-local.sh` whose ports (client, admin = +1, cluster = +100) are
+/// free on 127.0.0.1–3.
+fn cluster_port() -> u16 {
+    for _ in 0..100 {
+        let base = common::free_port("127.0.0.1");
+        let free = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().all(|ip| {
+            [base, base + 1, base + 100]
+                .iter()
+                .all(|p| std::net::TcpListener::bind((*ip, *p)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free PORT_BASE");
+}
+
+/// The shipped rolling-restart plan against a three-node cluster of this build's processes
+/// (`scripts/cluster-local.sh`), small (50 clients, 5 s of publishing, restarts 2 s in and 1 s
+/// apart): its restart commands, `cluster-local.sh restart-node 1`, `2` and `3`, really
+/// restart every node (new PIDs), every client the restarts dropped is back, and every
+/// acknowledged publication reached every client exactly once (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rolling_restart_plan_brings_every_client_back_and_loses_nothing() {
+    let cluster = LocalCluster::start();
+    let before = cluster.pids();
+    let (urls, apis) = cluster.urls();
+    let envs = cluster.envs();
+    let mut envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The shipped config.toml's credentials, which cluster-local.sh starts the nodes with.
+    envs.extend([
+        ("SY_BENCH_API_KEY", "switchyard-example-api-key-change-me"),
+        (
+            "SY_BENCH_TOKEN_SECRET",
+            "switchyard-example-secret-change-me",
+        ),
+    ]);
+    let words = [
+        "--url",
+        &urls,
+        "--api",
+        &apis,
+        "--quiet",
+        "--clients",
+        "50",
+        "--duration",
+        "5s",
+        "--restart-at",
+        "2s",
+        "--restart-gap",
+        "1s",
+    ];
+    let (code, out, v) = run_shipped_plan(
+        &shipped_plan("rolling-restart"),
+        &words,
+        &envs,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let f = |k| plan_fig(&v, 0, k);
+    assert_eq!((f("restarts"), f("restarts_failed")), (3.0, 0.0), "{out}");
+    assert!(f("restart_clients_dropped") >= 50.0, "{out}");
+    assert!(f("reconnects") >= f("restart_clients_dropped"), "{out}");
+    assert_eq!(f("clients_not_back"), 0.0, "{out}");
+    assert!(
+        f("back_max_ms") > 0.0 && f("back_max_ms") < 30_000.0,
+        "{out}"
+    );
+    assert!(f("back_p95_ms") <= f("back_max_ms"));
+    assert!(f("publications") >= 50.0, "{out}");
+    assert!(
+        f("deliveries_expected") >= 50.0 * f("publications") * 0.5,
+        "{out}"
+    );
+    assert_eq!(f("deliveries_received"), f("deliveries_expected"), "{out}");
+    assert_eq!(
+        (f("lost"), f("duplicates"), f("not_recovered")),
+        (0.0, 0.0, 0.0)
+    );
+    let after = cluster.pids();
+    for n in 0..3 {
+        assert!(
+            after[n].is_some() && after[n] != before[n],
+            "node {}: {before:?} → {after:?}",
+            n + 1
+        );
+    }
 }

@@ -662,3 +662,78 @@ fn man_pages_render_and_cover_the_subcommands() {
         eprintln!("man is not installed: rendering not checked (the roff is)");
     }
 }
+
+/// The scheduling policy and real-time priority of each thread of `pid` named `name`, from
+/// `/proc/<pid>/task/<tid>/stat` (fields 41 and 40).
+fn thread_policies(pid: u32, name: &str) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        out.push((f[38].parse().unwrap(), f[37].parse().unwrap()));
+    }
+    out
+}
+
+/// `cluster.realtime_priority` puts every thread of the Raft runtime (workers and the
+/// blocking threads that flush the store) on SCHED_RR at that priority, and the write path
+/// works on it; at 0 they stay on normal scheduling. Without the privilege (not root) the
+/// node says so once and runs at normal priority.
+#[tokio::test]
+async fn realtime_priority_applies_to_the_raft_threads() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_RR: u32 = 2;
+    let cfg = config_file("");
+    for prio in [0u32, 7] {
+        let p = Proc::start(
+            cfg.path(),
+            &[("SWITCHYARD_CLUSTER__REALTIME_PRIORITY", &prio.to_string())],
+        );
+        // Publications make the store flush, on the runtime's blocking threads.
+        for i in 0..5 {
+            let body = json!({"channel": "open:rt", "data": {"i": i}}).to_string();
+            let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
+            assert_eq!(st, 200);
+        }
+        let threads = thread_policies(p.child.id(), "raft");
+        assert!(
+            threads.len() >= 2,
+            "workers and a blocking thread: {threads:?}"
+        );
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if prio == 0 || !root {
+            assert!(
+                threads.iter().all(|t| *t == (SCHED_OTHER, 0)),
+                "{threads:?}"
+            );
+        } else {
+            assert!(
+                threads.iter().all(|t| *t == (SCHED_RR, prio)),
+                "{threads:?}"
+            );
+        }
+        let warned = p
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("cluster.realtime_priority"))
+            .count();
+        assert_eq!(
+            warned,
+            usize::from(prio != 0 && !root),
+            "one warning without the privilege"
+        );
+        // The client runtime's threads are left alone.
+        let workers = thread_policies(p.child.id(), "tokio-rt-worker");
+        assert!(!workers.is_empty() && workers.iter().all(|t| t.0 == SCHED_OTHER));
+    }
+}

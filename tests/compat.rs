@@ -18,12 +18,23 @@ fn root() -> PathBuf {
 
 /// Runs one SDK script against a fresh node (started with `envs`) and asserts it exits 0.
 fn run_sdk_script(program: &Path, script: &Path, prefix: &str, envs: &[(&str, &str)]) {
+    run_sdk_script_with(program, script, prefix, envs, "");
+}
+
+/// [`run_sdk_script`] with `extra` TOML tables appended to the node's config.
+fn run_sdk_script_with(
+    program: &Path,
+    script: &Path,
+    prefix: &str,
+    envs: &[(&str, &str)],
+    extra: &str,
+) {
     assert!(
         program.exists() || program.components().count() == 1,
         "{} is missing: run scripts/test.sh, which installs the SDKs",
         program.display()
     );
-    let cfg = config_file("");
+    let cfg = config_file(extra);
     let p = Proc::start(cfg.path(), envs);
     let mut child = Command::new(program)
         .arg(script)
@@ -62,6 +73,23 @@ fn centrifuge_js() {
         "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
     );
     run_sdk_script(Path::new("node"), &dir.join("compat.mjs"), "chat:js-", &[]);
+}
+
+/// centrifuge-js with `delta: 'fossil'` (tests/compat/js/delta.mjs): 1,000 publications of a
+/// slowly changing ~4 KB document, each reconstructed exactly by the SDK (the first in full,
+/// the rest from Fossil deltas), and far fewer bytes on the wire than a plain subscriber's;
+/// the script prints the figures (`DELTA-RESULT`).
+#[test]
+fn centrifuge_js_delta() {
+    let dir = root().join("tests/compat/js");
+    assert!(
+        dir.join("node_modules/centrifuge").exists(),
+        "centrifuge-js is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    let ns = "[[channel.namespaces]]\nname = \"delta\"\nhistory_size = 10\nhistory_ttl = \"5m\"\n\
+              allow_subscribe_for_client = true\nallowed_delta_types = [\"fossil\"]\n";
+    let script = dir.join("delta.mjs");
+    run_sdk_script_with(Path::new("node"), &script, "delta:js-", &[], ns);
 }
 
 #[test]

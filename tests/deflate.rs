@@ -342,6 +342,57 @@ async fn compressed_and_plain_subscribers_share_a_channel() {
     assert!(shared >= 1.0, "the shared form was made: {shared}");
 }
 
+/// Delta updates through permessage-deflate: a compressing and a plain delta subscriber of
+/// one channel get the same pushes (the full form, then deltas), the compressed ones
+/// inflating to exactly the plain ones, and both reconstruct what was published.
+#[tokio::test]
+async fn delta_updates_go_through_compression() {
+    let toml = format!(
+        "{}\n[[channel.namespaces]]\nname = \"live\"\nallow_subscribe_for_client = true\n\
+         allowed_delta_types = [\"fossil\"]\n",
+        config("websocket_compression_min_size = 64")
+    );
+    let node = TestServer::start_toml(&toml).await;
+    let ch = "live:deflated";
+    let mut z = Zc::open(
+        node.addr,
+        "/connection/websocket",
+        Some("permessage-deflate"),
+    )
+    .await;
+    let mut plain = Zc::open(node.addr, "/connection/websocket", None).await;
+    for (c, user, compress) in [(&mut z, "a", true), (&mut plain, "b", false)] {
+        let r = c
+            .call("connect", json!({"token": token(user)}), false)
+            .await;
+        assert!(r["connect"]["client"].is_string(), "{r}");
+        let sub = json!({"channel": ch, "delta": "fossil"});
+        let r = c.call("subscribe", sub, compress).await;
+        assert_eq!(r["subscribe"]["delta"], true, "{r}");
+    }
+    let mut prev: Option<Vec<u8>> = None;
+    for n in 1..=5 {
+        let doc = analytics(n);
+        node.publish(ch, doc.clone()).await;
+        let (zm, _) = z.publication(ch).await;
+        let (pm, _) = plain.publication(ch).await;
+        assert!(zm.compressed && !pm.compressed);
+        assert_eq!(zm.data, pm.data, "the same push, byte for byte");
+        let v: Value = serde_json::from_slice(&pm.data).unwrap();
+        let p = &v["push"]["pub"];
+        let s = p["data"].as_str().expect("data as a JSON string");
+        let bytes = if n == 1 {
+            assert!(p.get("delta").is_none(), "first in full: {p}");
+            s.as_bytes().to_vec()
+        } else {
+            assert_eq!(p["delta"], true, "{p}");
+            apply_fossil(prev.as_ref().unwrap(), s.as_bytes()).expect("delta applies")
+        };
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), doc);
+        prev = Some(bytes);
+    }
+}
+
 /// A compressed message that would inflate far past `client.max_message_size` ends in 1009
 /// while inflating: the node's memory does not grow by its inflated size (1 GiB here) and it
 /// keeps serving.

@@ -59,6 +59,8 @@ pub struct ChannelOptions {
     pub sub_refresh_proxy: bool,
     /// The `[proxy.named.<name>]` proxy sub_refresh calls go to; empty: `[proxy.sub_refresh]`.
     pub sub_refresh_proxy_name: String,
+    /// Delta types subscribers may ask for (`delta` in subscribe); only "fossil" exists.
+    pub allowed_delta_types: Vec<String>,
 }
 
 impl Default for ChannelOptions {
@@ -85,6 +87,7 @@ impl Default for ChannelOptions {
             publish_proxy_name: String::new(),
             sub_refresh_proxy: false,
             sub_refresh_proxy_name: String::new(),
+            allowed_delta_types: Vec::new(),
         }
     }
 }

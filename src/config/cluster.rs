@@ -82,6 +82,14 @@ pub struct ClusterConfig {
     /// cluster listener, apart from the runtime of client connections: commits then do not
     /// wait for CPU in a queue behind thousands of connection tasks under heavy fan-out.
     pub raft_threads: usize,
+    /// Real-time scheduling (SCHED_RR, this priority, 1–99) for the threads of that runtime,
+    /// its blocking threads included (the store's flush and fsync); 0 leaves them at normal
+    /// priority. When the CPUs are saturated by fan-out, a commit then does not wait for a
+    /// time slice behind connection threads; fan-out waits instead, and the kernel's RT
+    /// throttling (`sched_rt_runtime_us`, 95 % by default) keeps the rest of the system
+    /// running. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least this value (systemd:
+    /// `LimitRTPRIO=`); without it the node logs a warning and runs at normal priority.
+    pub realtime_priority: u8,
     /// Take a snapshot (and purge the log behind it) every this many log entries.
     pub snapshot_every: u64,
     /// A node the leader cannot reach for this long is declared down: the presence of its
@@ -118,6 +126,7 @@ impl Default for ClusterConfig {
             batch_linger: Duration::ZERO,
             max_inflight_entries: 8,
             raft_threads: 1,
+            realtime_priority: 0,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
             query_timeout: Duration::from_secs(1),

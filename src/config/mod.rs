@@ -375,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn delta_types_are_fossil_or_nothing() {
+        let cfg = Config::from_toml(
+            "[channel]\nallowed_delta_types = [\"fossil\"]\n[[channel.namespaces]]\nname = \"d\"\nallowed_delta_types = [\"fossil\"]",
+        )
+        .unwrap();
+        assert_eq!(cfg.channel.options.allowed_delta_types, ["fossil"]);
+        assert_eq!(
+            cfg.channel.namespaces[0].options.allowed_delta_types,
+            ["fossil"]
+        );
+        let e = Config::from_toml(
+            "[[channel.namespaces]]\nname = \"d\"\nallowed_delta_types = [\"fossil\", \"xdelta\"]",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("xdelta"), "{e}");
+        assert!(Config::from_toml("[channel]\nallowed_delta_types = [\"Fossil\"]").is_err());
+    }
+
+    #[test]
     fn idempotency_window_and_cap() {
         let cfg = Config::default();
         assert_eq!(cfg.api.idempotency_window, Duration::from_secs(300));

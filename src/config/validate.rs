@@ -75,6 +75,9 @@ impl Config {
         if !(1..=64).contains(&c.raft_threads) {
             return bad("cluster.raft_threads must be between 1 and 64".into());
         }
+        if c.realtime_priority > 99 {
+            return bad("cluster.realtime_priority must be between 0 (off) and 99".into());
+        }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
@@ -126,7 +129,7 @@ impl Config {
         Ok(())
     }
 
-    /// Namespace names: well-formed and each defined once.
+    /// Namespace names: well-formed and each defined once; delta types: only "fossil".
     fn check_namespaces(&self) -> Result<(), ConfigError> {
         let mut seen = BTreeSet::new();
         for ns in &self.channel.namespaces {
@@ -143,6 +146,19 @@ impl Config {
             }
             if !seen.insert(ns.name.as_str()) {
                 return bad(format!("namespace {:?} is defined twice", ns.name));
+            }
+        }
+        let all = std::iter::once(("[channel]".to_string(), &self.channel.options)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .map(|ns| (format!("namespace {:?}", ns.name), &ns.options)),
+        );
+        for (place, opts) in all {
+            if let Some(t) = opts.allowed_delta_types.iter().find(|t| *t != "fossil") {
+                return bad(format!(
+                    "{place}: allowed_delta_types has {t:?}; the only delta type is \"fossil\""
+                ));
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! Invariant: this module is pure — no I/O, no async, no knowledge of sockets or state.
 
 pub mod codes;
+pub mod delta;
 pub mod json;
 pub mod types;
 

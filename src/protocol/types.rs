@@ -63,6 +63,9 @@ pub struct SubscribeRequest {
     /// Subscription kind: 0 = stream, the only kind served (others: error 108).
     #[serde(rename = "type")]
     pub kind: u64,
+    /// Delta updates wanted: "fossil" (granted where the channel's `allowed_delta_types` has
+    /// it), or "" for none; any other value is a bad request (3501).
+    pub delta: String,
 }
 
 /// Subscribe flag bit: answer error 112 when the asked recovery fails.
@@ -245,6 +248,10 @@ pub struct SubscribeResult {
     /// The client asked to recover.
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
+    /// Fossil delta updates granted: publications carry `data` as a JSON string (see
+    /// `protocol::delta`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 /// `presence` result; `presence` is always written.

@@ -296,6 +296,7 @@ impl Session {
                         recoverable: true,
                         join_leave: true,
                         reject_unrecovered: false,
+                        delta: false,
                     },
                     None => StreamRequest {
                         join_leave: true,
@@ -305,7 +306,7 @@ impl Session {
                 let grant = Grant::default();
                 let res = subscribe::subscribe_result(&node, sm, ch, opts, &sreq, &grant);
                 joins.extend(subscribe::register(
-                    &node, &conn, &mut st, ch, opts, true, &grant,
+                    &node, &conn, &mut st, ch, opts, &sreq, &grant,
                 ));
                 result.subs.insert(ch.clone(), res);
             }
@@ -369,6 +370,10 @@ impl Session {
             // Map and shared-poll subscriptions do not exist here (yet).
             return Err(codes::NOT_AVAILABLE.into());
         }
+        if !req.delta.is_empty() && req.delta != crate::protocol::delta::FOSSIL {
+            // An unknown delta type, as Centrifugo answers it.
+            return Err(Fail::Disconnect(codes::BAD_REQUEST_DISCONNECT));
+        }
         let channel = req.channel.clone();
         let mut opts = self.resolve(&channel)?;
         let (user, client, count) = {
@@ -399,6 +404,7 @@ impl Session {
             recoverable: req.recoverable,
             join_leave: req.join_leave,
             reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
+            delta: !req.delta.is_empty(),
         };
         subscribe::subscribe(
             &self.node,

@@ -16,7 +16,7 @@ use crate::hub::Subscriber;
 use crate::node::Node;
 use crate::protocol::json::encode_push;
 use crate::protocol::types::UnsubscribePush;
-use crate::protocol::{ErrorCode, Raw, SubscribeResult, codes};
+use crate::protocol::{ErrorCode, Publication, Raw, SubscribeResult, codes};
 use crate::state::{Op, Recovery, StateMachine};
 
 use crate::conn::{Conn, ConnState, SubState};
@@ -39,6 +39,20 @@ pub struct StreamRequest {
     /// Subscribe flag bit 2 (the SDKs' `getState` flow): a recovery that fails answers error
     /// 112 instead of subscribing with `recovered: false`.
     pub reject_unrecovered: bool,
+    /// Wants Fossil delta updates (`delta: "fossil"`).
+    pub delta: bool,
+}
+
+impl StreamRequest {
+    /// Whether delta updates are granted: asked for, and allowed by the channel's options
+    /// (otherwise the subscription goes on without them, as in Centrifugo).
+    pub fn delta_granted(&self, opts: &ChannelOptions) -> bool {
+        self.delta
+            && opts
+                .allowed_delta_types
+                .iter()
+                .any(|t| t == crate::protocol::delta::FOSSIL)
+    }
 }
 
 /// What the permission check granted.
@@ -66,6 +80,7 @@ pub fn subscribe_result(
     let positioned = history && (req.positioned || opts.force_positioning || recoverable);
     let mut res = SubscribeResult {
         data: grant.data.clone(),
+        delta: req.delta_granted(opts),
         ..Default::default()
     };
     if grant.expires_at > 0 {
@@ -84,7 +99,14 @@ pub fn subscribe_result(
             match sm.recover(channel, req.offset, &req.epoch, max, Engine::now_ms(sm)) {
                 Recovery::Recovered(pubs) => {
                     res.recovered = true;
-                    res.publications = pubs;
+                    // Recovered publications go in full; with delta updates, as JSON strings.
+                    res.publications = if res.delta {
+                        pubs.iter()
+                            .map(|p| Arc::new(quoted_publication(p)))
+                            .collect()
+                    } else {
+                        pubs
+                    };
                     // The client advances its offset by each publication's own offset.
                     res.offset = req.offset;
                 }
@@ -93,6 +115,14 @@ pub fn subscribe_result(
         }
     }
     res
+}
+
+/// `p` as sent in full to a delta subscriber: its data as a JSON string.
+fn quoted_publication(p: &Publication) -> Publication {
+    Publication {
+        data: crate::protocol::delta::quoted(&p.data),
+        ..p.clone()
+    }
 }
 
 /// The client's recovery position is in this node's current stream but beyond what it has
@@ -144,7 +174,7 @@ pub async fn subscribe(
             return Err(codes::UNRECOVERABLE_POSITION);
         }
         let mut st = conn.state.lock();
-        let join = register(node, conn, &mut st, channel, opts, req.join_leave, &grant);
+        let join = register(node, conn, &mut st, channel, opts, req, &grant);
         let _ = conn.out.push(encode(res));
         Ok(join)
     })?;
@@ -163,7 +193,7 @@ pub fn register(
     st: &mut ConnState,
     channel: &str,
     opts: &ChannelOptions,
-    wants_join_leave: bool,
+    req: &StreamRequest,
     grant: &Grant,
 ) -> Option<Op> {
     st.subs.insert(
@@ -181,7 +211,8 @@ pub fn register(
         conn.id,
         Subscriber {
             out: conn.out.clone(),
-            join_leave: opts.join_leave && (wants_join_leave || opts.force_push_join_leave),
+            join_leave: opts.join_leave && (req.join_leave || opts.force_push_join_leave),
+            delta: req.delta_granted(opts),
         },
     );
     (opts.presence || opts.join_leave).then(|| Op::Join {

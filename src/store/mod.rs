@@ -112,20 +112,22 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0)
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: sled's flush, then an fsync of its data file,
+    /// both on one blocking thread of the runtime the store runs on (the Raft runtime), which
+    /// carries that runtime's scheduling priority (`cluster.realtime_priority`). sled's own
+    /// `flush_async` would hop to its thread pool first: one more thread to wake per commit.
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> SResult<()> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        if let Some(f) = self.db_file.clone() {
-            // A blocking fsync: off the async threads, which carry Raft's network I/O.
-            tokio::task::spawn_blocking(move || f.sync_data())
-                .await
-                .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?
-                .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
-        }
-        Ok(())
+        let (db, file) = (self.db.clone(), self.db_file.clone());
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            db.flush().map_err(std::io::Error::other)?;
+            match file {
+                Some(f) => f.sync_data(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        res.map_err(|e| io_err(subject, ErrorVerb::Write, e))
     }
 
     /// Flushes everything to disk (shutdown).

@@ -6,7 +6,9 @@
 //! subscribers with per-stream loss/duplicate/reorder accounting and end-to-end latency, plus
 //! a step mode), [`publish`] (the fan-out's phases with few subscribers over many channels,
 //! reporting committed publications/s and acknowledgement latency), [`churn`]
-//! (connect/disconnect cycles with recovery checks) and [`soak`] (a long fan-out that samples
+//! (connect/disconnect cycles with recovery checks), [`reconnect`] (clients dropped, or a node
+//! restarted under them by `--restart-cmd`, reconnecting with the SDKs' back-off: exactly once
+//! after, time until every client is back) and [`soak`] (a long fan-out that samples
 //! server RSS/FDs/store size and reports their slope). [`report`] turns a run into a
 //! table, JSON and a self-contained HTML page, the arguments shown with their secrets redacted
 //! ([`redact`]). Loopback targets only unless `--allow-remote` ([`loopback`]): this is a tool
@@ -25,6 +27,7 @@ pub mod loopback;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod reconnect;
 pub mod redact;
 pub mod report;
 pub mod soak;
@@ -64,6 +67,8 @@ pub enum Scenario {
     Publish(publish::PublishArgs),
     /// Connect/disconnect cycles under publishing; every reconnect must recover exactly what it missed.
     Churn(churn::ChurnArgs),
+    /// Clients dropped or restarted away, reconnecting with the SDKs' back-off; exactly once after.
+    Reconnect(reconnect::ReconnectArgs),
     /// A long steady fan-out sampling server RSS, FDs, store size and latency; reports slopes.
     Soak(soak::SoakArgs),
     /// Run a plan (TOML): scenarios one after another, with thresholds that decide the exit code.
@@ -291,6 +296,7 @@ pub async fn run(s: Scenario, hooks: Hooks) -> anyhow::Result<Report> {
         Scenario::Fanout(a) => fanout::run(a, hooks).await,
         Scenario::Publish(a) => publish::run(a, hooks).await,
         Scenario::Churn(a) => churn::run(a, hooks).await,
+        Scenario::Reconnect(a) => reconnect::run(a, hooks).await,
         Scenario::Soak(a) => soak::run(a, hooks).await,
         Scenario::Run(_) => bail!("a plan runs through plan::run, not as one scenario"),
         Scenario::Worker { spec } => {
@@ -349,6 +355,7 @@ pub fn target_of(s: &Scenario) -> Option<Target> {
         Scenario::Fanout(a) => Some(a.target.clone()),
         Scenario::Publish(a) => Some(a.target.clone()),
         Scenario::Churn(a) => Some(a.target.clone()),
+        Scenario::Reconnect(a) => Some(a.target.clone()),
         Scenario::Soak(a) => Some(a.fanout.target.clone()),
         Scenario::Run(_) | Scenario::Worker { .. } => None,
     }

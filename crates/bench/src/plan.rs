@@ -15,6 +15,11 @@
 //! A scenario's words are its own `run`, then the plan's `target`, then the words given after
 //! the plan on the command line; an option given later replaces the same option given earlier
 //! (so `--url` on the command line replaces the plan's).
+//!
+//! A `reconnect` scenario may carry `restart_cmd = ["…", …]`: the commands it runs mid-run
+//! (its `--restart-cmd` words). `bench run --restart-cmd CMD` (repeatable, before PLAN)
+//! replaces them in every scenario that has the key; a scenario whose key is left empty
+//! (`restart_cmd = []`) needs it, else the plan is refused.
 
 pub mod threshold;
 
@@ -36,6 +41,11 @@ pub struct RunArgs {
     /// (give it before PLAN).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Restart commands (`sh -c`) for the plan's scenarios that have a `restart_cmd` key,
+    /// replacing the plan's (repeat for several; give it before PLAN).
+    #[arg(long = "restart-cmd")]
+    #[serde(default)]
+    pub restart_cmds: Vec<String>,
     /// The plan (TOML): `target` words, then `[[scenario]]` tables with `run` and `thresholds`.
     pub plan: PathBuf,
     /// Options added to every scenario after the plan's `target` (they replace the same
@@ -61,6 +71,8 @@ struct StepFile {
     run: Vec<String>,
     #[serde(default)]
     thresholds: Vec<String>,
+    /// `--restart-cmd` commands (`reconnect` only); empty = given on the command line.
+    restart_cmd: Option<Vec<String>>,
 }
 
 /// One scenario of a plan, checked.
@@ -75,8 +87,9 @@ pub struct Step {
 }
 
 /// Reads and checks a plan: every scenario's words parse, every threshold names a figure that
-/// scenario reports, with a unit that fits. `words` are the command line's after the plan.
-pub fn load(text: &str, words: &[String]) -> anyhow::Result<Vec<Step>> {
+/// scenario reports, with a unit that fits. `words` are the command line's after the plan;
+/// `restart_cmds` its `--restart-cmd`s (for the scenarios with a `restart_cmd` key).
+pub fn load(text: &str, words: &[String], restart_cmds: &[String]) -> anyhow::Result<Vec<Step>> {
     let file: PlanFile = toml::from_str(text).context("reading the plan")?;
     if file.scenario.is_empty() {
         bail!("the plan has no [[scenario]]");
@@ -86,9 +99,31 @@ pub fn load(text: &str, words: &[String]) -> anyhow::Result<Vec<Step>> {
         let kind = s.run.first().cloned().unwrap_or_default();
         let name = s.name.unwrap_or_else(|| format!("{}-{kind}", n + 1));
         if matches!(kind.as_str(), "worker" | "run") || kind.is_empty() {
-            bail!("scenario {name}: run must start with connect, fanout, publish, churn or soak");
+            bail!(
+                "scenario {name}: run must start with connect, fanout, publish, churn, reconnect or soak"
+            );
+        }
+        let mut restart = Vec::new();
+        if let Some(plan_cmds) = &s.restart_cmd {
+            let cmds = if restart_cmds.is_empty() {
+                plan_cmds
+            } else {
+                restart_cmds
+            };
+            if cmds.is_empty() {
+                bail!(
+                    "scenario {name}: needs a restart command: give --restart-cmd CMD before the plan"
+                );
+            }
+            if kind != "reconnect" {
+                bail!("scenario {name}: restart_cmd is for reconnect scenarios");
+            }
+            for c in cmds {
+                restart.extend(["--restart-cmd".to_string(), c.clone()]);
+            }
         }
         let all = merge(&[&s.run, &file.target, words]);
+        let all: Vec<String> = all.into_iter().chain(restart).collect();
         let scenario = crate::parse(&all).map_err(|e| anyhow!("scenario {name}: {e}"))?;
         let known = threshold::figures(&kind);
         let thresholds = s
@@ -263,7 +298,7 @@ pub fn main(a: RunArgs, hooks: Hooks) -> std::process::ExitCode {
     use std::process::ExitCode;
     let steps = std::fs::read_to_string(&a.plan)
         .with_context(|| format!("reading {}", a.plan.display()))
-        .and_then(|text| load(&text, &a.words));
+        .and_then(|text| load(&text, &a.words, &a.restart_cmds));
     let steps = match steps {
         Ok(s) => s,
         Err(e) => {
@@ -319,13 +354,37 @@ mod tests {
     fn a_bad_plan_is_refused_before_anything_runs() {
         let ok =
             "[[scenario]]\nrun = [\"fanout\", \"--token\", \"t\"]\nthresholds = [\"loss == 0\"]";
-        assert_eq!(load(ok, &[]).unwrap().len(), 1);
+        assert_eq!(load(ok, &[], &[]).unwrap().len(), 1);
         let unknown = ok.replace("loss", "lossage");
-        let e = load(&unknown, &[]).unwrap_err();
+        let e = load(&unknown, &[], &[]).unwrap_err();
         assert!(format!("{e:#}").contains("no figure \"lossage\""), "{e:#}");
-        assert!(load(&ok.replace("--token", "--tokne"), &[]).is_err());
-        assert!(load(&ok.replace("fanout", "worker"), &[]).is_err());
-        assert!(load("", &[]).is_err());
-        assert!(load(&format!("{ok}\nbogus = 1"), &[]).is_err());
+        assert!(load(&ok.replace("--token", "--tokne"), &[], &[]).is_err());
+        assert!(load(&ok.replace("fanout", "worker"), &[], &[]).is_err());
+        assert!(load("", &[], &[]).is_err());
+        assert!(load(&format!("{ok}\nbogus = 1"), &[], &[]).is_err());
+    }
+
+    #[test]
+    fn restart_commands_come_from_the_plan_or_the_command_line() {
+        let plan = |cmds: &str| {
+            format!(
+                "[[scenario]]\nrun = [\"reconnect\", \"--token\", \"t\"]\nrestart_cmd = [{cmds}]\nthresholds = [\"back_max < 30s\"]"
+            )
+        };
+        let cmds = |steps: Vec<Step>| match &steps[0].scenario {
+            Scenario::Reconnect(a) => a.restart_cmds.clone(),
+            _ => unreachable!(),
+        };
+        let given = load(&plan("\"a 1\", \"b\""), &[], &[]).unwrap();
+        assert_eq!(cmds(given), ["a 1", "b"]);
+        let replaced = load(&plan("\"a\""), &[], &["c, d".into()]).unwrap();
+        assert_eq!(cmds(replaced), ["c, d"]);
+        let e = load(&plan(""), &[], &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("--restart-cmd"), "{e:#}");
+        assert_eq!(cmds(load(&plan(""), &[], &["x".into()]).unwrap()), ["x"]);
+        let fanout = plan("\"a\"")
+            .replace("reconnect", "fanout")
+            .replace("back_max < 30s", "loss == 0");
+        assert!(load(&fanout, &[], &[]).is_err());
     }
 }

@@ -43,6 +43,24 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    fn new(http: Http) -> ProbeResult {
+        ProbeResult {
+            http,
+            answered_over: None,
+            acked: 0,
+            failed: 0,
+            acks: histogram(),
+            error: None,
+        }
+    }
+
+    fn failed(http: Http, error: &str) -> ProbeResult {
+        ProbeResult {
+            error: Some(error.to_string()),
+            ..ProbeResult::new(http)
+        }
+    }
+
     /// Acknowledgement latency percentiles (ms).
     pub fn latency(&self) -> Percentiles {
         Percentiles::of(&self.acks)
@@ -59,7 +77,27 @@ pub(super) fn spawn(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<ProbeResult> {
     let ctx = ctx.clone();
-    tokio::spawn(async move { run(&ctx, http, size, Instant::now() + duration, stop).await })
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread and runtime of its own, like a backend process of its own: on the generator's
+    // runtime the probe's requests and answers would wait in line behind the tasks of a
+    // thousand subscribers, and it would measure the generator, not the server.
+    let thread = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the probe's runtime");
+            let _ = tx.send(rt.block_on(run(&ctx, http, size, Instant::now() + duration, stop)));
+        });
+    tokio::spawn(async move {
+        match thread {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| ProbeResult::failed(http, "the probe thread ended")),
+            Err(e) => ProbeResult::failed(http, &format!("starting the probe thread: {e}")),
+        }
+    })
 }
 
 async fn run(
@@ -69,14 +107,7 @@ async fn run(
     until: Instant,
     stop: CancellationToken,
 ) -> ProbeResult {
-    let mut out = ProbeResult {
-        http,
-        answered_over: None,
-        acked: 0,
-        failed: 0,
-        acks: histogram(),
-        error: None,
-    };
+    let mut out = ProbeResult::new(http);
     let key = ctx.api_key.clone().unwrap_or_default();
     let mut api = Api::with(ctx.apis[0].clone(), key, None, http);
     let channel = json!(format!("{}-probe", ctx.channel)).to_string();

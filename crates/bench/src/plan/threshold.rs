@@ -104,12 +104,45 @@ const CHURN: &[(&str, &str)] = &[
     ("reconnect_p99_ms", "ms"),
 ];
 
+const RECONNECT: &[(&str, &str)] = &[
+    ("clients", ""),
+    ("reconnects", ""),
+    ("recovered", ""),
+    ("not_recovered", ""),
+    ("drops", ""),
+    ("server_closes", ""),
+    ("terminal_closes", ""),
+    ("connect_errors", ""),
+    ("clients_not_back", ""),
+    ("publications", ""),
+    ("publications_retried", ""),
+    ("publications_failed", ""),
+    ("stream_top", ""),
+    ("deliveries_expected", ""),
+    ("deliveries_received", ""),
+    ("lost", ""),
+    ("duplicates", ""),
+    ("reconnect_p50_ms", "ms"),
+    ("reconnect_p95_ms", "ms"),
+    ("reconnect_p99_ms", "ms"),
+    ("reconnect_max_ms", "ms"),
+    ("restarts", ""),
+    ("restarts_failed", ""),
+    ("restart_cmd_max_secs", "s"),
+    ("restart_clients_dropped", ""),
+    ("back_p50_ms", "ms"),
+    ("back_p95_ms", "ms"),
+    ("back_max_ms", "ms"),
+];
+
 /// The figures (key, unit) a scenario's report can carry; some only with options that
-/// measure them (`--pid`/`--admin` for server figures, `--probe-http` for `probe_*`).
+/// measure them (`--pid`/`--admin` for server figures, `--probe-http` for `probe_*`, a
+/// reconnect for `reconnect_*`, a `--restart-cmd` for `restart*` and `back_*`).
 pub fn figures(scenario: &str) -> Vec<(&'static str, &'static str)> {
     match scenario {
         "connect" => CONNECT.to_vec(),
         "churn" => CHURN.to_vec(),
+        "reconnect" => RECONNECT.to_vec(),
         "soak" => FANOUT.iter().chain(SOAK).copied().collect(),
         _ => FANOUT.to_vec(),
     }
@@ -305,7 +338,7 @@ impl Verdict {
         match (self.ok, self.measured, self.miss, self.miss_pct) {
             (true, ..) => "ok".into(),
             (false, None, ..) => {
-                "FAIL: not measured in this run (server figures need --pid or --admin)".into()
+                "FAIL: not measured in this run (server figures need --pid or --admin; back_* a restart that dropped clients)".into()
             }
             (false, _, Some(m), Some(p)) if m > 0.0 => {
                 format!("FAIL by {} ({}%)", unit(m), fmt_num(p))
