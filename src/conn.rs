@@ -80,6 +80,9 @@ pub struct Conn {
     pub pongs: AtomicU64,
     /// Headers of the client's HTTP request that some proxy forwards (lower-case names).
     pub headers: Vec<(String, String)>,
+    /// The emulation session id of a bidirectional-emulation connection (HTTP streaming or
+    /// SSE; told to the client in the connect result), "" for others.
+    pub session: String,
 }
 
 impl Conn {
@@ -94,12 +97,19 @@ impl Conn {
             sub_expires_at: AtomicU64::new(0),
             pongs: AtomicU64::new(0),
             headers: Vec::new(),
+            session: String::new(),
         }
     }
 
     /// The same connection, keeping these request headers for the proxies.
     pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Conn {
         self.headers = headers;
+        self
+    }
+
+    /// The same connection, as the emulation session `id`.
+    pub fn with_session(mut self, id: String) -> Conn {
+        self.session = id;
         self
     }
 
@@ -115,6 +125,9 @@ impl Conn {
 pub struct Registry {
     users: RwLock<HashMap<String, HashMap<u64, Arc<Conn>>>>,
     clients: AtomicUsize,
+    /// Emulation session id → the queue of client messages (`/emulation` requests) of that
+    /// session's connection on this node.
+    sessions: Mutex<HashMap<String, tokio::sync::mpsc::Sender<bytes::Bytes>>>,
 }
 
 impl Registry {
@@ -165,6 +178,21 @@ impl Registry {
     /// Connected clients.
     pub fn num_clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Records the emulation session `id`, whose client messages go to `tx`.
+    pub fn add_session(&self, id: &str, tx: tokio::sync::mpsc::Sender<bytes::Bytes>) {
+        self.sessions.lock().insert(id.to_string(), tx);
+    }
+
+    /// Forgets the emulation session `id`.
+    pub fn remove_session(&self, id: &str) {
+        self.sessions.lock().remove(id);
+    }
+
+    /// Where the client messages of emulation session `id` go, if it is on this node.
+    pub fn session(&self, id: &str) -> Option<tokio::sync::mpsc::Sender<bytes::Bytes>> {
+        self.sessions.lock().get(id).cloned()
     }
 
     /// Distinct users connected.

@@ -15,8 +15,10 @@ use crate::protocol::codes;
 
 /// Connected clients (completed `connect`).
 pub const CONNECTIONS: &str = "switchyard_connections";
-/// WebSocket upgrades accepted.
+/// Client connections accepted: WebSocket upgrades and HTTP streams.
 pub const CONNECTIONS_ACCEPTED: &str = "switchyard_connections_accepted_total";
+/// `/emulation` requests forwarded to the node holding their session.
+pub const EMULATION_FORWARDED: &str = "switchyard_emulation_forwarded_total";
 /// Connections refused before the upgrade, by `reason`.
 pub const CONNECTIONS_REJECTED: &str = "switchyard_connections_rejected_total";
 /// Subscriptions of local connections.
@@ -138,35 +140,45 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Counters without labels, with their help text.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        CONNECTIONS_ACCEPTED,
+        "client connections accepted (WebSockets and HTTP streams)",
+    ),
+    (
+        EMULATION_FORWARDED,
+        "emulation requests forwarded to the node holding their session",
+    ),
+    (MESSAGES_IN, "client commands received, pongs included"),
+    (COMMANDS, "client commands received, pongs excluded"),
+    (MESSAGES_OUT, "messages written to clients"),
+    (BYTES_IN, "payload bytes received from clients"),
+    (
+        BYTES_OUT,
+        "payload bytes written to clients (after compression)",
+    ),
+    (
+        MESSAGES_OUT_COMPRESSED,
+        "messages written to clients in compressed frames (permessage-deflate)",
+    ),
+    (
+        SHARED_COMPRESSIONS,
+        "pushes compressed once and shared by this node's compressing subscribers",
+    ),
+    (
+        DELTAS,
+        "Fossil deltas computed once per publication for this node's delta subscribers",
+    ),
+    (PUBLICATIONS_COMMITTED, "publications applied on this node"),
+    (
+        SLOW_DISCONNECTS,
+        "subscribers disconnected as slow consumers (3008)",
+    ),
+];
+
 fn register_all() {
-    for (name, help) in [
-        (CONNECTIONS_ACCEPTED, "WebSocket upgrades accepted"),
-        (MESSAGES_IN, "client commands received, pongs included"),
-        (COMMANDS, "client commands received, pongs excluded"),
-        (MESSAGES_OUT, "messages written to clients"),
-        (BYTES_IN, "payload bytes received from clients"),
-        (
-            BYTES_OUT,
-            "payload bytes written to clients (after compression)",
-        ),
-        (
-            MESSAGES_OUT_COMPRESSED,
-            "messages written to clients in compressed frames (permessage-deflate)",
-        ),
-        (
-            SHARED_COMPRESSIONS,
-            "pushes compressed once and shared by this node's compressing subscribers",
-        ),
-        (
-            DELTAS,
-            "Fossil deltas computed once per publication for this node's delta subscribers",
-        ),
-        (PUBLICATIONS_COMMITTED, "publications applied on this node"),
-        (
-            SLOW_DISCONNECTS,
-            "subscribers disconnected as slow consumers (3008)",
-        ),
-    ] {
+    for &(name, help) in COUNTERS {
         describe_counter!(name, help);
         counter!(name).absolute(0);
     }

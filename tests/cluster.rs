@@ -86,6 +86,8 @@ struct Trio {
     nodes: Vec<Option<Proc>>,
     configs: Vec<tempfile::NamedTempFile>,
     data: Vec<tempfile::TempDir>,
+    /// Environment every node starts with, beside its data directory.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Trio {
@@ -101,6 +103,15 @@ impl Trio {
     /// Like [`Trio::start_with`]; with `proxies`, the voter list points at them (proxy i
     /// forwards to node i), so links can be cut.
     fn start_via(cluster_extra: &str, proxies: Option<&[Proxy]>) -> Trio {
+        Self::start_env(cluster_extra, proxies, &[])
+    }
+
+    /// Like [`Trio::start_via`], each node also started with `env`.
+    fn start_env(
+        cluster_extra: &str,
+        proxies: Option<&[Proxy]>,
+        env: &[(&'static str, &'static str)],
+    ) -> Trio {
         let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
         let cluster: Vec<String> = match proxies {
             None => ips
@@ -150,6 +161,7 @@ impl Trio {
             nodes: vec![],
             configs,
             data,
+            env: env.to_vec(),
         };
         for i in 0..3 {
             let p = t.spawn(i);
@@ -160,10 +172,9 @@ impl Trio {
 
     fn spawn(&self, i: usize) -> Proc {
         let dir = self.data[i].path().display().to_string();
-        Proc::start(
-            self.configs[i].path(),
-            &[("SWITCHYARD_NODE__DATA_DIR", dir.as_str())],
-        )
+        let mut env = vec![("SWITCHYARD_NODE__DATA_DIR", dir.as_str())];
+        env.extend(self.env.iter().copied());
+        Proc::start(self.configs[i].path(), &env)
     }
 
     fn node(&self, i: usize) -> &Proc {
@@ -1659,4 +1670,53 @@ async fn the_status_page_shows_an_outage() {
     let st = t.status(2).await;
     assert_eq!(st["quorum"], false, "{st}");
     drop(client);
+}
+
+/// centrifuge-js on HTTP streaming and SSE with its streams on one node and its `/emulation`
+/// requests sent to another: each request is forwarded over the cluster listener to the node
+/// holding the session (counted there as forwarded), and the whole scenario passes, recovery
+/// included. An emulation request for a session nobody holds is answered 404 on any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulation_requests_landing_on_another_node_are_forwarded() {
+    let t = Trio::start_env("", None, &EMULATION_ENV);
+    let leader = t.wait_leader().await;
+    let (stream, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let forwarded = "switchyard_emulation_forwarded_total";
+    assert_eq!(metric(t.node(other).admin_addr, forwarded).await, 0.0);
+    let addrs = (
+        t.node(stream).client_addr,
+        t.node(other).client_addr,
+        t.node(leader).client_addr,
+    );
+    let cfg = t.configs[0].path().to_path_buf();
+    let logs = || {
+        t.nodes
+            .iter()
+            .flatten()
+            .map(|p| p.log.lock().unwrap().join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    tokio::task::block_in_place(|| {
+        run_emulation_script(addrs.0, addrs.1, addrs.2, &cfg, "chat:emu-cluster-", &logs)
+    });
+    let n = metric(t.node(other).admin_addr, forwarded).await;
+    assert!(
+        n >= 10.0,
+        "the other node forwarded the emulation requests: {n}"
+    );
+    // Sessions that do not exist: on a member, on a node id that is no member, malformed.
+    for session in ["1-no-such-session", "9-no-such-node", "garbage"] {
+        let body = json!({"session": session, "node": "x", "data": "{}"}).to_string();
+        for i in 0..3 {
+            let (st, b) =
+                http_post(t.node(i).client_addr, "/emulation", None, body.as_bytes()).await;
+            assert_eq!(
+                st,
+                404,
+                "{session} on node {i}: {}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+    }
 }

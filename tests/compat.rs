@@ -184,3 +184,49 @@ fn cent_python_server_api() {
     let python = dir.join(".venv/bin/python");
     run_sdk_script(&python, &dir.join("cent_api.py"), "chat:cent-", &[]);
 }
+
+/// centrifuge-js forced onto each bidirectional-emulation fallback (`http_stream`, then
+/// `sse` with the `eventsource` package): connect, subscribe, receive, publish, history,
+/// presence, pongs through `/emulation`, recovery after a server-side disconnect.
+#[test]
+fn centrifuge_js_http_stream_and_sse_emulation() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &EMULATION_ENV);
+    let a = p.client_addr;
+    run_emulation_script(a, a, a, cfg.path(), "chat:emu-", &|| {
+        p.log.lock().unwrap().join("\n")
+    });
+}
+
+/// centrifuge-js's browser build in Debian's chromium (headless, playwright-core) on a page of
+/// another origin (CORS): forced onto `http_stream`, onto `sse`, and with WebSockets blocked
+/// (every WebSocket the page opens fails, as behind a proxy refusing upgrades) falling back
+/// by itself; each connects,
+/// subscribes, receives, publishes and recovers after a server-side disconnect
+/// (tests/status-page/fallback.mjs).
+#[test]
+fn centrifuge_js_falls_back_in_chromium() {
+    let page_origin = format!("http://127.0.0.1:{}", free_port("127.0.0.1"));
+    let cfg = config_file("");
+    let mut env = EMULATION_ENV.to_vec();
+    let origins = format!("[\"{page_origin}\"]");
+    env.push(("SWITCHYARD_CLIENT__ALLOWED_ORIGINS", origins.as_str()));
+    let p = Proc::start(cfg.path(), &env);
+    let sdk = root().join("tests/compat/js/node_modules/centrifuge/dist/centrifuge.js");
+    assert!(
+        sdk.exists(),
+        "centrifuge-js is not installed: run scripts/test.sh"
+    );
+    let shot = artifact("fallback.png");
+    let args = [
+        page_origin.clone(),
+        format!("http://{}", p.client_addr),
+        sdk.display().to_string(),
+        token("browser"),
+        API_KEY.to_string(),
+        "chat:browser-".to_string(),
+        shot.display().to_string(),
+    ];
+    let out = status_page_check("fallback.mjs", &args);
+    assert!(out.contains("blocked: over http_stream"), "{out}");
+}

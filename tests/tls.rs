@@ -512,3 +512,82 @@ async fn cluster_mutual_tls_keeps_out_a_foreign_node() {
         "no HTTP over a plain connection to the mTLS cluster port"
     );
 }
+
+/// The HTTP streaming transports over TLS: `curl` on `https://…/connection/uni_sse`, with
+/// HTTP/2 (ALPN `h2`) and HTTP/1.1, receives the connect push and an API publication.
+#[tokio::test]
+async fn uni_sse_over_https_with_curl() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "ca-sse", &[("server", &["127.0.0.1"])]);
+    let cfg = config_file("");
+    let (cert, key) = (pki.join("server.pem"), pki.join("server.key"));
+    let p = Proc::start(
+        cfg.path(),
+        &[
+            ("SWITCHYARD_CLIENT__TLS_CERT", cert.to_str().unwrap()),
+            ("SWITCHYARD_CLIENT__TLS_KEY", key.to_str().unwrap()),
+            ("SWITCHYARD_CLIENT__UNI_SSE", "true"),
+        ],
+    );
+    let exp = switchyard::auth::unix_now() + 3600;
+    let tok = hs256(json!({"sub": "tls", "exp": exp, "channels": ["open:tls-sse"]}));
+    let url = format!(
+        "https://127.0.0.1:{}/connection/uni_sse",
+        p.client_addr.port()
+    );
+    let ca = pki.join("ca.pem");
+    for (n, proto) in [(1u64, "--http2"), (2, "--http1.1")] {
+        let mut child = tokio::process::Command::new("curl")
+            .args(["-sS", "-N", proto, "--cacert", ca.to_str().unwrap(), "-G"])
+            .args([
+                "--data-urlencode",
+                &format!("cf_connect={{\"token\":\"{tok}\"}}"),
+            ])
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl runs");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = async || loop {
+            let l = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .expect("the stream goes on");
+            if let Some(d) = l.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(d).unwrap();
+            }
+        };
+        assert!(
+            next().await["connect"]["subs"]["open:tls-sse"].is_object(),
+            "{proto}"
+        );
+        let (st, _) = api_call_tls(&p, &ca, n).await;
+        assert_eq!(st, 200);
+        let msg = next().await;
+        assert_eq!(msg["pub"]["data"]["n"], n, "{proto}: {msg}");
+    }
+}
+
+/// A publish to `open:tls-sse` through the HTTPS API (HTTP/1.1).
+async fn api_call_tls(p: &Proc, ca: &Path, n: u64) -> (u16, Value) {
+    let mut tls = tls_connect(p.client_addr, ca, false).await.unwrap();
+    let body = json!({"channel": "open:tls-sse", "data": {"n": n}}).to_string();
+    tls.write_all(
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}

@@ -82,6 +82,26 @@ impl Cluster {
         c.clone()
     }
 
+    /// POSTs `body` to `path` on member `id` (not this node) and returns its status and body;
+    /// `Ok(None)` when `id` is no member, `Err` when it did not answer within `timeout`.
+    pub async fn ask_member(
+        &self,
+        id: NodeId,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Option<(u16, Bytes)>, String> {
+        let Some((_, addr)) = self.other_members().into_iter().find(|(m, _)| *m == id) else {
+            return Ok(None);
+        };
+        let client = self.asker(id, &addr);
+        match tokio::time::timeout(timeout, client.post_answer(path, body, timeout)).await {
+            Ok(Ok((status, bytes))) => Ok(Some((status.as_u16(), bytes))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
     /// POSTs `body` to `path` on every other member at once; each reply within `timeout`
     /// (the whole call, waiting for the connection included). Ordered by node id.
     pub async fn ask_members(

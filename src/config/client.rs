@@ -69,8 +69,8 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Largest HTTP request head (request line and headers), in bytes; larger: HTTP 431.
     pub max_header_size: usize,
-    /// Most WebSocket connections this node serves at once; beyond it an upgrade is answered
-    /// HTTP 503 (0 = no cap).
+    /// Most client connections (WebSockets and HTTP streams) this node serves at once; beyond
+    /// it an upgrade or a stream request is answered HTTP 503 (0 = no cap).
     pub max_connections: usize,
     /// Most simultaneous TCP connections from one IP address to the client listener; beyond
     /// it requests are answered HTTP 503 (0 = no cap).
@@ -94,6 +94,24 @@ pub struct ClientConfig {
     pub subscribe_to_user_personal_channel: bool,
     /// Namespace of the personal channels ("" = none).
     pub personal_channel_namespace: String,
+    /// `/connection/uni_websocket`: unidirectional WebSocket (connect request as the first
+    /// message or in `cf_connect`, then pushes only).
+    pub uni_websocket: bool,
+    /// `/connection/uni_sse`: unidirectional Server-Sent Events (connect request in the
+    /// `cf_connect` query parameter, or a POST body).
+    pub uni_sse: bool,
+    /// `/connection/uni_http_stream`: unidirectional HTTP streaming (POST with the connect
+    /// request as its body; newline-delimited JSON pushes).
+    pub uni_http_stream: bool,
+    /// `/connection/http_stream` and `/emulation`: centrifuge-js's HTTP-streaming fallback
+    /// (bidirectional emulation).
+    pub http_stream: bool,
+    /// `/connection/sse` and `/emulation`: centrifuge-js's SSE fallback (bidirectional
+    /// emulation).
+    pub sse: bool,
+    /// Largest request body of the HTTP transports (a connect request, an emulation request),
+    /// in bytes; larger: HTTP 413.
+    pub http_max_request_body_size: usize,
 }
 
 impl Default for ClientConfig {
@@ -128,6 +146,12 @@ impl Default for ClientConfig {
             allowed_origins: Vec::new(),
             subscribe_to_user_personal_channel: false,
             personal_channel_namespace: String::new(),
+            uni_websocket: false,
+            uni_sse: false,
+            uni_http_stream: false,
+            http_stream: false,
+            sse: false,
+            http_max_request_body_size: 65_536,
         }
     }
 }

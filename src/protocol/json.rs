@@ -228,6 +228,69 @@ pub fn encode_push<T: Serialize + ?Sized>(channel: &str, kind: &str, body: &T) -
 /// The server ping: an empty object.
 pub const PING: &[u8] = b"{}";
 
+/// `{"push":{"disconnect":{"code":C,"reason":"…"}}}`: how a connection that has no close
+/// frame (HTTP streaming, SSE, the unidirectional transports) learns why it ends.
+pub fn encode_disconnect_push(code: u16, reason: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct D<'a> {
+        code: u16,
+        reason: &'a str,
+    }
+    let mut buf = Vec::with_capacity(64 + reason.len());
+    buf.extend_from_slice(b"{\"push\":{\"disconnect\":");
+    write_json(&mut buf, &D { code, reason });
+    buf.extend_from_slice(b"}}");
+    Bytes::from(buf)
+}
+
+/// The unidirectional form of a message the session queued: a push without its `{"push":…}`
+/// wrapper (`{"channel":"…","pub":{…}}`, `{"disconnect":{…}}`), the connect reply of command
+/// id 0 as the connect push `{"connect":{…}}`, the ping as it is; `None` for anything else
+/// (replies to commands a unidirectional client cannot send).
+pub fn uni_push(msg: &Bytes) -> Option<Bytes> {
+    const PUSH: &[u8] = b"{\"push\":";
+    const CONNECT: &[u8] = b"{\"id\":0,\"connect\":";
+    if msg.starts_with(PUSH) && msg.ends_with(b"}") {
+        return Some(msg.slice(PUSH.len()..msg.len() - 1));
+    }
+    if msg.starts_with(CONNECT) {
+        let mut buf = Vec::with_capacity(msg.len());
+        buf.extend_from_slice(b"{\"connect\":");
+        buf.extend_from_slice(&msg[CONNECT.len()..]);
+        return Some(Bytes::from(buf));
+    }
+    (msg.as_ref() == PING).then(|| msg.clone())
+}
+
+/// Decodes a unidirectional connect request: a bare `ConnectRequest` object (`{"token":…}`).
+pub fn decode_connect_request(body: &[u8]) -> Result<ConnectRequest, DecodeError> {
+    if !depth_within(body, MAX_DEPTH) {
+        return Err(DecodeError::Malformed("nesting too deep".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// A client-to-server emulation request (`POST /emulation`): the session it is for and the
+/// commands, encoded as on a WebSocket.
+#[derive(Debug, Deserialize)]
+pub struct EmulationRequest {
+    /// Emulation session id from the connect result.
+    pub session: String,
+    /// The node name from the connect result (informational: the session id names the node).
+    #[serde(default)]
+    pub node: String,
+    /// The commands, as one WebSocket message would carry them.
+    pub data: String,
+}
+
+/// Decodes an emulation request.
+pub fn decode_emulation_request(body: &[u8]) -> Result<EmulationRequest, DecodeError> {
+    if !depth_within(body, MAX_DEPTH) {
+        return Err(DecodeError::Malformed("nesting too deep".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +412,36 @@ mod tests {
             encode_reply(1, "presence", &PresenceResult::default()),
             br#"{"id":1,"presence":{"presence":{}}}"#
         );
+    }
+
+    #[test]
+    fn unidirectional_forms() {
+        let push = encode_push("ch", "pub", &serde_json::json!({"data": 1}));
+        assert_eq!(
+            uni_push(&push).unwrap().as_ref(),
+            br#"{"channel":"ch","pub":{"data":1}}"#
+        );
+        let connect = Bytes::from(encode_reply(
+            0,
+            "connect",
+            &serde_json::json!({"client": "c"}),
+        ));
+        assert_eq!(
+            uni_push(&connect).unwrap().as_ref(),
+            br#"{"connect":{"client":"c"}}"#
+        );
+        let bye = encode_disconnect_push(3500, "invalid token");
+        assert_eq!(
+            uni_push(&bye).unwrap().as_ref(),
+            br#"{"disconnect":{"code":3500,"reason":"invalid token"}}"#
+        );
+        assert_eq!(uni_push(&Bytes::from_static(PING)).unwrap().as_ref(), PING);
+        let reply = Bytes::from(encode_reply(3, "presence", &PresenceResult::default()));
+        assert!(uni_push(&reply).is_none());
+        assert!(decode_connect_request(br#"{"token":"t","subs":{"a":{"recover":true}}}"#).is_ok());
+        assert!(decode_connect_request(b"[1]").is_err());
+        let e = decode_emulation_request(br#"{"session":"1-x","node":"n","data":"{}"}"#).unwrap();
+        assert_eq!((e.session.as_str(), e.data.as_str()), ("1-x", "{}"));
+        assert!(decode_emulation_request(br#"{"session":"1-x"}"#).is_err());
     }
 }

@@ -329,6 +329,10 @@ pub struct ConnectResult {
     /// Node that serves the connection (informational).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// Emulation session id (HTTP streaming and SSE connections), sent back by the client
+    /// with each `/emulation` request.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub session: String,
 }
 
 /// `subscribe` result (also server-side `subscribe` pushes and `connect.subs` entries).

@@ -65,7 +65,7 @@ pub fn upgrade(
             .headers
             .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, http_body_util::Either::Left(Full::new(Bytes::new())))
 }
 
 /// What the echo sends next.

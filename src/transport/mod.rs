@@ -4,10 +4,14 @@
 
 pub mod deflate;
 pub mod echo;
+pub mod emulation;
 pub mod frame;
 
 mod http;
 pub mod reader;
+pub mod streams;
+pub mod uni_ws;
+pub mod writer;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -32,8 +36,9 @@ use crate::api;
 use crate::config::Config;
 use crate::node::Node;
 
-/// Response body type of every route.
-pub type Body = Full<Bytes>;
+/// Response body type of every route: whole, or fed by a connection's writer (the HTTP
+/// streaming transports).
+pub type Body = http_body_util::Either<Full<Bytes>, streams::ChannelBody>;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,8 +322,13 @@ async fn serve_http<I>(
             let tracker = tracker.clone();
             let ctx = ctx.clone();
             async move {
-                let resp = route(req, ctx, node, tracker).await;
-                drop(in_flight);
+                let mut resp = route(req, ctx, node, tracker).await;
+                match resp.body_mut() {
+                    // A streaming response is in progress until its body ends: an HTTP/2
+                    // connection carrying one is not idle.
+                    http_body_util::Either::Right(stream) => stream.hold(in_flight),
+                    http_body_util::Either::Left(_) => drop(in_flight),
+                }
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -354,7 +364,7 @@ async fn serve_http<I>(
 
 /// A response with a status and a body.
 pub fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(body.into())));
     *r.status_mut() = status;
     r
 }
@@ -405,7 +415,10 @@ async fn route(
     match (which, req.method(), path.as_str()) {
         (_, &Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (Listener::Client, &Method::GET, "/connection/websocket") => {
-            upgrade(req, ctx, node, tracker)
+            upgrade(req, ctx, node, tracker, Mode::Bidirectional)
+        }
+        (Listener::Client, _, p) if p.starts_with("/connection/") || p == "/emulation" => {
+            streams::route(req, ctx, node, tracker, p).await
         }
         (Listener::Client, &Method::GET, "/autobahn/echo") if node.cfg.testing.echo_endpoint => {
             echo::upgrade(req, node, tracker)
@@ -481,12 +494,23 @@ async fn route(
                 body,
             )
         }
+        (Listener::Cluster, &Method::POST, emulation::CLUSTER_PATH) => {
+            emulation::serve_forwarded(req, &node).await
+        }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();
             cluster_call(req, &path, &node).await
         }
         _ => respond(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// What a WebSocket upgrade serves.
+enum Mode {
+    /// The client protocol (`/connection/websocket`).
+    Bidirectional,
+    /// `/connection/uni_websocket`, with the connect request of `cf_connect` when given.
+    Unidirectional(Option<Bytes>),
 }
 
 /// A request from another node: its own figures (`survey`), or Raft RPC, a forwarded write
@@ -599,6 +623,7 @@ fn upgrade(
     ctx: ConnCtx,
     node: Arc<Node>,
     tracker: TaskTracker,
+    mode: Mode,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return respond(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
@@ -650,10 +675,8 @@ fn upgrade(
     } else {
         (ws::Subprotocol::Json, None)
     };
-    let deflate = node
-        .cfg
-        .client
-        .websocket_compression
+    let uni = matches!(mode, Mode::Unidirectional(_));
+    let deflate = (node.cfg.client.websocket_compression && !uni)
         .then(|| deflate::answer(req.headers()))
         .flatten();
     let (resp, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
@@ -670,15 +693,16 @@ fn upgrade(
     let ip_slot = ctx.slot.clone();
     let (agreed, extensions) = deflate.unzip();
     tracker.spawn(async move {
-        match fut.await {
-            Ok(ws) => ws::serve(node, ws, proto, kept, agreed).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        match (fut.await, mode) {
+            (Ok(ws), Mode::Bidirectional) => ws::serve(node, ws, proto, kept, agreed).await,
+            (Ok(ws), Mode::Unidirectional(c)) => uni_ws::serve(node, ws, kept, c).await,
+            (Err(e), _) => tracing::debug!(error = %e, "upgrade failed"),
         }
         drop(slot);
         drop(ip_slot);
     });
     let (mut parts, _) = resp.into_parts();
-    if let Some(p) = echo {
+    if let Some(p) = echo.filter(|_| !uni) {
         parts
             .headers
             .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
@@ -686,5 +710,5 @@ fn upgrade(
     if let Some(v) = extensions {
         parts.headers.insert(SEC_WEBSOCKET_EXTENSIONS, v);
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, http_body_util::Either::Left(Full::new(Bytes::new())))
 }

@@ -12,8 +12,8 @@
 //! shared, compressed once per encoding per node) or stored as it is when short; see
 //! [`super::deflate`].
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,25 +21,25 @@ use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::unix_now;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::outbound::{Batch, Message, join};
+use crate::protocol::json::{encode_disconnect_push, uni_push};
 use crate::protocol::{Disconnect, Encoding, codes};
 use crate::session::Session;
 
 use super::deflate::{self, Agreed, Part, Settings};
 use super::frame::FrameWriter;
 use super::reader::{Event, MessageReader, ReadError};
+use super::writer::{Sink, count, count_close, write_loop};
 
 /// An upgraded client connection.
 pub type Io = TokioIo<Upgraded>;
 
 /// How long the reader keeps draining for the client's close frame after ours was sent.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The subprotocol a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub async fn serve(
     let writer = tokio::spawn(write_loop(
         node.clone(),
         conn.clone(),
-        (wr, settings),
+        WsSink::new(wr, settings, enc),
         writer_done.clone(),
     ));
     let mut session = Session::new(node.clone(), conn.clone());
@@ -195,89 +195,78 @@ fn close_with(conn: &Conn, d: Disconnect) {
     conn.out.close(d);
 }
 
-async fn write_loop(
-    node: Arc<Node>,
-    conn: Arc<Conn>,
-    (mut wr, deflate): (Writer, Option<Settings>),
-    done: CancellationToken,
-) {
-    let cfg = &node.cfg.client;
-    let started = Instant::now();
-    let stale_at = started + cfg.stale_timeout;
-    let mut next_ping = started + cfg.ping_interval;
-    // After a ping: when the pong is due, and the pong count at ping time.
-    let mut pong_due: Option<(Instant, u64)> = None;
-    let mut shutdown_seen = false;
-    loop {
-        let deadline = next_deadline(&conn, stale_at, next_ping, pong_due.map(|p| p.0));
-        tokio::select! {
-            _ = node.clients_closing(), if !shutdown_seen => {
-                shutdown_seen = true;
-                conn.out.close(codes::SHUTDOWN);
-            }
-            _ = conn.out.notified() => {
-                if !cfg.write_delay.is_zero() && !conn.out.is_closing() {
-                    tokio::time::sleep(cfg.write_delay).await;
-                }
-            }
-            _ = sleep_until(deadline) => {
-                let now = Instant::now();
-                if !conn.connected.load(Ordering::Acquire) {
-                    if now >= stale_at {
-                        conn.out.close(codes::STALE);
-                    }
-                } else {
-                    if let Some((due, seen)) = pong_due
-                        && now >= due
-                    {
-                        if conn.pongs.load(Ordering::Relaxed) == seen {
-                            conn.out.close(codes::NO_PONG);
-                        }
-                        pong_due = None;
-                    }
-                    if now >= next_ping {
-                        pong_due = Some((now + cfg.pong_timeout, conn.pongs.load(Ordering::Relaxed)));
-                        next_ping = now + cfg.ping_interval;
-                        let _ = conn.out.push(conn.out.encoding().ping());
-                    }
-                    let unix = unix_now();
-                    let exp = conn.expires_at.load(Ordering::Relaxed);
-                    if exp > 0 && unix >= exp {
-                        conn.out.close(codes::CONNECTION_EXPIRED);
-                    }
-                    let sub_exp = conn.sub_expires_at.load(Ordering::Relaxed);
-                    if sub_exp > 0 && unix >= sub_exp {
-                        conn.out.close(codes::SUBSCRIPTION_EXPIRED);
-                    }
-                }
-            }
-        }
-        let batch = conn.out.take();
-        let enc = conn.out.encoding();
-        match tokio::time::timeout(
-            cfg.write_timeout,
-            write_batch(&mut wr, &batch, enc, deflate),
-        )
-        .await
-        {
-            Ok(Ok(())) if batch.close.is_none() => {}
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => {
-                tracing::debug!(conn = conn.id, error = %e, "write failed");
-                conn.out.close(codes::WRITE_ERROR);
-                break;
-            }
-            Err(_) => {
-                tracing::info!(
-                    conn = conn.id,
-                    "write timed out (client not reading): dropping the connection"
-                );
-                conn.out.close(codes::WRITE_ERROR);
-                break;
-            }
+/// A WebSocket as a writer's sink: the bidirectional protocol (messages joined into one frame,
+/// compressed when agreed) or the unidirectional one (each push a frame of its own, the
+/// disconnect push before the close frame).
+pub struct WsSink {
+    wr: Writer,
+    deflate: Option<Settings>,
+    enc: Encoding,
+    uni: bool,
+}
+
+impl WsSink {
+    /// A bidirectional connection's sink.
+    pub fn new(wr: Writer, deflate: Option<Settings>, enc: Encoding) -> WsSink {
+        WsSink {
+            wr,
+            deflate,
+            enc,
+            uni: false,
         }
     }
-    done.cancel();
+
+    /// A unidirectional connection's sink (`/connection/uni_websocket`).
+    pub fn unidirectional(wr: Writer) -> WsSink {
+        WsSink {
+            wr,
+            deflate: None,
+            enc: Encoding::Json,
+            uni: true,
+        }
+    }
+}
+
+impl Sink for WsSink {
+    async fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
+        if self.uni {
+            write_uni(&mut self.wr, batch).await
+        } else {
+            write_batch(&mut self.wr, batch, self.enc, self.deflate).await
+        }
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    fn pongs(&self) -> bool {
+        !self.uni
+    }
+}
+
+/// Writes one drain to a unidirectional client: each message in its push form, a frame each;
+/// before the close frame, the disconnect push (the close frame carries the same code).
+async fn write_uni(wr: &mut Writer, batch: &Batch) -> std::io::Result<()> {
+    for p in &batch.pongs {
+        wr.pong(p).await?;
+    }
+    let mut len = 0;
+    for m in &batch.messages {
+        if let Some(push) = uni_push(&m.json) {
+            wr.message(true, false, &push).await?;
+            len += push.len();
+        }
+    }
+    count(batch, len);
+    if let Some((code, reason)) = &batch.close {
+        count_close(*code);
+        if let Some(push) = uni_push(&encode_disconnect_push(*code, reason)) {
+            wr.message(true, false, &push).await?;
+        }
+        wr.close(*code, reason.as_bytes()).await?;
+    }
+    wr.flush().await
 }
 
 /// Writes what one drain of the queue holds: pongs, the messages as one frame, the close.
@@ -310,18 +299,10 @@ async fn write_batch(
                 payload.len()
             }
         };
-        metrics::counter!(crate::metrics::MESSAGES_OUT).increment(batch.messages.len() as u64);
-        metrics::counter!(crate::metrics::BYTES_OUT).increment(len as u64);
-        if !batch.applied_at.is_empty() {
-            let h = metrics::histogram!(crate::metrics::DELIVERY_LATENCY);
-            let now = std::time::Instant::now();
-            for t in &batch.applied_at {
-                h.record(now.duration_since(*t).as_secs_f64());
-            }
-        }
+        count(batch, len);
     }
     if let Some((code, reason)) = &batch.close {
-        metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string()).increment(1);
+        count_close(*code);
         wr.close(*code, reason.as_bytes()).await?;
     }
     // Over TLS the last records can otherwise stay in rustls's buffer (when the socket was
@@ -372,30 +353,4 @@ fn compress(messages: &[Message], sep: &[u8], d: Settings) -> Option<Bytes> {
         }
     };
     (payload.len() < raw_len).then_some(payload)
-}
-
-fn next_deadline(
-    conn: &Conn,
-    stale_at: Instant,
-    next_ping: Instant,
-    pong_due: Option<Instant>,
-) -> Instant {
-    if !conn.connected.load(Ordering::Acquire) {
-        return stale_at;
-    }
-    let mut d = next_ping;
-    if let Some(p) = pong_due {
-        d = d.min(p);
-    }
-    let unix = unix_now();
-    for exp in [
-        conn.expires_at.load(Ordering::Relaxed),
-        conn.sub_expires_at.load(Ordering::Relaxed),
-    ] {
-        if exp > 0 {
-            let at = Instant::now() + Duration::from_secs(exp.saturating_sub(unix));
-            d = d.min(at);
-        }
-    }
-    d
 }

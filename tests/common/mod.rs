@@ -948,6 +948,50 @@ pub async fn raw_upgrade(s: &mut TcpStream, addr: SocketAddr, path: &str, extra:
     head
 }
 
+/// Environment that switches the bidirectional-emulation transports on (and pings every 2 s,
+/// so pongs through `/emulation` are exercised).
+pub const EMULATION_ENV: [(&str, &str); 4] = [
+    ("SWITCHYARD_CLIENT__HTTP_STREAM", "true"),
+    ("SWITCHYARD_CLIENT__SSE", "true"),
+    ("SWITCHYARD_CLIENT__PING_INTERVAL", "2s"),
+    ("SWITCHYARD_CLIENT__PONG_TIMEOUT", "1s"),
+];
+
+/// Runs tests/compat/js/emulation.mjs (centrifuge-js forced onto `http_stream`, then `sse`):
+/// its streams to `stream`, its `/emulation` requests to `emulation`, the API at `api`;
+/// `config`: a config with the test secret (for `switchyard token`). Asserts it passes.
+pub fn run_emulation_script(
+    stream: SocketAddr,
+    emulation: SocketAddr,
+    api: SocketAddr,
+    config: &std::path::Path,
+    prefix: &str,
+    logs: &dyn Fn() -> String,
+) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/js");
+    assert!(
+        dir.join("node_modules/eventsource").exists(),
+        "the eventsource package is not installed: run scripts/test.sh (npm ci in tests/compat/js)"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(dir.join("emulation.mjs"))
+        .env("SY_HTTP_URL", format!("http://{stream}"))
+        .env("SY_EMULATION_URL", format!("http://{emulation}"))
+        .env("SY_API_URL", format!("http://{api}/api"))
+        .env("SY_API_KEY", API_KEY)
+        .env("SY_BIN", env!("CARGO_BIN_EXE_switchyard"))
+        .env("SY_CONFIG", config)
+        .env("SY_CHANNEL_PREFIX", prefix)
+        .spawn()
+        .expect("node runs");
+    let status = wait_child(&mut child, "emulation.mjs", Duration::from_secs(90));
+    assert!(
+        status.success(),
+        "emulation.mjs failed ({status}); server log:\n{}",
+        logs()
+    );
+}
+
 /// Applies a Fossil delta to `src` (fossil-scm.org `www/delta_format.wiki`), checking what
 /// the format lets a decoder check: copies within `src`, inserts within the delta, the
 /// predicted size and the checksum. Written from the format's description, apart from the
