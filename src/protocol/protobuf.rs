@@ -250,6 +250,7 @@ pub fn encode_reply(id: u32, body: &ReplyBody<'_>) -> Vec<u8> {
                     .collect(),
                 ping: c.ping,
                 pong: c.pong,
+                session: c.session.clone(),
                 node: c.node.clone(),
             })
         }
@@ -354,6 +355,32 @@ pub fn encode_push(channel: &str, body: &PushBody<'_>) -> Bytes {
         push: Some(push),
         ..Default::default()
     }))
+}
+
+/// The disconnect push of the emulation transports, length-delimited:
+/// `Reply{push:{disconnect:{code, reason}}}`.
+pub fn encode_disconnect_push(code: u16, reason: &str) -> Bytes {
+    Bytes::from(delimited(&pb::Reply {
+        push: Some(pb::Push {
+            disconnect: Some(pb::Disconnect {
+                code: code.into(),
+                reason: reason.to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Decodes the body of a Protobuf `POST /emulation`: one `EmulationRequest`, not
+/// length-delimited (as centrifuge-js sends it). A request without a session is malformed.
+pub fn decode_emulation_request(body: &[u8]) -> Result<pb::EmulationRequest, DecodeError> {
+    let r =
+        pb::EmulationRequest::decode(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if r.session.is_empty() {
+        return Err(DecodeError::Malformed("no session".into()));
+    }
+    Ok(r)
 }
 
 /// A publication push to a Protobuf delta subscriber whose data is `patch`, the Fossil delta
