@@ -9,6 +9,7 @@ pub mod presence_sync;
 mod proxy;
 pub mod reactions;
 pub mod subscribe;
+mod unidirectional;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -178,34 +179,6 @@ impl Session {
         }
         self.handle(cmd).await?;
         Ok(true)
-    }
-
-    /// Connects a unidirectional client (`req` came as a first message, a query parameter or
-    /// a POST body). The connect result is queued as the reply to command id 0 (the transport
-    /// makes it the connect push); a refusal is a disconnect, since such a client can read no
-    /// error reply: 109 → 3005, 103 → 3507, temporary errors → 3004, any other → 3501.
-    pub async fn connect_unidirectional(&mut self, req: ConnectRequest) -> Result<(), Disconnect> {
-        metrics::counter!(crate::metrics::MESSAGES_IN).increment(1);
-        metrics::counter!(crate::metrics::COMMANDS).increment(1);
-        let code = match self.connect(0, req).await {
-            Ok(_) => return Ok(()),
-            Err(Fail::Disconnect(d)) => return Err(d),
-            Err(Fail::Close(code, reason)) => {
-                self.conn.out.close_with(code, &reason);
-                return Ok(());
-            }
-            Err(Fail::Error(e)) => e.code,
-            Err(Fail::Backend(e)) => e.code,
-        };
-        tracing::debug!(conn = self.conn.id, code, "unidirectional connect refused");
-        Err(match code {
-            c if c == codes::TOKEN_EXPIRED.code => codes::CONNECTION_EXPIRED,
-            c if c == codes::PERMISSION_DENIED.code => codes::PERMISSION_DENIED_DISCONNECT,
-            c if c == codes::INTERNAL.code || c == codes::TOO_MANY_REQUESTS.code => {
-                codes::INTERNAL_ERROR
-            }
-            _ => codes::BAD_REQUEST_DISCONNECT,
-        })
     }
 
     async fn handle(&mut self, cmd: Command) -> Result<(), Disconnect> {

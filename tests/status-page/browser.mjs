@@ -3,8 +3,9 @@ import { chromium } from 'playwright-core';
 
 // Opens `url`, runs `check(page)` (which returns a summary line), and screenshots the page to
 // `shot` (also when the check fails, to show why). Exits 0 when the check passes and the page
-// raised no error, 1 with the reason otherwise.
-export async function checkPage(url, shot, check) {
+// raised no error, 1 with the reason otherwise. `setup(page)`, when given, runs before the page
+// loads (init scripts, routes).
+export async function checkPage(url, shot, check, setup = null) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -15,6 +16,7 @@ export async function checkPage(url, shot, check) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
+    if (setup) await setup(page);
     await page.goto(url, { waitUntil: 'load' });
     try {
       const summary = await check(page);
