@@ -408,6 +408,35 @@ mod tests {
         RawValue::from_string(s.into()).unwrap()
     }
 
+    #[test]
+    fn emulation_request_and_disconnect_push_have_client_proto_field_numbers() {
+        // As centrifuge-js's Protobuf build writes them: node 1, session 2, data 3.
+        let body = [0x0a, 1, b'n', 0x12, 3, b'1', b'-', b'x', 0x1a, 2, 1, 0];
+        let r = decode_emulation_request(&body).unwrap();
+        assert_eq!(
+            (&r.node[..], &r.session[..], &r.data[..]),
+            ("n", "1-x", &[1, 0][..])
+        );
+        assert!(
+            decode_emulation_request(&[0x0a, 1, b'n']).is_err(),
+            "no session"
+        );
+        assert!(
+            decode_emulation_request(&[0x12, 0x80]).is_err(),
+            "truncated varint"
+        );
+        assert!(
+            decode_emulation_request(&[0x10, 1]).is_err(),
+            "wrong wire type"
+        );
+        // Reply{push(4){disconnect(11){code(1) 3011, reason(2) "x"}}}, length-delimited.
+        let d = encode_disconnect_push(3011, "x");
+        assert_eq!(
+            &d[..],
+            &[10, 0x22, 8, 0x5a, 6, 0x08, 0xc3, 0x17, 0x12, 1, b'x']
+        );
+    }
+
     fn frame(cmds: &[pb::Command]) -> Vec<u8> {
         cmds.iter()
             .flat_map(|c| c.encode_length_delimited_to_vec())
