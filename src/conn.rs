@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::outbound::Outbound;
-use crate::protocol::{ClientInfo, Raw};
+use crate::protocol::{ClientInfo, Encoding, Raw};
 
 /// One subscription of a connection.
 #[derive(Debug, Clone)]
@@ -120,14 +120,17 @@ impl Conn {
     }
 }
 
+/// An emulation session's encoding and the queue of its client messages.
+pub type EmulationSession = (Encoding, tokio::sync::mpsc::Sender<bytes::Bytes>);
+
 /// Connected clients by user, for the API's per-user operations and the node's counts.
 #[derive(Default)]
 pub struct Registry {
     users: RwLock<HashMap<String, HashMap<u64, Arc<Conn>>>>,
     clients: AtomicUsize,
-    /// Emulation session id → the queue of client messages (`/emulation` requests) of that
-    /// session's connection on this node.
-    sessions: Mutex<HashMap<String, tokio::sync::mpsc::Sender<bytes::Bytes>>>,
+    /// Emulation session id → the encoding of that session's connection on this node and the
+    /// queue of its client messages (`/emulation` requests).
+    sessions: Mutex<HashMap<String, EmulationSession>>,
 }
 
 impl Registry {
@@ -180,9 +183,14 @@ impl Registry {
         self.clients.load(Ordering::Relaxed)
     }
 
-    /// Records the emulation session `id`, whose client messages go to `tx`.
-    pub fn add_session(&self, id: &str, tx: tokio::sync::mpsc::Sender<bytes::Bytes>) {
-        self.sessions.lock().insert(id.to_string(), tx);
+    /// Records the emulation session `id`, whose client messages (in `enc`) go to `tx`.
+    pub fn add_session(
+        &self,
+        id: &str,
+        enc: Encoding,
+        tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) {
+        self.sessions.lock().insert(id.to_string(), (enc, tx));
     }
 
     /// Forgets the emulation session `id`.
@@ -190,8 +198,9 @@ impl Registry {
         self.sessions.lock().remove(id);
     }
 
-    /// Where the client messages of emulation session `id` go, if it is on this node.
-    pub fn session(&self, id: &str) -> Option<tokio::sync::mpsc::Sender<bytes::Bytes>> {
+    /// The encoding of emulation session `id` and where its client messages go, if it is on
+    /// this node.
+    pub fn session(&self, id: &str) -> Option<EmulationSession> {
         self.sessions.lock().get(id).cloned()
     }
 

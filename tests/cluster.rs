@@ -1672,8 +1672,8 @@ async fn the_status_page_shows_an_outage() {
     drop(client);
 }
 
-/// centrifuge-js on HTTP streaming and SSE with its streams on one node and its `/emulation`
-/// requests sent to another: each request is forwarded over the cluster listener to the node
+/// centrifuge-js on HTTP streaming and SSE (then its Protobuf build on HTTP streaming) with
+/// its streams on one node and its `/emulation` requests sent to another: each request is forwarded over the cluster listener to the node
 /// holding the session (counted there as forwarded), and the whole scenario passes, recovery
 /// included. An emulation request for a session nobody holds is answered 404 on any node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1698,12 +1698,21 @@ async fn emulation_requests_landing_on_another_node_are_forwarded() {
             .join("\n----\n")
     };
     tokio::task::block_in_place(|| {
-        run_emulation_script(addrs.0, addrs.1, addrs.2, &cfg, "chat:emu-cluster-", &logs)
+        run_emulation_script(addrs, false, &cfg, "chat:emu-cluster-", &logs)
     });
     let n = metric(t.node(other).admin_addr, forwarded).await;
     assert!(
         n >= 10.0,
         "the other node forwarded the emulation requests: {n}"
+    );
+    // The Protobuf form (centrifuge-js's Protobuf build on `http_stream`) is forwarded as well.
+    tokio::task::block_in_place(|| {
+        run_emulation_script(addrs, true, &cfg, "chat:emu-cluster-pb-", &logs)
+    });
+    let m = metric(t.node(other).admin_addr, forwarded).await;
+    assert!(
+        m >= n + 5.0,
+        "the other node forwarded the Protobuf emulation requests: {n} then {m}"
     );
     // Sessions that do not exist: on a member, on a node id that is no member, malformed.
     for session in ["1-no-such-session", "9-no-such-node", "garbage"] {

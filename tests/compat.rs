@@ -193,7 +193,22 @@ fn centrifuge_js_http_stream_and_sse_emulation() {
     let cfg = config_file("");
     let p = Proc::start(cfg.path(), &EMULATION_ENV);
     let a = p.client_addr;
-    run_emulation_script(a, a, a, cfg.path(), "chat:emu-", &|| {
+    run_emulation_script((a, a, a), false, cfg.path(), "chat:emu-", &|| {
+        p.log.lock().unwrap().join("\n")
+    });
+}
+
+/// centrifuge-js's Protobuf build (`centrifuge/build/protobuf`) forced onto `http_stream`:
+/// the connect command in the POST body and the client's commands through `/emulation` as
+/// Protobuf, the stream as length-delimited Replies; connect, subscribe, receive API
+/// publications (a `b64data` one byte for byte), publish, pongs, recovery after a server-side
+/// disconnect (3011).
+#[test]
+fn centrifuge_js_protobuf_http_stream_emulation() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &EMULATION_ENV);
+    let a = p.client_addr;
+    run_emulation_script((a, a, a), true, cfg.path(), "chat:emu-pb-", &|| {
         p.log.lock().unwrap().join("\n")
     });
 }

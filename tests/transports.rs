@@ -8,9 +8,12 @@ mod common;
 
 use std::process::Stdio;
 
+use base64::Engine as _;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
 use serde_json::{Value, json};
+use switchyard::protocol::proto as pb;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -609,4 +612,251 @@ async fn uni_connect_recovers_through_subs() {
         .map(|p| &p["data"]["n"])
         .collect();
     assert_eq!(got, [&json!(2), &json!(3)], "{connect}");
+}
+
+/// A Protobuf `http_stream` read by curl: the response head, then length-delimited Replies.
+struct PbStream {
+    child: Child,
+    out: ChildStdout,
+    head: String,
+    buf: Vec<u8>,
+}
+
+impl PbStream {
+    /// POSTs `body` (`Content-Type: application/octet-stream`, as centrifuge-js's Protobuf
+    /// build) to `/connection/http_stream`.
+    async fn start(s: &TestServer, body: &[u8]) -> PbStream {
+        use tokio::io::AsyncWriteExt;
+        let url = format!("http://{}/connection/http_stream", s.addr);
+        let mut child = Command::new("curl")
+            .args(["-sS", "-N", "-i", "-X", "POST", "--data-binary", "@-", &url])
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(body).await.unwrap();
+        drop(stdin);
+        let out = child.stdout.take().unwrap();
+        let mut st = PbStream {
+            child,
+            out,
+            head: String::new(),
+            buf: Vec::new(),
+        };
+        while !st.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(st.fill().await, "the response head");
+        }
+        let end = st.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        st.head = String::from_utf8_lossy(&st.buf[..end]).to_ascii_lowercase();
+        st.buf.drain(..end);
+        st
+    }
+
+    /// Reads more of the body; false at its end.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, self.out.read(&mut chunk))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next Reply (`None`: the stream ended with nothing left over). Every byte must
+    /// belong to a length-delimited Reply: a separator between them would not decode.
+    async fn reply(&mut self) -> Option<pb::Reply> {
+        loop {
+            let mut b = &self.buf[..];
+            if let Ok(len) = prost::encoding::decode_varint(&mut b)
+                && b.len() as u64 >= len
+            {
+                let used = self.buf.len() - b.len() + len as usize;
+                let r = pb::Reply::decode(&b[..len as usize]).expect("a Reply");
+                self.buf.drain(..used);
+                return Some(r);
+            }
+            if !self.fill().await {
+                assert!(self.buf.is_empty(), "trailing bytes: {:?}", self.buf);
+                return None;
+            }
+        }
+    }
+
+    /// The next Reply that is not a ping.
+    async fn message(&mut self) -> pb::Reply {
+        loop {
+            let r = self.reply().await.expect("a message");
+            if r != pb::Reply::default() {
+                return r;
+            }
+        }
+    }
+}
+
+fn delimited(cmd: pb::Command) -> Vec<u8> {
+    cmd.encode_length_delimited_to_vec()
+}
+
+/// POSTs `body` with `content_type`; the status.
+async fn post_typed(s: &TestServer, path: &str, content_type: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.addr,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let _ = tcp.write_all(body).await; // a 413 may come before the whole body is read
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
+const OCTETS: &str = "application/octet-stream";
+
+/// Protobuf over `http_stream` + `/emulation` without an SDK: the stream is Protobuf
+/// (`application/octet-stream`, Replies back to back with no `\n`), commands go through
+/// `/emulation` as `EmulationRequest`s, a binary publication arrives byte for byte, the
+/// disconnect push is a Protobuf `Disconnect`; bad input gets the documented answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_http_stream_and_emulation() {
+    let s = node_with_transports("25s").await;
+    let connect = pb::Command {
+        id: 1,
+        connect: Some(pb::ConnectRequest {
+            token: token("pia"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut st = PbStream::start(&s, &delimited(connect)).await;
+    assert!(st.head.starts_with("http/1.1 200"), "{}", st.head);
+    assert!(
+        st.head.contains("content-type: application/octet-stream"),
+        "{}",
+        st.head
+    );
+    let r = st.message().await;
+    let c = r.connect.expect("connect reply");
+    assert_eq!((r.id, c.node.is_empty()), (1, false), "{c:?}");
+    assert!(c.session.starts_with("1-"), "session id: {:?}", c.session);
+    let emu = |data: Vec<u8>| {
+        pb::EmulationRequest {
+            node: c.node.clone(),
+            session: c.session.clone(),
+            data,
+        }
+        .encode_to_vec()
+    };
+    let sub = pb::Command {
+        id: 2,
+        subscribe: Some(pb::SubscribeRequest {
+            channel: "open:pb".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        post_typed(&s, "/emulation", OCTETS, &emu(delimited(sub))).await,
+        204
+    );
+    let r = st.message().await;
+    assert_eq!((r.id, r.subscribe.is_some()), (2, true), "{r:?}");
+    // Binary bytes that a newline-split stream would cut.
+    let raw = [10u8, 0, 255, 10, 13];
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    let (code, _) = s
+        .api("publish", json!({"channel": "open:pb", "b64data": b64}))
+        .await;
+    assert_eq!(code, 200);
+    let p = st
+        .message()
+        .await
+        .push
+        .and_then(|p| p.r#pub)
+        .expect("a publication");
+    assert_eq!(p.data, raw);
+
+    // Bad /emulation bodies: malformed (truncated length, wrong wire type, no session) 400;
+    // JSON for a Protobuf session 400; too large 413; unknown session 404.
+    for bad in [&[0x12u8, 0x80][..], &[0x12, 0x05, b'a'], &[0x12, 0x01], &[]] {
+        assert_eq!(
+            post_typed(&s, "/emulation", OCTETS, bad).await,
+            400,
+            "{bad:?}"
+        );
+    }
+    let as_json = json!({"session": c.session, "data": "{}"}).to_string();
+    let ct_json = "application/json";
+    assert_eq!(
+        post_typed(&s, "/emulation", ct_json, as_json.as_bytes()).await,
+        400
+    );
+    assert_eq!(
+        post_typed(&s, "/emulation", OCTETS, &emu(vec![7; 70_000])).await,
+        413
+    );
+    let unknown = pb::EmulationRequest {
+        session: "1-00000000-0000-0000-0000-000000000000".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        post_typed(&s, "/emulation", OCTETS, &unknown.encode_to_vec()).await,
+        404
+    );
+    // Bad commands inside a good request end the session like a bad WebSocket message:
+    // a truncated length prefix 3501.
+    assert_eq!(
+        post_typed(&s, "/emulation", OCTETS, &emu(vec![0x85])).await,
+        204
+    );
+    let bye = st
+        .message()
+        .await
+        .push
+        .and_then(|p| p.disconnect)
+        .expect("disconnect push");
+    assert_eq!(bye.code, 3501, "{bye:?}");
+    assert_eq!(
+        st.reply().await,
+        None,
+        "the stream ends after the disconnect push"
+    );
+    let _ = st.child.wait().await;
+
+    // Bad stream requests: a truncated length prefix, a truncated field or a wrong wire type
+    // 3501, a length (2^30) over client.max_message_size 1009 (each a Protobuf disconnect push,
+    // then the end); a body over client.http_max_request_body_size 413.
+    for (body, code) in [
+        (vec![0x85], 3501),
+        (vec![0x02, 0x22, 0x05], 3501),
+        (vec![0x03, 0x0a, 0x01, b'A'], 3501),
+        (vec![0x80, 0x80, 0x80, 0x80, 0x04], 1009),
+    ] {
+        let mut st = PbStream::start(&s, &body).await;
+        let bye = st
+            .message()
+            .await
+            .push
+            .and_then(|p| p.disconnect)
+            .expect("disconnect");
+        assert_eq!(bye.code, code, "{body:?}: {bye:?}");
+        assert_eq!(st.reply().await, None);
+    }
+    let big = vec![0u8; 70_000];
+    assert_eq!(
+        post_typed(&s, "/connection/http_stream", OCTETS, &big).await,
+        413
+    );
 }

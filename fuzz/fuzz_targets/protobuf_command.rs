@@ -1,10 +1,11 @@
 //! The Protobuf command decoder: any bytes, split into length-delimited commands as a binary
 //! message is, must give commands or errors, never panic or allocate past the message; and
-//! any payload bytes survive classification (JSON or binary) and storage unchanged.
+//! any payload bytes survive classification (JSON or binary) and storage unchanged. The same
+//! bytes as a Protobuf `/emulation` body decode to a request whose data is within the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::protocol::protobuf::{FrameError, decode_command, split};
+use switchyard::protocol::protobuf::{FrameError, decode_command, decode_emulation_request, split};
 use switchyard::protocol::{Payload, payload_bytes};
 
 /// `client.max_message_size` of the session target's config.
@@ -25,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // The input as one command body, and as a publication payload.
     let _ = decode_command(data);
+    if let Ok(r) = decode_emulation_request(data) {
+        assert!(!r.session.is_empty() && r.data.len() <= data.len());
+    }
     let (stored, binary) = Payload::from_bytes(data.to_vec()).into_stored();
     assert_eq!(payload_bytes(&stored, binary), data, "payload bytes kept");
 });

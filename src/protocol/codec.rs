@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::json::DecodeError;
 use super::types::*;
 use super::{json, protobuf};
 
@@ -79,7 +80,45 @@ struct JsonRpc<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// A client-to-server emulation request (`POST /emulation`), whichever its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulationRequest {
+    /// The emulation session id from the connect result.
+    pub session: String,
+    /// The commands, as one WebSocket message of the encoding would carry them.
+    pub data: Bytes,
+}
+
 impl Encoding {
+    /// Decodes an emulation request in this encoding: JSON
+    /// `{"session":…,"node":…,"data":"<commands>"}`, or a Protobuf `EmulationRequest`.
+    pub fn decode_emulation_request(self, body: &[u8]) -> Result<EmulationRequest, DecodeError> {
+        Ok(match self {
+            Encoding::Json => {
+                let r = json::decode_emulation_request(body)?;
+                EmulationRequest {
+                    session: r.session,
+                    data: Bytes::from(r.data),
+                }
+            }
+            Encoding::Protobuf => {
+                let r = protobuf::decode_emulation_request(body)?;
+                EmulationRequest {
+                    session: r.session,
+                    data: Bytes::from(r.data),
+                }
+            }
+        })
+    }
+
+    /// The disconnect push (the emulation transports, which have no close frame).
+    pub fn disconnect_push(self, code: u16, reason: &str) -> Bytes {
+        match self {
+            Encoding::Json => json::encode_disconnect_push(code, reason),
+            Encoding::Protobuf => protobuf::encode_disconnect_push(code, reason),
+        }
+    }
+
     /// Frames of this encoding are text (JSON) rather than binary (Protobuf).
     pub fn text(self) -> bool {
         self == Encoding::Json

@@ -11,7 +11,7 @@ pub mod proto;
 pub mod protobuf;
 pub mod types;
 
-pub use codec::{Encoding, PushBody, ReplyBody};
+pub use codec::{EmulationRequest, Encoding, PushBody, ReplyBody};
 pub use codes::{Disconnect, ErrorCode};
 pub use json::{Command, DecodeError, Method};
 pub use types::*;

@@ -44,6 +44,19 @@ pub struct Command {
     pub sub_refresh: Option<SubRefreshRequest>,
 }
 
+/// The body of `POST /emulation` from a Protobuf client (centrifuge-js's Protobuf build over
+/// `http_stream`): the session from the connect result and the commands, length-delimited as
+/// one WebSocket message would carry them.
+#[derive(Clone, PartialEq, Message)]
+pub struct EmulationRequest {
+    #[prost(string, tag = "1")]
+    pub node: String,
+    #[prost(string, tag = "2")]
+    pub session: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct ConnectRequest {
     #[prost(string, tag = "1")]
@@ -211,6 +224,18 @@ pub struct Push {
     pub unsubscribe: Option<Unsubscribe>,
     #[prost(message, optional, tag = "9")]
     pub subscribe: Option<Subscribe>,
+    #[prost(message, optional, tag = "11")]
+    pub disconnect: Option<Disconnect>,
+}
+
+/// The disconnect push of the emulation transports (a WebSocket carries the code in its close
+/// frame instead).
+#[derive(Clone, PartialEq, Message)]
+pub struct Disconnect {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(string, tag = "2")]
+    pub reason: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -288,6 +313,8 @@ pub struct ConnectResult {
     pub ping: u32,
     #[prost(bool, tag = "8")]
     pub pong: bool,
+    #[prost(string, tag = "9")]
+    pub session: String,
     #[prost(string, tag = "10")]
     pub node: String,
 }

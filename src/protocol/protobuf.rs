@@ -250,6 +250,7 @@ pub fn encode_reply(id: u32, body: &ReplyBody<'_>) -> Vec<u8> {
                     .collect(),
                 ping: c.ping,
                 pong: c.pong,
+                session: c.session.clone(),
                 node: c.node.clone(),
             })
         }
@@ -356,6 +357,32 @@ pub fn encode_push(channel: &str, body: &PushBody<'_>) -> Bytes {
     }))
 }
 
+/// The disconnect push of the emulation transports, length-delimited:
+/// `Reply{push:{disconnect:{code, reason}}}`.
+pub fn encode_disconnect_push(code: u16, reason: &str) -> Bytes {
+    Bytes::from(delimited(&pb::Reply {
+        push: Some(pb::Push {
+            disconnect: Some(pb::Disconnect {
+                code: code.into(),
+                reason: reason.to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Decodes the body of a Protobuf `POST /emulation`: one `EmulationRequest`, not
+/// length-delimited (as centrifuge-js sends it). A request without a session is malformed.
+pub fn decode_emulation_request(body: &[u8]) -> Result<pb::EmulationRequest, DecodeError> {
+    let r =
+        pb::EmulationRequest::decode(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if r.session.is_empty() {
+        return Err(DecodeError::Malformed("no session".into()));
+    }
+    Ok(r)
+}
+
 /// A publication push to a Protobuf delta subscriber whose data is `patch`, the Fossil delta
 /// from the previous publication's payload bytes; length-delimited, shared like any push.
 pub fn encode_delta_push(channel: &str, p: &Publication, patch: Vec<u8>) -> Bytes {
@@ -379,6 +406,35 @@ mod tests {
 
     fn raw(s: &str) -> Raw {
         RawValue::from_string(s.into()).unwrap()
+    }
+
+    #[test]
+    fn emulation_request_and_disconnect_push_have_client_proto_field_numbers() {
+        // As centrifuge-js's Protobuf build writes them: node 1, session 2, data 3.
+        let body = [0x0a, 1, b'n', 0x12, 3, b'1', b'-', b'x', 0x1a, 2, 1, 0];
+        let r = decode_emulation_request(&body).unwrap();
+        assert_eq!(
+            (&r.node[..], &r.session[..], &r.data[..]),
+            ("n", "1-x", &[1, 0][..])
+        );
+        assert!(
+            decode_emulation_request(&[0x0a, 1, b'n']).is_err(),
+            "no session"
+        );
+        assert!(
+            decode_emulation_request(&[0x12, 0x80]).is_err(),
+            "truncated varint"
+        );
+        assert!(
+            decode_emulation_request(&[0x10, 1]).is_err(),
+            "wrong wire type"
+        );
+        // Reply{push(4){disconnect(11){code(1) 3011, reason(2) "x"}}}, length-delimited.
+        let d = encode_disconnect_push(3011, "x");
+        assert_eq!(
+            &d[..],
+            &[10, 0x22, 8, 0x5a, 6, 0x08, 0xc3, 0x17, 0x12, 1, b'x']
+        );
     }
 
     fn frame(cmds: &[pb::Command]) -> Vec<u8> {

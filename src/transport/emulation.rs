@@ -1,14 +1,19 @@
 //! `POST /emulation`: the client-to-server half of centrifuge-js's bidirectional emulation
-//! (HTTP streaming and SSE). A request names its session (`{"session":…,"node":…,"data":…}`)
-//! and carries commands encoded as one WebSocket message would; they go to that session's
-//! connection in order.
+//! (HTTP streaming and SSE). A request names its session and carries commands encoded as one
+//! WebSocket message would; they go to that session's connection in order. JSON
+//! (`{"session":…,"node":…,"data":"<commands>"}`), or with `Content-Type:
+//! application/octet-stream` a Protobuf `EmulationRequest` (node 1, session 2, data 3: the
+//! length-delimited commands), as centrifuge-js's Protobuf build sends over `http_stream`. The
+//! request's encoding must be its session's (400 otherwise).
 //!
 //! Any node serves it: the session id starts with the id of the node holding the connection
 //! (`<node id>-<uuid>`), and a request that lands elsewhere is forwarded once over the cluster
-//! listener (`POST /cluster/emulation`) to that node, whose answer is passed back. No sticky
-//! load balancing is needed.
+//! listener (`POST /cluster/emulation`, or `/cluster/emulation/protobuf` for the Protobuf form:
+//! the body goes on as it came) to that node, whose answer is passed back. No sticky load
+//! balancing is needed.
 //!
-//! Answers: 204 (queued for the session), 400 (not an emulation request), 403 (origin), 404
+//! Answers: 204 (queued for the session), 400 (not an emulation request in its encoding, or
+//! not in its session's encoding), 403 (origin), 404
 //! (no such session: unknown, ended, or its node is no member), 413 (body over
 //! `client.http_max_request_body_size`), 503 (the session's queue stayed full, or its node did
 //! not answer).
@@ -21,13 +26,37 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::node::Node;
-use crate::protocol::json::decode_emulation_request;
+use crate::protocol::Encoding;
 use crate::store::types::NodeId;
 
 use super::{Body, ConnCtx, json, refuse, respond};
 
-/// The cluster listener's path for emulation requests forwarded by another node.
+/// The cluster listener's path for (JSON) emulation requests forwarded by another node.
 pub const CLUSTER_PATH: &str = "/cluster/emulation";
+/// The cluster listener's path for Protobuf emulation requests forwarded by another node.
+pub const CLUSTER_PATH_PROTOBUF: &str = "/cluster/emulation/protobuf";
+
+/// The encoding of a client's emulation request, from its `Content-Type` (centrifuge-js's
+/// Protobuf build sends `application/octet-stream`).
+pub fn encoding_of(headers: &hyper::HeaderMap) -> Encoding {
+    let ct = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/octet-stream") {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
+    }
+}
+
+fn cluster_path(enc: Encoding) -> &'static str {
+    match enc {
+        Encoding::Json => CLUSTER_PATH,
+        Encoding::Protobuf => CLUSTER_PATH_PROTOBUF,
+    }
+}
 
 /// A new emulation session id on this node: `<node id>-<uuid>`.
 pub fn new_session_id(node: &Node) -> String {
@@ -49,22 +78,27 @@ pub(super) async fn serve(req: Request<Incoming>, ctx: ConnCtx, node: &Node) -> 
     if !super::streams::allowed(&req, node, &ctx) {
         return refuse(StatusCode::FORBIDDEN, "origin", req.version());
     }
+    let enc = encoding_of(req.headers());
     let body = match read_body(req, node).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (status, body) = deliver(node, &body, true).await;
+    let (status, body) = deliver(node, enc, &body, true).await;
     answer(status, body)
 }
 
-/// `POST /cluster/emulation` on the cluster listener: a request another node forwarded; it
-/// is delivered here or refused, never forwarded again.
-pub(super) async fn serve_forwarded(req: Request<Incoming>, node: &Node) -> Response<Body> {
+/// `POST /cluster/emulation[/protobuf]` on the cluster listener: a request another node
+/// forwarded, in `enc`; it is delivered here or refused, never forwarded again.
+pub(super) async fn serve_forwarded(
+    req: Request<Incoming>,
+    node: &Node,
+    enc: Encoding,
+) -> Response<Body> {
     let body = match read_body(req, node).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (status, body) = deliver(node, &body, false).await;
+    let (status, body) = deliver(node, enc, &body, false).await;
     answer(status, body)
 }
 
@@ -100,8 +134,8 @@ fn error(status: u16, why: &str) -> (u16, Bytes) {
 
 /// Hands the request's commands to its session: here, or (`forward`) on the node that holds
 /// it.
-async fn deliver(node: &Node, body: &[u8], forward: bool) -> (u16, Bytes) {
-    let req = match decode_emulation_request(body) {
+async fn deliver(node: &Node, enc: Encoding, body: &[u8], forward: bool) -> (u16, Bytes) {
+    let req = match enc.decode_emulation_request(body) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "bad emulation request");
@@ -119,7 +153,7 @@ async fn deliver(node: &Node, body: &[u8], forward: bool) -> (u16, Bytes) {
         metrics::counter!(crate::metrics::EMULATION_FORWARDED).increment(1);
         return match node
             .cluster
-            .ask_member(owner, CLUSTER_PATH, body.to_vec(), wait * 2)
+            .ask_member(owner, cluster_path(enc), body.to_vec(), wait * 2)
             .await
         {
             Ok(Some(answer)) => answer,
@@ -130,10 +164,13 @@ async fn deliver(node: &Node, body: &[u8], forward: bool) -> (u16, Bytes) {
             }
         };
     }
-    let Some(tx) = node.registry.session(&req.session) else {
+    let Some((session_enc, tx)) = node.registry.session(&req.session) else {
         return error(404, "unknown session");
     };
-    let data = Bytes::from(req.data);
+    if session_enc != enc {
+        return error(400, "not the session's encoding");
+    }
+    let data = req.data;
     match tokio::time::timeout(wait.max(Duration::from_millis(100)), tx.send(data)).await {
         Ok(Ok(())) => (204, Bytes::new()),
         Ok(Err(_)) => error(404, "unknown session"),

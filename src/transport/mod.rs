@@ -495,7 +495,10 @@ async fn route(
             )
         }
         (Listener::Cluster, &Method::POST, emulation::CLUSTER_PATH) => {
-            emulation::serve_forwarded(req, &node).await
+            emulation::serve_forwarded(req, &node, crate::protocol::Encoding::Json).await
+        }
+        (Listener::Cluster, &Method::POST, emulation::CLUSTER_PATH_PROTOBUF) => {
+            emulation::serve_forwarded(req, &node, crate::protocol::Encoding::Protobuf).await
         }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();

@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::outbound::Batch;
-use crate::protocol::json::{decode_connect_request, encode_disconnect_push, uni_push};
+use crate::protocol::Encoding;
+use crate::protocol::json::{decode_connect_request, uni_push};
 use crate::session::Session;
 
 use super::writer::{Sink, count, count_close, write_loop};
@@ -83,7 +84,8 @@ enum Kind {
     UniHttpStream,
     /// `/connection/sse`: the bidirectional protocol's messages as SSE events.
     Sse,
-    /// `/connection/http_stream`: the bidirectional protocol's messages, newline-delimited.
+    /// `/connection/http_stream`: the bidirectional protocol's messages, JSON
+    /// newline-delimited or Protobuf length-delimited.
     HttpStream,
 }
 
@@ -96,24 +98,37 @@ impl Kind {
         matches!(self, Kind::UniSse | Kind::Sse)
     }
 
-    fn content_type(self) -> &'static str {
+    fn content_type(self, enc: Encoding) -> &'static str {
         if self.sse() {
             "text/event-stream"
+        } else if enc == Encoding::Protobuf {
+            "application/octet-stream"
         } else {
             "application/json"
         }
     }
 
+    /// The encoding of a request for this transport: Protobuf only for `http_stream` with
+    /// `Content-Type: application/octet-stream` (centrifuge-js's Protobuf build); SSE carries
+    /// text, and the unidirectional transports speak JSON.
+    fn encoding(self, headers: &hyper::HeaderMap) -> Encoding {
+        match self {
+            Kind::HttpStream => emulation::encoding_of(headers),
+            _ => Encoding::Json,
+        }
+    }
+
     /// Appends one message in this transport's framing.
-    fn frame(self, out: &mut BytesMut, msg: &[u8]) {
+    fn frame(self, enc: Encoding, out: &mut BytesMut, msg: &[u8]) {
         if self.sse() {
             // Encoded JSON holds no raw line breaks: one `data:` line per message.
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(msg);
             out.extend_from_slice(b"\n\n");
         } else {
+            // Protobuf messages carry their length: nothing between them.
             out.extend_from_slice(msg);
-            out.extend_from_slice(b"\n");
+            out.extend_from_slice(enc.separator());
         }
     }
 }
@@ -122,6 +137,7 @@ impl Kind {
 struct HttpSink {
     tx: mpsc::Sender<Bytes>,
     kind: Kind,
+    enc: Encoding,
 }
 
 impl HttpSink {
@@ -143,14 +159,14 @@ impl Sink for HttpSink {
         let mut out = BytesMut::new();
         for m in &batch.messages {
             if let Some(msg) = self.form(&m.json) {
-                self.kind.frame(&mut out, &msg);
+                self.kind.frame(self.enc, &mut out, &msg);
             }
         }
         count(batch, out.len());
         if let Some((code, reason)) = &batch.close {
             count_close(*code);
-            if let Some(msg) = self.form(&encode_disconnect_push(*code, reason)) {
-                self.kind.frame(&mut out, &msg);
+            if let Some(msg) = self.form(&self.enc.disconnect_push(*code, reason)) {
+                self.kind.frame(self.enc, &mut out, &msg);
             }
         }
         if !out.is_empty() {
@@ -353,6 +369,7 @@ async fn serve(
         return refuse(StatusCode::FORBIDDEN, "origin", version);
     }
     let kept = proxied_headers(&node, req.headers());
+    let enc = kind.encoding(req.headers());
     let data = match connect_data(req, &node, kind).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -380,11 +397,11 @@ async fn serve(
     metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
     let (tx, rx) = mpsc::channel(BODY_CHUNKS);
     let ip_slot = ctx.slot.clone();
-    let sink = HttpSink { tx, kind };
+    let sink = HttpSink { tx, kind, enc };
     tracker.spawn(async move {
         match uni_req {
             Some(r) => serve_uni(node, kept, sink, r).await,
-            None => serve_emulated(node, kept, sink, data).await,
+            None => serve_emulated(node, kept, sink, data, enc).await,
         }
         drop(slot);
         drop(ip_slot);
@@ -396,7 +413,7 @@ async fn serve(
     let h = r.headers_mut();
     h.insert(
         hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static(kind.content_type()),
+        HeaderValue::from_static(kind.content_type(enc)),
     );
     h.insert(
         hyper::header::CACHE_CONTROL,
@@ -450,13 +467,14 @@ async fn serve_uni(
     writer.abort();
 }
 
-/// A bidirectional emulation stream: the connect command from the request, then the
+/// A bidirectional emulation stream (in `enc`): the connect command from the request, then the
 /// client's commands as `/emulation` delivers them, until the connection ends.
 async fn serve_emulated(
     node: Arc<Node>,
     headers: Vec<(String, String)>,
     sink: HttpSink,
     first: Bytes,
+    enc: Encoding,
 ) {
     let id = super::emulation::new_session_id(&node);
     let conn = Arc::new(
@@ -464,8 +482,10 @@ async fn serve_emulated(
             .with_headers(headers)
             .with_session(id.clone()),
     );
+    // The hub then shares this encoding's bytes of each publication with the connection.
+    conn.out.set_encoding(enc);
     let (tx, mut rx) = mpsc::channel::<Bytes>(EMULATION_QUEUE);
-    node.registry.add_session(&id, tx);
+    node.registry.add_session(&id, enc, tx);
     let done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(node.clone(), conn.clone(), sink, done.clone()));
     let mut session = Session::new(node.clone(), conn.clone());

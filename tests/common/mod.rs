@@ -957,13 +957,13 @@ pub const EMULATION_ENV: [(&str, &str); 4] = [
     ("SWITCHYARD_CLIENT__PONG_TIMEOUT", "1s"),
 ];
 
-/// Runs tests/compat/js/emulation.mjs (centrifuge-js forced onto `http_stream`, then `sse`):
-/// its streams to `stream`, its `/emulation` requests to `emulation`, the API at `api`;
-/// `config`: a config with the test secret (for `switchyard token`). Asserts it passes.
+/// Runs tests/compat/js/emulation.mjs (centrifuge-js forced onto `http_stream`, then `sse`;
+/// with `protobuf`, its Protobuf build on `http_stream`): its streams to `stream`, its
+/// `/emulation` requests to `emulation`, the API at `api`; `config`: a config with the test
+/// secret (for `switchyard token`). Asserts it passes.
 pub fn run_emulation_script(
-    stream: SocketAddr,
-    emulation: SocketAddr,
-    api: SocketAddr,
+    (stream, emulation, api): (SocketAddr, SocketAddr, SocketAddr),
+    protobuf: bool,
     config: &std::path::Path,
     prefix: &str,
     logs: &dyn Fn() -> String,
@@ -982,12 +982,13 @@ pub fn run_emulation_script(
         .env("SY_BIN", env!("CARGO_BIN_EXE_switchyard"))
         .env("SY_CONFIG", config)
         .env("SY_CHANNEL_PREFIX", prefix)
+        .env("SY_PROTOBUF", if protobuf { "1" } else { "0" })
         .spawn()
         .expect("node runs");
     let status = wait_child(&mut child, "emulation.mjs", Duration::from_secs(90));
     assert!(
         status.success(),
-        "emulation.mjs failed ({status}); server log:\n{}",
+        "emulation.mjs (protobuf: {protobuf}) failed ({status}); server log:\n{}",
         logs()
     );
 }
