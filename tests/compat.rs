@@ -244,4 +244,5 @@ fn centrifuge_js_falls_back_in_chromium() {
     ];
     let out = status_page_check("fallback.mjs", &args);
     assert!(out.contains("blocked: over http_stream"), "{out}");
+    assert!(out.contains("absent: over http_stream"), "{out}");
 }

@@ -4,7 +4,8 @@
 // subscribe, receive API publications, publish, and recover after a server-side disconnect.
 // Cases: forced onto http_stream; forced onto sse; and with WebSockets blocked (every one the
 // page opens fails, as behind a proxy refusing upgrades) and transports [websocket,
-// http_stream, sse], falling back by itself.
+// http_stream, sse], falling back by itself; and on a page with no WebSocket at all
+// ([websocket, http_stream]: the SDK skips the transport it cannot construct).
 // Usage: node fallback.mjs PAGE_ORIGIN NODE_URL SDK_PATH TOKEN API_KEY CHANNEL_PREFIX SHOT
 // Exits 0 when every case passes, 1 with the reason otherwise.
 import { chromium } from 'playwright-core';
@@ -32,7 +33,11 @@ async function runCase(browser, name, transports, blockWebSocket) {
   const net = [];
   page.on('requestfailed', (r) => net.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
   page.on('console', (m) => { if (m.type() === 'error') net.push(`console: ${m.text()}`); });
-  if (blockWebSocket) {
+  if (blockWebSocket === 'absent') {
+    // A page or policy without WebSocket at all: the SDK finds no constructor and moves on
+    // to the next transport in its list.
+    await page.addInitScript(() => { delete window.WebSocket; window.WebSocket = undefined; });
+  } else if (blockWebSocket) {
     // As behind a proxy that refuses upgrades: every WebSocket fails to open (error, then
     // close 1006). (A constructor that throws instead makes centrifuge-js 5.7.4's connect()
     // throw, with no fallback: the SDK only falls back on a transport that closes.)
@@ -122,6 +127,10 @@ try {
     { transport: 'http_stream', endpoint: `${nodeUrl}/connection/http_stream` },
     { transport: 'sse', endpoint: `${nodeUrl}/connection/sse` },
   ], true));
+  lines.push(await runCase(browser, 'absent', [
+    { transport: 'websocket', endpoint: `${ws}/connection/websocket` },
+    { transport: 'http_stream', endpoint: `${nodeUrl}/connection/http_stream` },
+  ], 'absent'));
 } catch (e) {
   failed = e;
 } finally {
