@@ -77,6 +77,8 @@ pub const FORWARDED_ENTRIES: &str = "switchyard_forwarded_entries_total";
 pub const PROXY_CALLS: &str = "switchyard_proxy_calls_total";
 /// Time of a proxy call, by `proxy`.
 pub const PROXY_DURATION: &str = "switchyard_proxy_call_duration_seconds";
+/// Time a store flush (sled's flush and an fsync) took: the disk's part of every commit.
+pub const STORE_FLUSH_DURATION: &str = "switchyard_store_flush_duration_seconds";
 /// Bytes the sled store occupies on disk.
 pub const STORE_BYTES: &str = "switchyard_store_bytes";
 /// Resident memory of the process.
@@ -124,6 +126,8 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
                 .ok()?
                 .set_buckets_for_metric(Matcher::Full(PROXY_DURATION.into()), LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(STORE_FLUSH_DURATION.into()), LATENCY_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
                 Ok(h) => {
@@ -264,6 +268,12 @@ fn register_all() {
         PROXY_CALLS,
         "proxy calls to the application's backend, by proxy and outcome"
     );
+    describe_histogram!(
+        STORE_FLUSH_DURATION,
+        metrics::Unit::Seconds,
+        "time of a store flush (sled flush and fsync)"
+    );
+    let _ = histogram!(STORE_FLUSH_DURATION);
     describe_histogram!(
         PROXY_DURATION,
         metrics::Unit::Seconds,

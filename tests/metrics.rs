@@ -35,6 +35,7 @@ async fn counters_move_by_the_workload() {
         "switchyard_slow_consumer_disconnects_total",
         "switchyard_raft_term",
         "switchyard_store_bytes",
+        "switchyard_store_flush_duration_seconds_count",
         "switchyard_command_errors_total{code=\"102\"}",
         "switchyard_connections_rejected_total{reason=\"shutting_down\"}",
     ] {

@@ -14,13 +14,18 @@
 //! - not for another lease after learning that a peer has a longer log (from its vote request
 //!   or its answer to ours), nor after granting a vote: that candidate should win;
 //! - after a split vote (both survivors campaigned with equal logs), the lower node id again at
-//!   once, the other one holds: the next round is not split again.
+//!   once, the other one holds: the next round is not split again;
+//! - never while this node is still storing an append from the leader it follows: openraft
+//!   answers an append only once it is on this node's disk, so a slow fsync here (a busy or
+//!   throttled disk) is silence this node causes itself, not a dead leader. Campaigning then
+//!   would raise the term and depose a healthy leader (its next append is answered with the
+//!   higher vote) for nothing.
 //!
 //! Each of these only decides *when* to ask; Raft's vote rules decide who wins, so safety does
 //! not depend on any of it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -44,6 +49,8 @@ pub(super) struct Elections {
     hold_until: Mutex<Option<Instant>>,
     /// Campaign without the random delay once the lease has run out.
     urgent: AtomicBool,
+    /// Appends from the followed leader that this node is still storing.
+    storing: AtomicUsize,
     /// Followers' leader lease (`election_timeout_max`).
     lease: Duration,
     /// Random delay added to the lease on a first campaign, and the bound of a retry's.
@@ -61,6 +68,7 @@ impl Elections {
             campaigned: Mutex::new(None),
             hold_until: Mutex::new(None),
             urgent: AtomicBool::new(false),
+            storing: AtomicUsize::new(0),
             lease: election_max,
             spread: election_max
                 .saturating_sub(election_min)
@@ -75,6 +83,13 @@ impl Elections {
         *self.heard.lock() = Instant::now();
         *self.campaigned.lock() = None;
         self.urgent.store(false, Ordering::Relaxed);
+    }
+
+    /// An append from a leader at least as new as the one this node follows arrived; until
+    /// the guard is dropped (answered), this node does not campaign.
+    pub(super) fn storing(&self) -> Storing<'_> {
+        self.storing.fetch_add(1, Ordering::Relaxed);
+        Storing(self)
     }
 
     /// A peer has a longer log than this node: let it win.
@@ -120,6 +135,9 @@ impl Elections {
         if self.hold_until.lock().is_some_and(|t| now < t) {
             return false;
         }
+        if self.storing.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
         if now.duration_since(*self.heard.lock()) < self.lease {
             return false;
         }
@@ -135,6 +153,15 @@ impl Elections {
     fn random_extra(&self) -> Duration {
         let ms = self.spread.as_millis().max(1) as u64;
         Duration::from_millis(rand::rng().random_range(0..ms))
+    }
+}
+
+/// An append being stored (see [`Elections::storing`]).
+pub(super) struct Storing<'a>(&'a Elections);
+
+impl Drop for Storing<'_> {
+    fn drop(&mut self) {
+        self.0.storing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -220,6 +247,25 @@ mod tests {
         assert!(
             !e.due(extra, Instant::now()),
             "a leader's append restarts the wait"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_campaign_while_an_append_from_the_leader_is_being_stored() {
+        let e = Elections::new(HB, MIN, MAX);
+        let storing = e.storing();
+        tokio::time::advance(MAX * 3).await;
+        assert!(
+            !e.due(Duration::ZERO, Instant::now()),
+            "a slow disk here is not a dead leader"
+        );
+        let second = e.storing();
+        drop(storing);
+        assert!(!e.due(Duration::ZERO, Instant::now()), "one still storing");
+        drop(second);
+        assert!(
+            e.due(Duration::ZERO, Instant::now()),
+            "a failed append leaves the silence counted"
         );
     }
 

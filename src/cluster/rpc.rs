@@ -3,14 +3,14 @@
 
 use serde::Serialize;
 
-use openraft::raft::{AppendEntriesResponse, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 
 use super::forward::{Proposed, Sequenced};
 use super::write::Forwarded;
 use super::{Cluster, network};
 use crate::replicator::{Pending, ProposeError};
 use crate::state::Op;
-use crate::store::types::NodeId;
+use crate::store::types::{NodeId, TypeConfig};
 
 impl Cluster {
     /// Handles an inbound cluster request; returns HTTP status and body. `submit` hands
@@ -26,6 +26,10 @@ impl Cluster {
         match path {
             network::APPEND => match serde_json::from_slice(body) {
                 Ok(req) => {
+                    let req: AppendEntriesRequest<TypeConfig> = req;
+                    let followed = self.raft.metrics().borrow().vote;
+                    let _storing = (req.vote.is_committed() && req.vote >= followed)
+                        .then(|| self.elections.storing());
                     let resp = self.raft.append_entries(req).await;
                     if resp
                         .as_ref()

@@ -118,6 +118,7 @@ impl Store {
     /// `flush_async` would hop to its thread pool first: one more thread to wake per commit.
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> SResult<()> {
         let (db, file) = (self.db.clone(), self.db_file.clone());
+        let started = std::time::Instant::now();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             db.flush().map_err(std::io::Error::other)?;
             match file {
@@ -127,6 +128,7 @@ impl Store {
         })
         .await
         .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        slow_flush(started.elapsed());
         res.map_err(|e| io_err(subject, ErrorVerb::Write, e))
     }
 
@@ -186,10 +188,39 @@ fn acknowledge(callback: LogFlushed<TypeConfig>, res: &SResult<()>) {
     );
 }
 
-/// Group commit off Raft's core: `append` writes a batch into sled and queues its callback
+/// A flush longer than this is logged: commits wait for it, and a leader's heartbeats too.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Counts a flush's time; a slow one is a warning, at most one every ten seconds (with how
+/// many there were since the last), so a disk that stays slow is visible but not a flood.
+fn slow_flush(took: std::time::Duration) {
+    static SINCE_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static LAST_WARNED: parking_lot::Mutex<Option<std::time::Instant>> =
+        parking_lot::Mutex::new(None);
+    metrics::histogram!(crate::metrics::STORE_FLUSH_DURATION).record(took.as_secs_f64());
+    if took < SLOW_FLUSH {
+        return;
+    }
+    let slow = SINCE_WARNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut last = LAST_WARNED.lock();
+    if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    SINCE_WARNED.store(0, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        took_ms = took.as_millis() as u64,
+        slow_flushes = slow,
+        "slow disk: a store flush (sled flush and fsync) took longer than 250 ms; commits wait for it"
+    );
+}
+
+/// The flush behind `append`: `append` writes a batch into sled and queues its callback
 /// here; this task flushes once for everything queued and then acknowledges those batches in
-/// append order. Raft's core goes on meanwhile (the leader sends the entries to followers
-/// while its own disk syncs), and nothing is acknowledged before it is on disk.
+/// append order, so nothing is acknowledged before it is on disk. openraft 0.9's core awaits
+/// each append's callback before its next command (a leader replicates an entry after its own
+/// flush, and a follower answers an append after it), so in practice one batch is queued at a
+/// time; the batcher's entries are what groups publications into one flush.
 async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, FLUSH_GROUP).await > 0 {
