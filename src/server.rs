@@ -53,11 +53,34 @@ impl RaftRuntime {
             })
             .enable_all()
             .build()?;
+        rt.spawn(watch_stalls());
         Ok(RaftRuntime(Some(rt)))
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
         self.0.as_ref().expect("running").handle()
+    }
+}
+
+/// How often [`watch_stalls`] looks, and how late it may wake before that is a stall.
+const STALL_TICK: Duration = Duration::from_millis(50);
+const STALL_LATE: Duration = Duration::from_millis(250);
+
+/// Warns when the Raft runtime's workers were blocked (a tick woke much later than asked):
+/// while they are, the core sends no heartbeats and commits nothing, so a stall near the
+/// leader lease costs an election. Slow fsyncs do not show here (they run on blocking
+/// threads; the store warns about those), blocking work on a worker thread does.
+async fn watch_stalls() {
+    loop {
+        let asked = tokio::time::Instant::now();
+        tokio::time::sleep(STALL_TICK).await;
+        let late = asked.elapsed().saturating_sub(STALL_TICK);
+        if late > STALL_LATE {
+            tracing::warn!(
+                stalled_ms = late.as_millis() as u64,
+                "the Raft runtime was stalled: its workers were busy or blocked"
+            );
+        }
     }
 }
 
