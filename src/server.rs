@@ -33,19 +33,21 @@ impl RaftRuntime {
     /// `realtime_priority`: see `cluster.realtime_priority`; set on every thread of the
     /// runtime as it starts (workers and blocking threads). Refused (no privilege): one
     /// warning, and the threads keep normal priority.
-    fn new(threads: usize, realtime_priority: u8) -> std::io::Result<RaftRuntime> {
-        let warned = Arc::new(std::sync::Once::new());
+    /// `name` names its threads (`raft`, `api`).
+    fn new(name: &str, threads: usize, realtime_priority: u8) -> std::io::Result<RaftRuntime> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
-            .thread_name("raft")
+            .thread_name(name)
             .on_thread_start(move || {
                 if realtime_priority == 0 {
                     return;
                 }
                 if let Err(e) = crate::sys::set_thread_realtime(realtime_priority) {
-                    warned.call_once(|| {
+                    // Once per process, for all the runtimes that ask.
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
                         tracing::warn!(error = %e, priority = realtime_priority,
-                            "cluster.realtime_priority: could not raise the Raft threads' \
+                            "cluster.realtime_priority: could not raise the Raft and API threads' \
                              priority (grant CAP_SYS_NICE or LimitRTPRIO=); running at normal \
                              priority");
                     });
@@ -53,7 +55,7 @@ impl RaftRuntime {
             })
             .enable_all()
             .build()?;
-        rt.spawn(watch_stalls());
+        rt.spawn(watch_stalls(name.to_string()));
         Ok(RaftRuntime(Some(rt)))
     }
 
@@ -66,19 +68,20 @@ impl RaftRuntime {
 const STALL_TICK: Duration = Duration::from_millis(50);
 const STALL_LATE: Duration = Duration::from_millis(250);
 
-/// Warns when the Raft runtime's workers were blocked (a tick woke much later than asked):
+/// Warns when the runtime's workers (Raft's or the API's) were blocked (a tick woke much later than asked):
 /// while they are, the core sends no heartbeats and commits nothing, so a stall near the
 /// leader lease costs an election. Slow fsyncs do not show here (they run on blocking
 /// threads; the store warns about those), blocking work on a worker thread does.
-async fn watch_stalls() {
+async fn watch_stalls(runtime: String) {
     loop {
         let asked = tokio::time::Instant::now();
         tokio::time::sleep(STALL_TICK).await;
         let late = asked.elapsed().saturating_sub(STALL_TICK);
         if late > STALL_LATE {
             tracing::warn!(
+                runtime = %runtime,
                 stalled_ms = late.as_millis() as u64,
-                "the Raft runtime was stalled: its workers were busy or blocked"
+                "a runtime of the write path was stalled: its workers were busy or blocked"
             );
         }
     }
@@ -105,6 +108,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// Stops the cluster listener (after Raft).
     cluster_stop: CancellationToken,
+    /// Where plain server API connections run.
+    _api: RaftRuntime,
     /// Where Raft runs; dropped last.
     _raft: RaftRuntime,
 }
@@ -142,8 +147,16 @@ impl Server {
         let listeners = Listeners::bind(&cfg).await?;
         let (client_addr, admin_addr, cluster_addr) = listeners.addrs()?;
         let engine = Arc::new(Engine::default());
-        let raft = RaftRuntime::new(cfg.cluster.raft_threads, cfg.cluster.realtime_priority)
-            .context("starting the Raft runtime")?;
+        let raft = RaftRuntime::new(
+            "raft",
+            cfg.cluster.raft_threads,
+            cfg.cluster.realtime_priority,
+        )
+        .context("starting the Raft runtime")?;
+        // Plain server API connections (see `transport::api_connection`): one thread, with
+        // the Raft threads' priority, since a backend's publish is the write path too.
+        let api = RaftRuntime::new("api", 1, cfg.cluster.realtime_priority)
+            .context("starting the API runtime")?;
         // Started from inside the Raft runtime, so every task openraft spawns runs there.
         let cluster = raft
             .handle()
@@ -202,6 +215,7 @@ impl Server {
             tracker.clone(),
             cluster_stop.clone(),
             raft.handle(),
+            api.handle(),
         );
         {
             let _raft = raft.handle().enter();
@@ -227,6 +241,7 @@ impl Server {
             node,
             tracker,
             cluster_stop,
+            _api: api,
             _raft: raft,
         })
     }

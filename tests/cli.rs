@@ -732,8 +732,121 @@ async fn realtime_priority_applies_to_the_raft_threads() {
             usize::from(prio != 0 && !root),
             "one warning without the privilege"
         );
-        // The client runtime's threads are left alone.
+        // The API runtime's thread has the same priority; the client runtime's are left alone.
+        let api = thread_policies(p.child.id(), "api");
+        assert!(!api.is_empty(), "an API runtime thread");
+        assert!(
+            api.iter().all(|t| *t == threads[0]),
+            "{api:?} vs {threads:?}"
+        );
         let workers = thread_policies(p.child.id(), "tokio-rt-worker");
         assert!(!workers.is_empty() && workers.iter().all(|t| t.0 == SCHED_OTHER));
     }
+}
+
+/// CPU time (ns, from schedstat) of the process's threads named `name`.
+fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
+    let mut ns = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let st = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            ns += st
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns
+}
+
+/// Sends `req` on `s` and reads one HTTP/1.1 response (Content-Length bodies); its status.
+async fn keep_alive_exchange(s: &mut tokio::net::TcpStream, req: &[&[u8]]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for part in req {
+        s.write_all(part).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return head[9..12].parse().unwrap();
+        }
+    }
+}
+
+/// A backend's plain server API connection is served on the node's API runtime (its own
+/// thread, named `api`), not among the client connections' tasks: a keep-alive connection's
+/// publishes cost that thread CPU and the client runtime's workers (next to) none. A request
+/// whose first bytes arrive split stays where it was accepted and is answered too.
+#[tokio::test]
+async fn server_api_connections_are_served_on_the_api_runtime() {
+    let cfg = config_file("");
+    let p = Proc::start(cfg.path(), &[]);
+    let pid = p.child.id();
+    let mut s = tokio::net::TcpStream::connect(p.client_addr).await.unwrap();
+    let request = |i: u32| {
+        let body = json!({"channel": "open:api-rt", "data": {"i": i}}).to_string();
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(
+        keep_alive_exchange(&mut s, &[request(0).as_bytes()]).await,
+        200
+    );
+    let (api0, workers0) = (
+        thread_cpu_ns(pid, "api"),
+        thread_cpu_ns(pid, "tokio-rt-worker"),
+    );
+    for i in 1..=300 {
+        assert_eq!(
+            keep_alive_exchange(&mut s, &[request(i).as_bytes()]).await,
+            200
+        );
+    }
+    let api = thread_cpu_ns(pid, "api") - api0;
+    let workers = thread_cpu_ns(pid, "tokio-rt-worker") - workers0;
+    eprintln!("300 API requests: api thread {api} ns, client workers {workers} ns");
+    assert!(
+        api > 2 * workers && api > 0,
+        "300 API requests: api thread {api} ns, client workers {workers} ns"
+    );
+
+    // Split first bytes: served on the client runtime, answered the same.
+    let mut split = tokio::net::TcpStream::connect(p.client_addr).await.unwrap();
+    let r = request(301);
+    let (a, b) = r.as_bytes().split_at(3);
+    assert_eq!(keep_alive_exchange(&mut split, &[a, b]).await, 200);
+    let (st, body) = api_call(
+        p.client_addr,
+        "history",
+        Some(API_KEY),
+        &json!({"channel": "open:api-rt", "limit": 1, "reverse": true}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        body["result"]["publications"][0]["data"]["i"], 301,
+        "{body}"
+    );
 }

@@ -7,6 +7,8 @@ pub mod echo;
 pub mod emulation;
 pub mod frame;
 
+mod handoff;
+
 mod http;
 pub mod reader;
 pub mod streams;
@@ -35,6 +37,7 @@ use anyhow::Context;
 use crate::api;
 use crate::config::Config;
 use crate::node::Node;
+use handoff::{Moved, api_connection};
 
 /// Response body type of every route: whole, or fed by a connection's writer (the HTTP
 /// streaming transports).
@@ -112,24 +115,29 @@ impl Listeners {
     /// Serves: the client and admin listeners until the node starts stopping (their
     /// connections tracked by `tracker`), the cluster listener until `cluster_stop`, on the
     /// `raft` runtime (Raft RPC and forwarded proposals then never wait behind client tasks).
+    /// Plain server API connections of the client listener move to the `api` runtime (see
+    /// [`api_connection`]).
     pub fn serve(
         self,
         node: Arc<Node>,
         tracker: TaskTracker,
         cluster_stop: CancellationToken,
         raft: &tokio::runtime::Handle,
+        api: &tokio::runtime::Handle,
     ) {
         tracker.spawn(accept_loop(
             self.client,
             Listener::Client,
             node.clone(),
             tracker.clone(),
+            Some(api.clone()),
         ));
         tracker.spawn(accept_loop(
             self.admin,
             Listener::Admin,
             node.clone(),
             tracker.clone(),
+            None,
         ));
         // Re-registered with the Raft runtime's reactor, so its sockets are driven there too.
         let cluster = self.cluster.into_std();
@@ -147,6 +155,7 @@ impl Listeners {
                 node,
                 TaskTracker::new(),
                 cluster_stop,
+                None,
             )
             .await
         });
@@ -159,19 +168,21 @@ async fn accept_loop(
     which: Listener,
     node: Arc<Node>,
     tracker: TaskTracker,
+    api: Option<tokio::runtime::Handle>,
 ) {
     let stop = node.on_stopping();
-    accept_loop_until(listener, which, node, tracker, stop).await
+    accept_loop_until(listener, which, node, tracker, stop, api).await
 }
 
 /// Accepts connections until `stop`; each is served in a tracked task and closed gracefully
-/// on `stop`.
+/// on `stop`. With `api`, plain server API connections move there ([`api_connection`]).
 async fn accept_loop_until(
     listener: TcpListener,
     which: Listener,
     node: Arc<Node>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    api: Option<tokio::runtime::Handle>,
 ) {
     let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -194,7 +205,31 @@ async fn accept_loop_until(
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let t = tracker.clone();
-        tracker.spawn(serve_tcp(stream, peer, which, node, t, stop.clone()));
+        match (&api, node.client_tls.is_none()) {
+            (Some(api), true) => {
+                let api = api.clone();
+                let stop = stop.clone();
+                tracker.spawn(async move {
+                    let timeout = node.cfg.client.handshake_timeout;
+                    match api_connection(stream, timeout, &stop).await {
+                        Moved::Api(std) => {
+                            let tt = t.clone();
+                            api.spawn(t.track_future(async move {
+                                match tokio::net::TcpStream::from_std(std) {
+                                    Ok(s) => serve_tcp(s, peer, which, node, tt, stop).await,
+                                    Err(e) => tracing::warn!(error = %e, "API connection lost"),
+                                }
+                            }));
+                        }
+                        Moved::Stay(s) => serve_tcp(s, peer, which, node, t, stop).await,
+                        Moved::Closed => {}
+                    }
+                });
+            }
+            _ => {
+                tracker.spawn(serve_tcp(stream, peer, which, node, t, stop.clone()));
+            }
+        }
     }
 }
 
