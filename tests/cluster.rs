@@ -1865,3 +1865,49 @@ async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
     })
     .await;
 }
+
+/// A follower paused (SIGSTOP) for longer than the leader lease and resumed: the silence was
+/// its own, not the leader's, so it does not campaign on waking and the leader and term stay.
+/// Repeated, since which of its timers and sockets it serves first on waking varies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
+    let t = Trio::start_env(
+        "",
+        None,
+        &[
+            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
+        ],
+    );
+    let leader = t.wait_leader().await;
+    let paused = (leader + 1) % 3;
+    let term = t.status(leader).await["term"].as_u64().unwrap();
+    let before = t.node(paused).log.lock().unwrap().len();
+    for round in 0..3u64 {
+        t.node(paused).signal("STOP");
+        // Writes go on meanwhile: the leader and the other follower are a majority.
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            publish_via(t.node(leader), "chat:paused", json!(round))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        t.node(paused).signal("CONT");
+        let (h, epoch) = t.history(leader, "chat:paused").await;
+        eventually("the resumed follower caught up", || async {
+            t.history(paused, "chat:paused").await == (h.clone(), epoch.clone())
+        })
+        .await;
+    }
+    for i in 0..3 {
+        let st = t.status(i).await;
+        assert_eq!(st["term"].as_u64(), Some(term), "node {}: {st}", i + 1);
+    }
+    let log = t.node(paused).log.lock().unwrap()[before..].join("\n");
+    assert!(
+        !log.contains("campaigning"),
+        "the resumed follower campaigned"
+    );
+}

@@ -19,7 +19,9 @@
 //!   answers an append only once it is on this node's disk, so a slow fsync here (a busy or
 //!   throttled disk) is silence this node causes itself, not a dead leader. Campaigning then
 //!   would raise the term and depose a healthy leader (its next append is answered with the
-//!   higher vote) for nothing.
+//!   higher vote) for nothing;
+//! - silence while this node itself was not running (its runtime's workers stalled: the tick
+//!   woke late) does not count: messages from a live leader may be waiting to be read.
 //!
 //! Each of these only decides *when* to ask; Raft's vote rules decide who wins, so safety does
 //! not depend on any of it.
@@ -90,6 +92,13 @@ impl Elections {
     pub(super) fn storing(&self) -> Storing<'_> {
         self.storing.fetch_add(1, Ordering::Relaxed);
         Storing(self)
+    }
+
+    /// This node's driver woke `lost` later than it asked (its own runtime was stalled):
+    /// that much of the silence since the last word is this node's, not the leader's.
+    fn lost_time(&self, lost: Duration) {
+        let mut heard = self.heard.lock();
+        *heard = (*heard + lost).min(Instant::now());
     }
 
     /// A peer has a longer log than this node: let it win.
@@ -173,9 +182,14 @@ impl Cluster {
             let e = &this.elections;
             let mut extra = e.random_extra();
             loop {
+                let asked = Instant::now();
                 tokio::select! {
                     _ = tokio::time::sleep(e.tick) => {}
                     _ = stop.cancelled() => return,
+                }
+                let slept = asked.elapsed();
+                if slept > e.tick * 2 {
+                    e.lost_time(slept - e.tick);
                 }
                 let m = this.raft.server_metrics().borrow().clone();
                 let membership = m.membership_config.membership();
@@ -266,6 +280,21 @@ mod tests {
         assert!(
             e.due(Duration::ZERO, Instant::now()),
             "a failed append leaves the silence counted"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_this_node_was_stalled_is_not_the_leaders_silence() {
+        let e = Elections::new(HB, MIN, MAX);
+        tokio::time::advance(MAX + Duration::from_millis(300)).await;
+        assert!(e.due(Duration::ZERO, Instant::now()));
+        // All of it (more than there was) was this node's own stall.
+        e.lost_time(Duration::from_secs(5));
+        assert!(!e.due(Duration::ZERO, Instant::now()), "a fresh lease");
+        tokio::time::advance(MAX).await;
+        assert!(
+            e.due(Duration::ZERO, Instant::now()),
+            "silence after waking counts"
         );
     }
 
