@@ -68,9 +68,9 @@ impl RaftRuntime {
 const STALL_TICK: Duration = Duration::from_millis(50);
 const STALL_LATE: Duration = Duration::from_millis(250);
 
-/// Warns when the runtime's workers (Raft's or the API's) were blocked (a tick woke much later than asked):
-/// while they are, the core sends no heartbeats and commits nothing, so a stall near the
-/// leader lease costs an election. Slow fsyncs do not show here (they run on blocking
+/// Warns when the runtime's workers (Raft's or the API's) were blocked, i.e. a tick woke much
+/// later than asked: while Raft's are, the core sends no heartbeats and commits nothing, so a
+/// stall near the leader lease costs an election. Slow fsyncs do not show here (they run on blocking
 /// threads; the store warns about those), blocking work on a worker thread does.
 async fn watch_stalls(runtime: String) {
     loop {
@@ -153,7 +153,7 @@ impl Server {
             cfg.cluster.realtime_priority,
         )
         .context("starting the Raft runtime")?;
-        // Plain server API connections (see `transport::api_connection`): one thread, with
+        // Plain server API connections (see `transport::handoff`): one thread, with
         // the Raft threads' priority, since a backend's publish is the write path too.
         let api = RaftRuntime::new("api", 1, cfg.cluster.realtime_priority)
             .context("starting the API runtime")?;
