@@ -65,6 +65,38 @@ async fn concurrent_connections_per_ip() {
     assert!(metric(admin(&s), &limited("max_connections_per_ip")).await >= before + 1.0);
 }
 
+/// Connections count against the per-IP limit from the moment they are accepted, before
+/// they send anything (the node peeks at a connection's first bytes to tell server API
+/// connections apart): three silent connections from an address hold its three slots.
+#[tokio::test]
+async fn silent_connections_hold_their_slots_from_accept() {
+    let s = TestServer::start_toml(&with_client(
+        "max_connections_per_ip = 3\nconnection_rate_per_ip = 0",
+    ))
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        silent.push(sock.connect(s.addr).await.unwrap());
+    }
+    eventually("the fourth connection from that IP is refused", || async {
+        try_open_from(s.addr, "127.0.0.3", None).await.err() == Some(503)
+    })
+    .await;
+    drop(silent);
+    eventually("the slots are free again", || async {
+        match try_open_from(s.addr, "127.0.0.3", None).await {
+            Ok(c) => {
+                c.close().await;
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn connection_rate_per_ip() {
     let s = TestServer::start_toml(&with_client(

@@ -210,18 +210,22 @@ async fn accept_loop_until(
                 let api = api.clone();
                 let stop = stop.clone();
                 tracker.spawn(async move {
+                    // Counted at accept, before waiting for its first bytes.
+                    let admitted = admit(&node, which, peer);
                     let timeout = node.cfg.client.handshake_timeout;
                     match api_connection(stream, timeout, &stop).await {
                         Moved::Api(std) => {
                             let tt = t.clone();
                             api.spawn(t.track_future(async move {
                                 match tokio::net::TcpStream::from_std(std) {
-                                    Ok(s) => serve_tcp(s, peer, which, node, tt, stop).await,
+                                    Ok(s) => {
+                                        serve_admitted(s, which, node, tt, stop, admitted).await
+                                    }
                                     Err(e) => tracing::warn!(error = %e, "API connection lost"),
                                 }
                             }));
                         }
-                        Moved::Stay(s) => serve_tcp(s, peer, which, node, t, stop).await,
+                        Moved::Stay(s) => serve_admitted(s, which, node, t, stop, admitted).await,
                         Moved::Closed => {}
                     }
                 });
@@ -231,6 +235,30 @@ async fn accept_loop_until(
             }
         }
     }
+}
+
+/// A connection past the client listener's limits: its peer, its IP slot (held while any part
+/// of the connection lives) and the limit that refuses it, if one does.
+struct Admitted {
+    peer: SocketAddr,
+    slot: Option<Arc<crate::limits::IpSlot>>,
+    reject: Option<crate::limits::Reject>,
+}
+
+/// The client listener's limits for a connection from `peer`, at accept (other listeners
+/// have none).
+fn admit(node: &Node, which: Listener, peer: SocketAddr) -> Admitted {
+    let (slot, reject) = if which == Listener::Client {
+        let (slot, reject) = node.limits.admit_tcp(peer.ip());
+        (Some(Arc::new(slot)), reject)
+    } else {
+        (None, None)
+    };
+    if let Some(r) = reject {
+        r.count();
+        tracing::debug!(peer = %peer, limit = r.name(), "connection refused by a limit");
+    }
+    Admitted { peer, slot, reject }
 }
 
 /// One accepted TCP connection: limits (client listener), the TLS handshake when configured,
@@ -243,16 +271,20 @@ async fn serve_tcp(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let (slot, reject) = if which == Listener::Client {
-        let (slot, reject) = node.limits.admit_tcp(peer.ip());
-        (Some(Arc::new(slot)), reject)
-    } else {
-        (None, None)
-    };
-    if let Some(r) = reject {
-        r.count();
-        tracing::debug!(peer = %peer, limit = r.name(), "connection refused by a limit");
-    }
+    let admitted = admit(&node, which, peer);
+    serve_admitted(stream, which, node, tracker, shutdown, admitted).await
+}
+
+/// [`serve_tcp`] once admitted: the TLS handshake when configured, then HTTP.
+async fn serve_admitted(
+    stream: tokio::net::TcpStream,
+    which: Listener,
+    node: Arc<Node>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    admitted: Admitted,
+) {
+    let Admitted { peer, slot, reject } = admitted;
     let (acceptor, timeout) = match which {
         Listener::Client => (
             node.client_tls.as_ref().map(|t| t.acceptor()),
