@@ -170,6 +170,21 @@ impl Trio {
         t
     }
 
+    /// Three nodes with a 1 s leader lease (heartbeat 100 ms, election timeout 800–1000 ms):
+    /// our driver campaigns 1.0–1.2 s after the last word from a leader, openraft's own timer
+    /// 1.8–2.0 s after it, so a ~1.5 s stall falls between the two.
+    fn start_lease_1s() -> Trio {
+        Self::start_env(
+            "",
+            None,
+            &[
+                ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
+                ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
+                ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
+            ],
+        )
+    }
+
     fn spawn(&self, i: usize) -> Proc {
         let dir = self.data[i].path().display().to_string();
         let mut env = vec![("SWITCHYARD_NODE__DATA_DIR", dir.as_str())];
@@ -1796,17 +1811,8 @@ fn libc_minor(dev: u64) -> u64 {
 /// its disk is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
-    // Our campaign comes 1.0–1.2 s after the last word from a leader, openraft's own timer
-    // 1.8–2.0 s after it: a ~1.5 s fsync is between the two.
-    let t = Trio::start_env(
-        "",
-        None,
-        &[
-            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
-        ],
-    );
+    // A ~1.5 s fsync: past our driver's campaign, short of openraft's own timer.
+    let t = Trio::start_lease_1s();
     let leader = t.wait_leader().await;
     let slow = (leader + 1) % 3;
     let Some(mut disk) = SlowDisk::new(t.data[slow].path(), 2) else {
@@ -1871,15 +1877,7 @@ async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
 /// Repeated, since which of its timers and sockets it serves first on waking varies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
-    let t = Trio::start_env(
-        "",
-        None,
-        &[
-            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
-        ],
-    );
+    let t = Trio::start_lease_1s();
     let leader = t.wait_leader().await;
     let paused = (leader + 1) % 3;
     let term = t.status(leader).await["term"].as_u64().unwrap();

@@ -31,6 +31,20 @@ async fn working_client(s: &TestServer, src: &str, user: &str) -> Client {
     c
 }
 
+/// Waits until a connection from `src` is accepted again (its IP has a free slot).
+async fn slot_frees(s: &TestServer, src: &str) {
+    eventually("a slot is free again", || async {
+        match try_open_from(s.addr, src, None).await {
+            Ok(c) => {
+                c.close().await;
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn concurrent_connections_per_ip() {
     let s = TestServer::start_toml(&with_client(
@@ -52,16 +66,7 @@ async fn concurrent_connections_per_ip() {
     other.subscribe("open:x").await;
     // A closed connection frees its slot.
     open.pop().unwrap().close().await;
-    eventually("the slot is free again", || async {
-        match try_open_from(s.addr, "127.0.0.1", None).await {
-            Ok(c) => {
-                c.close().await;
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
+    slot_frees(&s, "127.0.0.1").await;
     assert!(metric(admin(&s), &limited("max_connections_per_ip")).await >= before + 1.0);
 }
 
@@ -85,16 +90,7 @@ async fn silent_connections_hold_their_slots_from_accept() {
     })
     .await;
     drop(silent);
-    eventually("the slots are free again", || async {
-        match try_open_from(s.addr, "127.0.0.3", None).await {
-            Ok(c) => {
-                c.close().await;
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
+    slot_frees(&s, "127.0.0.3").await;
 }
 
 #[tokio::test]
