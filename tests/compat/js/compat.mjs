@@ -16,7 +16,7 @@
 // - sub.history({limit, since, reverse}) -> {publications, epoch, offset};
 //   sub.presence() -> {clients: {<client>: {client, user, connInfo?, chanInfo?}}};
 //   sub.presenceStats() -> {numClients, numUsers}.
-import WebSocket from 'ws';
+import { OrderedWebSocket } from './ordered-ws.mjs';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 
@@ -96,7 +96,7 @@ async function waitFor(what, pred, ms = 8000) {
 }
 
 function newClient(user, opts = {}, info = undefined) {
-  const c = new Centrifuge(WS_URL, { websocket: WebSocket, token: mint(user, info), ...opts });
+  const c = new Centrifuge(WS_URL, { websocket: OrderedWebSocket, token: mint(user, info), ...opts });
   c.on('error', onError(user));
   return c;
 }

@@ -18,7 +18,7 @@
 // `delta: true` (JsonCodec.applyDeltaIfNeeded: `data` is a JSON string, full or a Fossil
 // delta when `delta` is true); sub.deltaStats() -> {numPublications, numFullPayloads,
 // numDeltaPayloads, bytesReceived, bytesDecoded, compressionRatio}.
-import WebSocket from 'ws';
+import { OrderedWebSocket } from './ordered-ws.mjs';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 
@@ -88,7 +88,7 @@ function documentAt(v) {
 
 // A `ws` WebSocket that counts the payload bytes of every message it receives.
 function countingWebSocket(counter) {
-  return class extends WebSocket {
+  return class extends OrderedWebSocket {
     constructor(...args) {
       super(...args);
       this.on('message', (data) => {

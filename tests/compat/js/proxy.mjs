@@ -11,7 +11,7 @@
 // {code, reason}; server-side subscriptions emit client-level 'subscribed' / 'publication';
 // `rpc` and `publish` reject with {code, message} on an error reply.
 import { Centrifuge } from 'centrifuge';
-import WebSocket from 'ws';
+import { OrderedWebSocket } from './ordered-ws.mjs';
 import assert from 'node:assert/strict';
 
 const env = (k) => {
@@ -58,7 +58,7 @@ async function backendCalls(path) {
 
 // A WebSocket that sends a session cookie, as a browser on the application's domain would.
 function withCookie(cookie) {
-  return class extends WebSocket {
+  return class extends OrderedWebSocket {
     constructor(url, protocols) {
       super(url, protocols, { headers: { Cookie: cookie } });
     }
