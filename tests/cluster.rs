@@ -1909,3 +1909,87 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
         "the resumed follower campaigned"
     );
 }
+
+/// The leader's own disk stalls for a moment (one fsync of ~1-1.5 s, beyond the lease):
+/// openraft's core waits for the leader's flush and sends no heartbeats meanwhile, so before
+/// the fix the followers took that for a dead leader and elected another (every publish in
+/// flight then failed with error 100), as the soak saw after one 857 ms flush. The leader now
+/// tells them it still leads while a flush runs (for at most two leases of one flush).
+/// Three such stalls, one publish each: all acknowledged, and the term and leader stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_stalls_for_a_moment_keeps_leading() {
+    let t = Trio::start_lease_1s();
+    let leader = t.wait_leader().await;
+    let term = t.status(leader).await["term"].as_u64().unwrap();
+    // The word from a past term's leader is refused (409) and changes nothing.
+    let cluster_addrs: Vec<std::net::SocketAddr> = t
+        .peers
+        .lines()
+        .filter_map(|l| l.strip_prefix("addr = \"")?.strip_suffix('"')?.parse().ok())
+        .collect();
+    let follower = (leader + 1) % 3;
+    let stale = json!({ "term": term - 1, "leader": follower + 1 }).to_string();
+    let (st, _) = http_post(
+        cluster_addrs[follower],
+        "/cluster/leading",
+        None,
+        stale.as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 409, "a past term's word must be refused");
+    assert_eq!(t.status(follower).await["term"].as_u64(), Some(term));
+    publish_via(t.node(leader), "chat:slowleader", json!(0))
+        .await
+        .unwrap();
+    let before: Vec<usize> = (0..3)
+        .map(|i| t.node(i).log.lock().unwrap().len())
+        .collect();
+    for n in 1..=3u64 {
+        // 3 write IOPS: one flush takes ~1-1.5 s, past our driver's 1.0-1.2 s and short of
+        // openraft's own timer (1.8-2.0 s here).
+        let Some(mut disk) = SlowDisk::new(t.data[leader].path(), 3) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root with the blkio cgroup: the slow-disk test must run there"
+            );
+            eprintln!(
+                "SKIPPED: no blkio cgroup to slow a disk down (needs root and cgroup v1 blkio)"
+            );
+            return;
+        };
+        disk.add(t.node(leader).child.id());
+        let r = publish_via(t.node(leader), "chat:slowleader", json!(n)).await;
+        drop(disk);
+        assert!(r.is_ok(), "publish {n} refused: {r:?}\n{}", {
+            (0..3)
+                .flat_map(|i| {
+                    t.node(i).log.lock().unwrap()[before[i]..]
+                        .iter()
+                        .filter(|l| {
+                            ["stalled", "slow disk", "campaign", "Vote"]
+                                .iter()
+                                .any(|w| l.contains(w))
+                        })
+                        .map(|l| format!("node {}: {}", i + 1, &l[..l.len().min(220)]))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        publish_via(t.node(leader), "chat:slowleader", json!(n * 10))
+            .await
+            .unwrap();
+    }
+    let logs: Vec<String> = (0..3)
+        .map(|i| t.node(i).log.lock().unwrap()[before[i]..].join("\n"))
+        .collect();
+    assert!(
+        logs[leader].contains("slow disk"),
+        "the leader's fsyncs were not slow: the test proves nothing"
+    );
+    for (i, log) in logs.iter().enumerate() {
+        assert!(!log.contains("campaigning"), "node {} campaigned", i + 1);
+        let st = t.status(i).await;
+        assert_eq!(st["term"].as_u64(), Some(term), "node {}: {st}", i + 1);
+    }
+}

@@ -20,6 +20,12 @@
 //!   throttled disk) is silence this node causes itself, not a dead leader. Campaigning then
 //!   would raise the term and depose a healthy leader (its next append is answered with the
 //!   higher vote) for nothing;
+//! - a leader whose own flush is slow (openraft's core awaits it and sends no heartbeats
+//!   meanwhile) tells its followers every heartbeat that it still leads, for at most
+//!   [`KEEP_LEADING`] leases of one flush. A follower hands that word to openraft as an empty
+//!   append from the leader (it checks only the vote), so it resets openraft's election timer
+//!   as well as this driver's: a disk that stalls for a moment does not cost a leader change,
+//!   a dead one still does, a lease after the leader stops saying it;
 //! - silence while this node itself was not running (its runtime's workers stalled: the tick
 //!   woke late) does not count: messages from a live leader may be waiting to be read.
 //!
@@ -61,7 +67,12 @@ pub(super) struct Elections {
     retry: Duration,
     /// How often the driver looks.
     tick: Duration,
+    /// The leader's heartbeat interval.
+    heartbeat: Duration,
 }
+
+/// A leader keeps saying it leads through one slow flush for at most this many leases.
+const KEEP_LEADING: u32 = 2;
 
 impl Elections {
     pub(super) fn new(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Self {
@@ -76,6 +87,7 @@ impl Elections {
                 .saturating_sub(election_min)
                 .max(Duration::from_millis(10)),
             retry: heartbeat * 2,
+            heartbeat,
             tick: (heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)),
         }
     }
@@ -99,6 +111,19 @@ impl Elections {
     fn lost_time(&self, lost: Duration) {
         let mut heard = self.heard.lock();
         *heard = (*heard + lost).min(Instant::now());
+    }
+
+    /// Whether a leader whose flush has run for `flushing` (none running: `None`) should tell
+    /// its followers now that it still leads, having last done so at `last_said`: once a
+    /// heartbeat, from a heartbeat into the flush until [`KEEP_LEADING`] leases into it.
+    fn say_leading(
+        &self,
+        flushing: Option<Duration>,
+        last_said: Option<Instant>,
+        now: Instant,
+    ) -> bool {
+        flushing.is_some_and(|f| f >= self.heartbeat && f <= self.lease * KEEP_LEADING)
+            && last_said.is_none_or(|t| now.duration_since(t) >= self.heartbeat)
     }
 
     /// A peer has a longer log than this node: let it win.
@@ -181,6 +206,7 @@ impl Cluster {
         tokio::spawn(async move {
             let e = &this.elections;
             let mut extra = e.random_extra();
+            let mut last_said: Option<Instant> = None;
             loop {
                 let asked = Instant::now();
                 tokio::select! {
@@ -195,6 +221,9 @@ impl Cluster {
                 let membership = m.membership_config.membership();
                 let voter = membership.voter_ids().any(|v| v == this.id);
                 let voters = membership.voter_ids().count();
+                if m.state == ServerState::Leader {
+                    this.keep_leading(&m, &mut last_said);
+                }
                 if m.state == ServerState::Leader || !voter || voters < 2 {
                     e.heard_from_leader();
                     continue;
@@ -216,6 +245,38 @@ impl Cluster {
                 }
             }
         });
+    }
+}
+
+impl Cluster {
+    /// As the leader, while its own flush has run longer than a heartbeat (and less than
+    /// [`KEEP_LEADING`] leases): tells every other member it still leads, once a heartbeat.
+    fn keep_leading(
+        self: &Arc<Self>,
+        m: &openraft::metrics::RaftServerMetrics<NodeId, openraft::BasicNode>,
+        last_said: &mut Option<Instant>,
+    ) {
+        let e = &self.elections;
+        let now = Instant::now();
+        if !e.say_leading(self.store.flushing_for(), *last_said, now) {
+            return;
+        }
+        *last_said = Some(now);
+        let body = serde_json::to_vec(&super::rpc::Leading {
+            term: m.vote.leader_id().term,
+            leader: self.id,
+        })
+        .expect("serialise");
+        for (id, node) in m.membership_config.nodes() {
+            if *id == self.id {
+                continue;
+            }
+            let client = self.peer(*id, &node.addr, 0);
+            let (body, timeout) = (body.clone(), e.heartbeat);
+            tokio::spawn(async move {
+                let _ = client.post(super::network::LEADING, body, timeout).await;
+            });
+        }
     }
 }
 
@@ -242,6 +303,29 @@ mod tests {
             last.map(|i| LogId::new(LeaderId::new(1, 1), i)),
             granted,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_flush_is_announced_once_a_heartbeat_for_at_most_two_leases() {
+        let e = Elections::new(HB, MIN, MAX);
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!e.say_leading(None, None, now), "no flush running");
+        assert!(
+            !e.say_leading(Some(ms(50)), None, now),
+            "a flush within a heartbeat"
+        );
+        assert!(e.say_leading(Some(ms(150)), None, now));
+        assert!(e.say_leading(Some(ms(1600)), None, now), "up to two leases");
+        assert!(
+            !e.say_leading(Some(ms(1700)), None, now),
+            "a disk stuck past two leases is left to an election"
+        );
+        assert!(
+            !e.say_leading(Some(ms(400)), Some(now - ms(60)), now),
+            "said less than a heartbeat ago"
+        );
+        assert!(e.say_leading(Some(ms(400)), Some(now - ms(100)), now));
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,8 @@ pub const PROPOSE: &str = "/cluster/propose";
 pub const PING: &str = "/cluster/ping";
 /// A follower asks the leader for a read index confirmed by a quorum (readiness).
 pub const READ_INDEX: &str = "/cluster/read-index";
+/// A leader whose own flush is slow tells its followers it still leads (`election`).
+pub const LEADING: &str = "/cluster/leading";
 /// A leader stepping down asks its successor to campaign now.
 pub const ELECT: &str = "/cluster/elect";
 /// Membership changes forwarded to the leader: `/cluster/admin/<op>`.

@@ -12,6 +12,13 @@ use crate::replicator::{Pending, ProposeError};
 use crate::state::Op;
 use crate::store::types::{NodeId, TypeConfig};
 
+/// A leader's word that it still leads while its own flush is slow (see `election`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Leading {
+    pub(super) term: u64,
+    pub(super) leader: NodeId,
+}
+
 impl Cluster {
     /// Handles an inbound cluster request; returns HTTP status and body. `submit` hands
     /// forwarded operations to this node's own write path (its batcher).
@@ -66,6 +73,27 @@ impl Cluster {
                 None => (400, Vec::new()),
             },
             network::PING => (200, b"{}".to_vec()),
+            network::LEADING => match serde_json::from_slice::<Leading>(body) {
+                // Handed to openraft as an empty append from that leader (no previous entry,
+                // no commit index: it only checks the vote), so that both openraft's election
+                // timer and ours hear it; a vote from a newer term refuses it.
+                Ok(l) => {
+                    let req = AppendEntriesRequest::<TypeConfig> {
+                        vote: openraft::Vote::new_committed(l.term, l.leader),
+                        prev_log_id: None,
+                        entries: Vec::new(),
+                        leader_commit: None,
+                    };
+                    match self.raft.append_entries(req).await {
+                        Ok(AppendEntriesResponse::Success) => {
+                            self.elections.heard_from_leader();
+                            (200, b"{}".to_vec())
+                        }
+                        _ => (409, Vec::new()),
+                    }
+                }
+                Err(_) => (400, Vec::new()),
+            },
             network::READ_INDEX => match self.read_index().await {
                 Some(index) => reply(&serde_json::json!({ "index": index })),
                 None => (503, Vec::new()),

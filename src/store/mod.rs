@@ -66,6 +66,8 @@ pub struct Store {
     /// sled's data file, fsync'ed after its own flush (sled uses sync_file_range, which does
     /// not flush the disk cache).
     db_file: Option<Arc<std::fs::File>>,
+    /// Since when a flush has been running (none: not flushing).
+    flushing: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Store {
@@ -99,6 +101,7 @@ impl Store {
             snapshot: db.open_tree("snapshot")?,
             db,
             db_file,
+            flushing: Default::default(),
         })
     }
 
@@ -119,6 +122,7 @@ impl Store {
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> SResult<()> {
         let (db, file) = (self.db.clone(), self.db_file.clone());
         let started = std::time::Instant::now();
+        self.flushing.lock().get_or_insert(started);
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             db.flush().map_err(std::io::Error::other)?;
             match file {
@@ -127,9 +131,17 @@ impl Store {
             }
         })
         .await
-        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e));
+        *self.flushing.lock() = None;
+        let res = res?;
         slow_flush(started.elapsed());
         res.map_err(|e| io_err(subject, ErrorVerb::Write, e))
+    }
+
+    /// How long the flush in progress has been running (`None`: none is). While a leader's
+    /// flush runs, openraft's core waits for it and sends no heartbeats.
+    pub fn flushing_for(&self) -> Option<std::time::Duration> {
+        self.flushing.lock().map(|t| t.elapsed())
     }
 
     /// Flushes everything to disk (shutdown).
