@@ -30,26 +30,43 @@ use crate::transport::Listeners;
 struct RaftRuntime(Option<tokio::runtime::Runtime>);
 
 impl RaftRuntime {
-    /// `realtime_priority`: see `cluster.realtime_priority`; set on every thread of the
-    /// runtime as it starts (workers and blocking threads). Refused (no privilege): one
-    /// warning, and the threads keep normal priority.
-    /// `name` names its threads (`raft`, `api`).
-    fn new(name: &str, threads: usize, realtime_priority: u8) -> std::io::Result<RaftRuntime> {
+    /// `name` names its threads (`raft`, `api`). Every thread of the runtime (workers and
+    /// blocking threads) gets, as it starts, `realtime_priority` (see
+    /// `cluster.realtime_priority`), or else the fair scheduler's time slice `slice` (see
+    /// `cluster.raft_slice`; zero: the kernel's default). Either refused: one warning per
+    /// process, and the threads keep the kernel's defaults.
+    fn new(
+        name: &str,
+        threads: usize,
+        realtime_priority: u8,
+        slice: Duration,
+    ) -> std::io::Result<RaftRuntime> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(name)
             .on_thread_start(move || {
-                if realtime_priority == 0 {
-                    return;
+                if realtime_priority > 0 {
+                    match crate::sys::set_thread_realtime(realtime_priority) {
+                        Ok(()) => return,
+                        Err(e) => {
+                            static WARNED: std::sync::Once = std::sync::Once::new();
+                            WARNED.call_once(|| {
+                                tracing::warn!(error = %e, priority = realtime_priority,
+                                    "cluster.realtime_priority: could not raise the Raft and API threads' \
+                                     priority (grant CAP_SYS_NICE or LimitRTPRIO=); running at normal \
+                                     priority");
+                            });
+                        }
+                    }
                 }
-                if let Err(e) = crate::sys::set_thread_realtime(realtime_priority) {
-                    // Once per process, for all the runtimes that ask.
+                if !slice.is_zero()
+                    && let Err(e) = crate::sys::set_thread_slice(slice)
+                {
                     static WARNED: std::sync::Once = std::sync::Once::new();
                     WARNED.call_once(|| {
-                        tracing::warn!(error = %e, priority = realtime_priority,
-                            "cluster.realtime_priority: could not raise the Raft and API threads' \
-                             priority (grant CAP_SYS_NICE or LimitRTPRIO=); running at normal \
-                             priority");
+                        tracing::warn!(error = %e, slice = ?slice,
+                            "cluster.raft_slice: the kernel refused the Raft and API threads' \
+                             time slice; they keep its default");
                     });
                 }
             })
@@ -151,12 +168,18 @@ impl Server {
             "raft",
             cfg.cluster.raft_threads,
             cfg.cluster.realtime_priority,
+            cfg.cluster.raft_slice,
         )
         .context("starting the Raft runtime")?;
         // Plain server API connections (see `transport::handoff`): one thread, with
-        // the Raft threads' priority, since a backend's publish is the write path too.
-        let api = RaftRuntime::new("api", 1, cfg.cluster.realtime_priority)
-            .context("starting the API runtime")?;
+        // the Raft threads' priority and time slice, since a backend's publish is the write path too.
+        let api = RaftRuntime::new(
+            "api",
+            1,
+            cfg.cluster.realtime_priority,
+            cfg.cluster.raft_slice,
+        )
+        .context("starting the API runtime")?;
         // Started from inside the Raft runtime, so every task openraft spawns runs there.
         let cluster = raft
             .handle()

@@ -744,6 +744,75 @@ async fn realtime_priority_applies_to_the_raft_threads() {
     }
 }
 
+/// The fair scheduler's time slice (ns, `se.slice` in /proc's sched) of each of the
+/// process's threads named `name`.
+fn thread_slices(pid: u32, name: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let sched = std::fs::read_to_string(dir.join("sched")).unwrap_or_default();
+        let slice = sched.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "se.slice").then(|| v.trim().parse::<u64>().ok())?
+        });
+        out.push(slice.expect("se.slice in /proc/<pid>/task/<tid>/sched"));
+    }
+    out
+}
+
+/// `cluster.raft_slice` (100us by default) is the fair-scheduler time slice of every thread
+/// of the Raft and API runtimes, the store's blocking threads included, while the client
+/// runtime's workers keep the kernel's default; 0 leaves the Raft threads at the default too.
+#[tokio::test]
+async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
+    let cfg = config_file("");
+    for (setting, want) in [
+        (None, Some(100_000u64)),
+        (Some("2ms"), Some(2_000_000)),
+        (Some("0"), None),
+    ] {
+        let env: Vec<(&str, &str)> = setting
+            .map(|s| vec![("SWITCHYARD_CLUSTER__RAFT_SLICE", s)])
+            .unwrap_or_default();
+        let p = Proc::start(cfg.path(), &env);
+        // Publications make the store flush, on the runtime's blocking threads.
+        for i in 0..5 {
+            let body = json!({"channel": "open:slice", "data": {"i": i}}).to_string();
+            let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
+            assert_eq!(st, 200);
+        }
+        let pid = p.child.id();
+        let workers = thread_slices(pid, "tokio-rt-worker");
+        assert!(!workers.is_empty(), "client runtime workers");
+        let default = workers[0];
+        assert!(
+            workers.iter().all(|s| *s == default) && default != 100_000 && default != 2_000_000,
+            "the client runtime keeps the kernel's default: {workers:?}"
+        );
+        let raft = thread_slices(pid, "raft");
+        let api = thread_slices(pid, "api");
+        assert!(raft.len() >= 2, "workers and a blocking thread: {raft:?}");
+        assert!(!api.is_empty(), "an API runtime thread");
+        let want = want.unwrap_or(default);
+        assert!(
+            raft.iter().chain(&api).all(|s| *s == want),
+            "{setting:?}: raft {raft:?}, api {api:?}, want {want}"
+        );
+        assert!(
+            !p.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("cluster.raft_slice")),
+            "no warning"
+        );
+    }
+}
+
 /// CPU time (ns, from schedstat) of the process's threads named `name`.
 fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
     let mut ns = 0;

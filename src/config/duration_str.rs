@@ -6,10 +6,22 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
-/// Reads a humantime string; `"0"` means zero.
+/// Reads a humantime string; `"0"` means zero, and so does the number 0 (what an
+/// environment variable set to `0` or an unquoted TOML `0` gives). Other numbers need a unit.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse(&s).map_err(serde::de::Error::custom)
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom),
+        Raw::Number(0) => Ok(Duration::ZERO),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "invalid duration {n} (give a unit, e.g. \"{n}s\" or \"{n}ms\")"
+        ))),
+    }
 }
 
 /// Parses `"30s"`-style durations; `"0"` is zero.

@@ -394,6 +394,27 @@ mod tests {
     }
 
     #[test]
+    fn raft_slice_is_zero_or_within_the_kernels_bounds() {
+        let slice = |v: &str| Config::from_toml(&format!("[cluster]\nraft_slice = \"{v}\""));
+        assert_eq!(
+            Config::default().cluster.raft_slice,
+            Duration::from_micros(100)
+        );
+        assert!(slice("0").unwrap().cluster.raft_slice.is_zero());
+        assert_eq!(
+            slice("2ms").unwrap().cluster.raft_slice,
+            Duration::from_millis(2)
+        );
+        assert!(slice("50us").is_err(), "under the kernel's 0.1 ms");
+        assert!(slice("101ms").is_err(), "over the kernel's 100 ms");
+        assert!(slice("fast").is_err());
+        // A bare 0 (an environment variable `=0`, unquoted TOML) is zero; other numbers need a unit.
+        let zero = Config::from_toml("[cluster]\nraft_slice = 0").unwrap();
+        assert!(zero.cluster.raft_slice.is_zero());
+        assert!(Config::from_toml("[cluster]\nraft_slice = 5").is_err());
+    }
+
+    #[test]
     fn idempotency_window_and_cap() {
         let cfg = Config::default();
         assert_eq!(cfg.api.idempotency_window, Duration::from_secs(300));

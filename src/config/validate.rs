@@ -78,6 +78,14 @@ impl Config {
         if c.realtime_priority > 99 {
             return bad("cluster.realtime_priority must be between 0 (off) and 99".into());
         }
+        if !c.raft_slice.is_zero()
+            && !(Duration::from_micros(100)..=Duration::from_millis(100)).contains(&c.raft_slice)
+        {
+            return bad(
+                "cluster.raft_slice must be 0 (the kernel's default) or between 100us and 100ms"
+                    .into(),
+            );
+        }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
