@@ -663,24 +663,30 @@ fn man_pages_render_and_cover_the_subcommands() {
     }
 }
 
-/// The scheduling policy and real-time priority of each thread of `pid` named `name`, from
-/// `/proc/<pid>/task/<tid>/stat` (fields 41 and 40).
-fn thread_policies(pid: u32, name: &str) -> Vec<(u32, u32)> {
+/// `/proc/<pid>/task/<tid>/{file}` of each thread of `pid` named `name`.
+fn thread_files(pid: u32, name: &str, file: &str) -> Vec<String> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
+        if comm.trim() == name {
+            out.push(std::fs::read_to_string(dir.join(file)).unwrap_or_default());
         }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        out.push((f[38].parse().unwrap(), f[37].parse().unwrap()));
     }
     out
+}
+
+/// The scheduling policy and real-time priority of each thread of `pid` named `name`, from
+/// `/proc/<pid>/task/<tid>/stat` (fields 41 and 40).
+fn thread_policies(pid: u32, name: &str) -> Vec<(u32, u32)> {
+    thread_files(pid, name, "stat")
+        .iter()
+        .filter_map(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f[38].parse().unwrap(), f[37].parse().unwrap()))
+        })
+        .collect()
 }
 
 /// `cluster.realtime_priority` puts every thread of the Raft runtime (workers and the
@@ -747,21 +753,18 @@ async fn realtime_priority_applies_to_the_raft_threads() {
 /// The fair scheduler's time slice (ns, `se.slice` in /proc's sched) of each of the
 /// process's threads named `name`.
 fn thread_slices(pid: u32, name: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let sched = std::fs::read_to_string(dir.join("sched")).unwrap_or_default();
-        let slice = sched.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == "se.slice").then(|| v.trim().parse::<u64>().ok())?
-        });
-        out.push(slice.expect("se.slice in /proc/<pid>/task/<tid>/sched"));
-    }
-    out
+    thread_files(pid, name, "sched")
+        .iter()
+        .map(|sched| {
+            sched
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.trim() == "se.slice").then(|| v.trim().parse::<u64>().ok())?
+                })
+                .expect("se.slice in /proc/<pid>/task/<tid>/sched")
+        })
+        .collect()
 }
 
 /// `cluster.raft_slice` (100us by default) is the fair-scheduler time slice of every thread
@@ -815,20 +818,10 @@ async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
 
 /// CPU time (ns, from schedstat) of the process's threads named `name`.
 fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
-    let mut ns = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let st = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
-            ns += st
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    ns
+    thread_files(pid, name, "schedstat")
+        .iter()
+        .filter_map(|st| st.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Sends `req` on `s` and reads one HTTP/1.1 response (Content-Length bodies); its status.
