@@ -6,6 +6,8 @@
 #   1. dpkg -i: the user, /etc/switchyard/config.toml (0640 root:switchyard, random secrets),
 #      the unit installed but not enabled;
 #   2. systemctl enable --now switchyard returns once the node sent READY=1 (Type=notify);
+#      the unit is a CPU scheduling group of its own (CPUWeight=, when the container has the
+#      cpu controller), and the client threads run 10 nicer than the write path's;
 #   3. a WebSocket client subscribes and receives a publication sent through the HTTP API;
 #   4. systemctl reload applies a log.level change (the journal says so), the client stays;
 #   5. systemctl stop closes the client with 3001;
@@ -184,6 +186,21 @@ state=$(in_ct systemctl show -p ActiveState --value switchyard)
 [ "$state" = active ] || fail "after enable --now the unit is '$state'"
 in_ct journalctl -u switchyard --no-pager -o cat | grep -q 'node ready' ||
   fail "the journal has no 'node ready' line"
+
+step "the unit is its own CPU group; client threads are nicer than the write path's"
+cg=$(in_ct systemctl show -p ControlGroup --value switchyard)
+if in_ct grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+  in_ct test -e "/sys/fs/cgroup$cg/cpu.weight" || fail "no cpu controller on $cg (CPUWeight=)"
+  [ "$(in_ct cat "/sys/fs/cgroup$cg/cpu.weight")" = 100 ] || fail "cpu.weight of $cg is not 100"
+else
+  echo "the container has no cpu controller: CPUWeight= not checked"
+fi
+main_pid=$(in_ct systemctl show -p MainPID --value switchyard)
+nices=$(in_ct ps -L -o comm=,nice= -p "$main_pid")
+echo "$nices" | awk '$1 == "tokio-rt-worker" && $2 == 10 { c++ } END { exit !c }' ||
+  fail "no client thread at nice 10: $nices"
+echo "$nices" | awk '($1 == "raft" || $1 == "api") && $2 != 0 { bad++ } $1 == "raft" { r++ } END { exit bad || !r }' ||
+  fail "the write path's threads are not at nice 0: $nices"
 
 # --- 3. subscribe, publish through the API, receive ------------------------------------------
 step "a client subscribes and receives an API publication"

@@ -552,7 +552,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let log_reload = init_logging(&cfg);
     log_nofile_limit(cfg.client.max_connections as u64);
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match client_runtime(cfg.cluster.client_nice) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -626,6 +626,27 @@ fn log_nofile_limit(cap: u64) {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
+}
+
+/// The runtime of client connections (and of the node's start): its threads, workers and
+/// blocking ones, run `nice` nicer than the process (`cluster.client_nice`), so that under
+/// fan-out the write path's threads, which keep the process's priority, get the CPU first.
+/// The Raft and API runtimes are built from the main thread, which keeps it too.
+fn client_runtime(nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || {
+            if nice > 0
+                && let Err(e) = switchyard::sys::lower_thread_priority(nice)
+            {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(error = %e, nice,
+                        "cluster.client_nice: could not lower the client threads' priority");
+                });
+            }
+        })
+        .build()
 }
 
 /// Under systemd (`Type=notify`): tells it the node is ready and, when the unit sets

@@ -79,6 +79,34 @@ pub fn set_thread_slice(slice: Duration) -> io::Result<()> {
     }
 }
 
+/// Makes the calling thread `by` nicer (lower priority under the fair scheduler) than it is,
+/// up to 19, and returns its new nice value. Only ever lowers priority, which needs no
+/// privilege, and what it lowers cannot be raised back without privilege; threads the caller
+/// starts afterwards inherit it.
+pub fn lower_thread_priority(by: u8) -> io::Result<i32> {
+    // SAFETY: gettid, getpriority and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        // -1 is a valid nice value: errno tells it from a failure.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let nice = (now + i32::from(by)).min(19);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(nice)
+    }
+}
+
+/// The calling thread's nice value.
+pub fn thread_nice() -> i32 {
+    // SAFETY: querying the calling thread's own priority.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
 /// The calling thread's scheduling policy (`libc::SCHED_*`).
 pub fn thread_policy() -> i32 {
     // SAFETY: querying the calling thread's own policy.

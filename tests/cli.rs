@@ -816,6 +816,79 @@ async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
     }
 }
 
+/// The nice value of each thread of `pid` named `name` (`stat` field 19).
+fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
+    thread_files(pid, name, "stat")
+        .iter()
+        .filter_map(|stat| {
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `cluster.client_nice`: the client runtime's threads run that much nicer than the process,
+/// while the write path's threads (Raft, API, the store's flushes and sled's own threads) keep
+/// its priority, whichever thread started them; at 0 every thread keeps it.
+#[tokio::test]
+async fn client_threads_run_nicer_than_the_write_path() {
+    let cfg = config_file("");
+    for (setting, by) in [(None, 10), (Some("3"), 3), (Some("0"), 0)] {
+        let env: Vec<(&str, &str)> = setting
+            .map(|s| vec![("SWITCHYARD_CLUSTER__CLIENT_NICE", s)])
+            .unwrap_or_default();
+        let p = Proc::start(cfg.path(), &env);
+        // Publications make the store flush (the Raft runtime's blocking threads) and sled
+        // start its threads.
+        for i in 0..5 {
+            let body = json!({"channel": "open:nice", "data": {"i": i}}).to_string();
+            let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
+            assert_eq!(st, 200);
+        }
+        let pid = p.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let base: i32 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let clients = thread_nices(pid, "tokio-rt-worker");
+        assert!(!clients.is_empty(), "client runtime workers");
+        let want = (base + by).min(19);
+        assert!(
+            clients.iter().all(|n| *n == want),
+            "{setting:?}: clients {clients:?}, want {want}"
+        );
+        let mut write_path = Vec::new();
+        for name in ["raft", "api", "log flusher"] {
+            let nices = thread_nices(pid, name);
+            assert!(!nices.is_empty(), "threads named {name}");
+            write_path.extend(nices);
+        }
+        write_path.extend((0..16).flat_map(|i| thread_nices(pid, &format!("sled-io-{i}"))));
+        assert!(
+            write_path.iter().all(|n| *n == base),
+            "{setting:?}: write path {write_path:?}, process {base}"
+        );
+        assert!(
+            !p.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("cluster.client_nice")),
+            "no warning"
+        );
+    }
+}
+
 /// CPU time (ns, from schedstat) of the process's threads named `name`.
 fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
     thread_files(pid, name, "schedstat")

@@ -99,6 +99,15 @@ pub struct ClusterConfig {
     /// real-time priority. No privilege needed. Between 100us and 100ms, or 0.
     #[serde(with = "duration_str")]
     pub raft_slice: Duration,
+    /// How much nicer (lower priority under the fair scheduler, 0–19) the threads of client
+    /// connections run than the rest of the node: the Raft, store and API threads above keep
+    /// the node's own priority. When fan-out saturates the CPUs, a commit's steps then get the
+    /// CPU before connection writes, without a privilege; fan-out still gets all the CPU the
+    /// write path leaves (it needs little). 0: every thread at the node's priority. The nice
+    /// value weighs threads against every other thread in the same scheduling group: under
+    /// systemd the unit is its own group (`CPUWeight=`), so only the node's own threads are
+    /// reordered; run by hand, connection threads also yield to the user's other processes.
+    pub client_nice: u8,
     /// Take a snapshot (and purge the log behind it) every this many log entries.
     pub snapshot_every: u64,
     /// A node the leader cannot reach for this long is declared down: the presence of its
@@ -137,6 +146,7 @@ impl Default for ClusterConfig {
             raft_threads: 1,
             realtime_priority: 0,
             raft_slice: Duration::from_micros(100),
+            client_nice: 10,
             snapshot_every: 5000,
             presence_lease: Duration::from_secs(10),
             query_timeout: Duration::from_secs(1),

@@ -415,6 +415,16 @@ mod tests {
     }
 
     #[test]
+    fn client_nice_is_a_nice_increment() {
+        let nice = |v: &str| Config::from_toml(&format!("[cluster]\nclient_nice = {v}"));
+        assert_eq!(Config::default().cluster.client_nice, 10);
+        assert_eq!(nice("0").unwrap().cluster.client_nice, 0);
+        assert_eq!(nice("19").unwrap().cluster.client_nice, 19);
+        assert!(nice("20").is_err(), "past the lowest priority");
+        assert!(nice("-1").is_err(), "raising priority is not what it is for");
+    }
+
+    #[test]
     fn idempotency_window_and_cap() {
         let cfg = Config::default();
         assert_eq!(cfg.api.idempotency_window, Duration::from_secs(300));

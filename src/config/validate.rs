@@ -86,6 +86,9 @@ impl Config {
                     .into(),
             );
         }
+        if c.client_nice > 19 {
+            return bad("cluster.client_nice must be between 0 (off) and 19".into());
+        }
         if c.snapshot_every == 0 || c.propose_timeout.is_zero() {
             return bad("cluster.snapshot_every and cluster.propose_timeout must be > 0".into());
         }
