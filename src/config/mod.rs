@@ -421,7 +421,10 @@ mod tests {
         assert_eq!(nice("0").unwrap().cluster.client_nice, 0);
         assert_eq!(nice("19").unwrap().cluster.client_nice, 19);
         assert!(nice("20").is_err(), "past the lowest priority");
-        assert!(nice("-1").is_err(), "raising priority is not what it is for");
+        assert!(
+            nice("-1").is_err(),
+            "raising priority is not what it is for"
+        );
     }
 
     #[test]
