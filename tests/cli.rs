@@ -778,16 +778,7 @@ async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
         (Some("2ms"), Some(2_000_000)),
         (Some("0"), None),
     ] {
-        let env: Vec<(&str, &str)> = setting
-            .map(|s| vec![("SWITCHYARD_CLUSTER__RAFT_SLICE", s)])
-            .unwrap_or_default();
-        let p = Proc::start(cfg.path(), &env);
-        // Publications make the store flush, on the runtime's blocking threads.
-        for i in 0..5 {
-            let body = json!({"channel": "open:slice", "data": {"i": i}}).to_string();
-            let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
-            assert_eq!(st, 200);
-        }
+        let p = start_publishing(cfg.path(), "SWITCHYARD_CLUSTER__RAFT_SLICE", setting).await;
         let pid = p.child.id();
         let workers = thread_slices(pid, "tokio-rt-worker");
         assert!(!workers.is_empty(), "client runtime workers");
@@ -816,6 +807,20 @@ async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
     }
 }
 
+/// Starts a node with the environment variable `key` set to `setting` (none: unset) and
+/// publishes a few times, so that the store has flushed (on the Raft runtime's blocking
+/// threads) and sled has started its threads.
+async fn start_publishing(cfg: &std::path::Path, key: &str, setting: Option<&str>) -> Proc {
+    let env: Vec<(&str, &str)> = setting.map(|s| vec![(key, s)]).unwrap_or_default();
+    let p = Proc::start(cfg, &env);
+    for i in 0..5 {
+        let body = json!({"channel": "open:threads", "data": {"i": i}}).to_string();
+        let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
+        assert_eq!(st, 200);
+    }
+    p
+}
+
 /// The nice value of each thread of `pid` named `name` (`stat` field 19).
 fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
     thread_files(pid, name, "stat")
@@ -838,17 +843,7 @@ fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
 async fn client_threads_run_nicer_than_the_write_path() {
     let cfg = config_file("");
     for (setting, by) in [(None, 10), (Some("3"), 3), (Some("0"), 0)] {
-        let env: Vec<(&str, &str)> = setting
-            .map(|s| vec![("SWITCHYARD_CLUSTER__CLIENT_NICE", s)])
-            .unwrap_or_default();
-        let p = Proc::start(cfg.path(), &env);
-        // Publications make the store flush (the Raft runtime's blocking threads) and sled
-        // start its threads.
-        for i in 0..5 {
-            let body = json!({"channel": "open:nice", "data": {"i": i}}).to_string();
-            let (st, _) = api_call(p.client_addr, "publish", Some(API_KEY), &body).await;
-            assert_eq!(st, 200);
-        }
+        let p = start_publishing(cfg.path(), "SWITCHYARD_CLUSTER__CLIENT_NICE", setting).await;
         let pid = p.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let base: i32 = stat
