@@ -80,10 +80,10 @@ pub fn set_thread_slice(slice: Duration) -> io::Result<()> {
 }
 
 /// Makes the calling thread `by` nicer (lower priority under the fair scheduler) than it is,
-/// up to 19, and returns its new nice value. Only ever lowers priority, which needs no
+/// up to 19. Only ever lowers priority, which needs no
 /// privilege, and what it lowers cannot be raised back without privilege; threads the caller
 /// starts afterwards inherit it.
-pub fn lower_thread_priority(by: u8) -> io::Result<i32> {
+pub fn lower_thread_priority(by: u8) -> io::Result<()> {
     // SAFETY: gettid, getpriority and setpriority on the calling thread only.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
@@ -97,14 +97,8 @@ pub fn lower_thread_priority(by: u8) -> io::Result<i32> {
         if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(nice)
+        Ok(())
     }
-}
-
-/// The calling thread's nice value.
-pub fn thread_nice() -> i32 {
-    // SAFETY: querying the calling thread's own priority.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
 }
 
 /// The calling thread's scheduling policy (`libc::SCHED_*`).

@@ -676,17 +676,26 @@ fn thread_files(pid: u32, name: &str, file: &str) -> Vec<String> {
     out
 }
 
+/// The fields of a `/proc` `stat` line after the command name: index 0 is field 3 (state).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
+}
+
 /// The scheduling policy and real-time priority of each thread of `pid` named `name`, from
 /// `/proc/<pid>/task/<tid>/stat` (fields 41 and 40).
 fn thread_policies(pid: u32, name: &str) -> Vec<(u32, u32)> {
     thread_files(pid, name, "stat")
         .iter()
         .filter_map(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            let f: Vec<&str> = rest.split_whitespace().collect();
+            let f = stat_fields(stat)?;
             Some((f[38].parse().unwrap(), f[37].parse().unwrap()))
         })
         .collect()
+}
+
+/// Whether the node's output so far has a line containing `needle`.
+fn logged(p: &Proc, needle: &str) -> bool {
+    p.log.lock().unwrap().iter().any(|l| l.contains(needle))
 }
 
 /// `cluster.realtime_priority` puts every thread of the Raft runtime (workers and the
@@ -796,14 +805,7 @@ async fn the_raft_and_api_threads_ask_for_a_short_time_slice() {
             raft.iter().chain(&api).all(|s| *s == want),
             "{setting:?}: raft {raft:?}, api {api:?}, want {want}"
         );
-        assert!(
-            !p.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("cluster.raft_slice")),
-            "no warning"
-        );
+        assert!(!logged(&p, "cluster.raft_slice"), "no warning");
     }
 }
 
@@ -821,18 +823,16 @@ async fn start_publishing(cfg: &std::path::Path, key: &str, setting: Option<&str
     p
 }
 
-/// The nice value of each thread of `pid` named `name` (`stat` field 19).
+/// The nice value in a `/proc` `stat` line (field 19).
+fn stat_nice(stat: &str) -> Option<i32> {
+    stat_fields(stat)?.get(16)?.parse().ok()
+}
+
+/// The nice value of each thread of `pid` named `name`.
 fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
     thread_files(pid, name, "stat")
         .iter()
-        .filter_map(|stat| {
-            stat.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(16)?
-                .parse()
-                .ok()
-        })
+        .filter_map(|stat| stat_nice(stat))
         .collect()
 }
 
@@ -846,15 +846,7 @@ async fn client_threads_run_nicer_than_the_write_path() {
         let p = start_publishing(cfg.path(), "SWITCHYARD_CLUSTER__CLIENT_NICE", setting).await;
         let pid = p.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let base: i32 = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .nth(16)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let base = stat_nice(&stat).expect("the process's nice value");
         let clients = thread_nices(pid, "tokio-rt-worker");
         assert!(!clients.is_empty(), "client runtime workers");
         let want = (base + by).min(19);
@@ -873,14 +865,7 @@ async fn client_threads_run_nicer_than_the_write_path() {
             write_path.iter().all(|n| *n == base),
             "{setting:?}: write path {write_path:?}, process {base}"
         );
-        assert!(
-            !p.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("cluster.client_nice")),
-            "no warning"
-        );
+        assert!(!logged(&p, "cluster.client_nice"), "no warning");
     }
 }
 
