@@ -1910,34 +1910,18 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     );
 }
 
-/// The leader's own disk stalls for a moment (one fsync of ~1-1.5 s, beyond the lease):
-/// openraft's core waits for the leader's flush and sends no heartbeats meanwhile, so before
-/// the fix the followers took that for a dead leader and elected another (every publish in
-/// flight then failed with error 100), as the soak saw after one 857 ms flush. The leader now
-/// tells them it still leads while a flush runs (for at most two leases of one flush).
-/// Three such stalls, one publish each: all acknowledged, and the term and leader stay.
+/// The leader's own disk stalls for a moment (one fsync of ~1-1.5 s, beyond the lease). With
+/// openraft 0.9 its core waited for the leader's flush and sent no heartbeats meanwhile, so
+/// the followers took that for a dead leader and elected another (every publish in flight
+/// then failed with error 100), as the soak saw after one 857 ms flush. Now the leader
+/// replicates and heartbeats while its own flush runs, and the followers' two flushes are a
+/// majority. Three such stalls, one publish each: all acknowledged, and the term and leader
+/// stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_disk_stalls_for_a_moment_keeps_leading() {
     let t = Trio::start_lease_1s();
     let leader = t.wait_leader().await;
     let term = t.status(leader).await["term"].as_u64().unwrap();
-    // The word from a past term's leader is refused (409) and changes nothing.
-    let cluster_addrs: Vec<std::net::SocketAddr> = t
-        .peers
-        .lines()
-        .filter_map(|l| l.strip_prefix("addr = \"")?.strip_suffix('"')?.parse().ok())
-        .collect();
-    let follower = (leader + 1) % 3;
-    let stale = json!({ "term": term - 1, "leader": follower + 1 }).to_string();
-    let (st, _) = http_post(
-        cluster_addrs[follower],
-        "/cluster/leading",
-        None,
-        stale.as_bytes(),
-    )
-    .await;
-    assert_eq!(st, 409, "a past term's word must be refused");
-    assert_eq!(t.status(follower).await["term"].as_u64(), Some(term));
     publish_via(t.node(leader), "chat:slowleader", json!(0))
         .await
         .unwrap();

@@ -1,11 +1,10 @@
 //! When to campaign: as soon as the leader's lease has run out, and the most up-to-date
 //! survivor first.
 //!
-//! openraft 0.9's own election timer waits the leader lease (`election_timeout_max`) *plus* an
-//! election timeout after the last word from the leader, and adds twice the maximum again on a
-//! node that once saw a greater log, a flag cleared only when that node next campaigns (so one
-//! contested election slows every later failover). That timer stays on as a fallback; this
-//! driver campaigns earlier:
+//! openraft's own election timer waits an election timeout after the last word from the
+//! leader, and adds more on a node that once saw a greater log, a flag cleared only when that
+//! node next campaigns (so one contested election slows every later failover). That timer
+//! stays on as a fallback; this driver decides better:
 //! - first, once nothing was heard from a leader for the lease plus a random part of
 //!   `election_timeout_max - election_timeout_min` (voters refuse any candidate until their own
 //!   lease has run out, so campaigning sooner cannot win);
@@ -19,13 +18,9 @@
 //!   answers an append only once it is on this node's disk, so a slow fsync here (a busy or
 //!   throttled disk) is silence this node causes itself, not a dead leader. Campaigning then
 //!   would raise the term and depose a healthy leader (its next append is answered with the
-//!   higher vote) for nothing;
-//! - a leader whose own flush is slow (openraft's core awaits it and sends no heartbeats
-//!   meanwhile) tells its followers every heartbeat that it still leads, for at most
-//!   [`KEEP_LEADING`] leases of one flush. A follower hands that word to openraft as an empty
-//!   append from the leader (it checks only the vote), so it resets openraft's election timer
-//!   as well as this driver's: a disk that stalls for a moment does not cost a leader change,
-//!   a dead one still does, a lease after the leader stops saying it;
+//!   higher vote) for nothing. Nor within a lease of this node's own last flush (openraft
+//!   may hold the leader's appends and heartbeats behind it, and the leader gives up on
+//!   them meanwhile);
 //! - silence while this node itself was not running (its runtime's workers stalled: the tick
 //!   woke late) does not count: messages from a live leader may be waiting to be read.
 //!
@@ -37,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{VoteRequest, VoteResponse};
 use parking_lot::Mutex;
 use rand::Rng;
@@ -44,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
-use crate::store::types::NodeId;
+use crate::store::types::{NodeId, TypeConfig};
 
 /// What this node heard that bears on when it should campaign; shared by the inbound and
 /// outbound Raft RPC and the driver task.
@@ -67,12 +63,7 @@ pub(super) struct Elections {
     retry: Duration,
     /// How often the driver looks.
     tick: Duration,
-    /// The leader's heartbeat interval.
-    heartbeat: Duration,
 }
-
-/// A leader keeps saying it leads through one slow flush for at most this many leases.
-const KEEP_LEADING: u32 = 2;
 
 impl Elections {
     pub(super) fn new(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Self {
@@ -87,7 +78,6 @@ impl Elections {
                 .saturating_sub(election_min)
                 .max(Duration::from_millis(10)),
             retry: heartbeat * 2,
-            heartbeat,
             tick: (heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50)),
         }
     }
@@ -113,17 +103,10 @@ impl Elections {
         *heard = (*heard + lost).min(Instant::now());
     }
 
-    /// Whether a leader whose flush has run for `flushing` (none running: `None`) should tell
-    /// its followers now that it still leads, having last done so at `last_said`: once a
-    /// heartbeat, from a heartbeat into the flush until [`KEEP_LEADING`] leases into it.
-    fn say_leading(
-        &self,
-        flushing: Option<Duration>,
-        last_said: Option<Instant>,
-        now: Instant,
-    ) -> bool {
-        flushing.is_some_and(|f| f >= self.heartbeat && f <= self.lease * KEEP_LEADING)
-            && last_said.is_none_or(|t| now.duration_since(t) >= self.heartbeat)
+    /// This node's own store is flushing: the silence so far is this node's (see the module
+    /// documentation); it counts again from now.
+    fn own_flush(&self) {
+        *self.heard.lock() = Instant::now();
     }
 
     /// A peer has a longer log than this node: let it win.
@@ -137,18 +120,18 @@ impl Elections {
     pub(super) fn saw_vote_request(
         &self,
         me: NodeId,
-        req: &VoteRequest<NodeId>,
-        resp: &VoteResponse<NodeId>,
+        req: &VoteRequest<TypeConfig>,
+        resp: &VoteResponse<TypeConfig>,
     ) {
         if resp.vote_granted {
             self.heard_from_leader();
             return;
         }
-        let candidate = req.vote.leader_id().voted_for();
+        let candidate = req.vote.leader_id().node_id;
         match req.last_log_id.cmp(&resp.last_log_id) {
             std::cmp::Ordering::Greater => self.behind(),
             std::cmp::Ordering::Less => self.urgent.store(true, Ordering::Relaxed),
-            std::cmp::Ordering::Equal if candidate.is_some_and(|c| me < c) => {
+            std::cmp::Ordering::Equal if me < candidate => {
                 self.urgent.store(true, Ordering::Relaxed)
             }
             std::cmp::Ordering::Equal => self.behind(),
@@ -156,7 +139,11 @@ impl Elections {
     }
 
     /// A peer's answer to this node's vote request.
-    pub(super) fn saw_vote_response(&self, req: &VoteRequest<NodeId>, resp: &VoteResponse<NodeId>) {
+    pub(super) fn saw_vote_response(
+        &self,
+        req: &VoteRequest<TypeConfig>,
+        resp: &VoteResponse<TypeConfig>,
+    ) {
         if !resp.vote_granted && resp.last_log_id > req.last_log_id {
             self.behind();
         }
@@ -206,7 +193,6 @@ impl Cluster {
         tokio::spawn(async move {
             let e = &this.elections;
             let mut extra = e.random_extra();
-            let mut last_said: Option<Instant> = None;
             loop {
                 let asked = Instant::now();
                 tokio::select! {
@@ -217,16 +203,16 @@ impl Cluster {
                 if slept > e.tick * 2 {
                     e.lost_time(slept - e.tick);
                 }
-                let m = this.raft.server_metrics().borrow().clone();
+                let m = this.raft.server_metrics().borrow_watched().clone();
                 let membership = m.membership_config.membership();
                 let voter = membership.voter_ids().any(|v| v == this.id);
                 let voters = membership.voter_ids().count();
-                if m.state == ServerState::Leader {
-                    this.keep_leading(&m, &mut last_said);
-                }
                 if m.state == ServerState::Leader || !voter || voters < 2 {
                     e.heard_from_leader();
                     continue;
+                }
+                if this.store.flushing() {
+                    e.own_flush();
                 }
                 let now = Instant::now();
                 if !e.due(extra, now) {
@@ -240,7 +226,7 @@ impl Cluster {
                 e.urgent.store(false, Ordering::Relaxed);
                 *e.campaigned.lock() = Some(now);
                 extra = e.random_extra();
-                if this.raft.trigger().elect().await.is_err() {
+                if this.raft.trigger().elect(false).await.is_err() {
                     return;
                 }
             }
@@ -248,84 +234,32 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// As the leader, while its own flush has run longer than a heartbeat (and less than
-    /// [`KEEP_LEADING`] leases): tells every other member it still leads, once a heartbeat.
-    fn keep_leading(
-        self: &Arc<Self>,
-        m: &openraft::metrics::RaftServerMetrics<NodeId, openraft::BasicNode>,
-        last_said: &mut Option<Instant>,
-    ) {
-        let e = &self.elections;
-        let now = Instant::now();
-        if !e.say_leading(self.store.flushing_for(), *last_said, now) {
-            return;
-        }
-        *last_said = Some(now);
-        let body = serde_json::to_vec(&super::rpc::Leading {
-            term: m.vote.leader_id().term,
-            leader: self.id,
-        })
-        .expect("serialise");
-        for (id, node) in m.membership_config.nodes() {
-            if *id == self.id {
-                continue;
-            }
-            let client = self.peer(*id, &node.addr, 0);
-            let (body, timeout) = (body.clone(), e.heartbeat);
-            tokio::spawn(async move {
-                let _ = client.post(super::network::LEADING, body, timeout).await;
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use openraft::{LeaderId, LogId, Vote};
+    use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
+    use crate::store::types::{LogId, Vote};
+
+    type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
 
     const HB: Duration = Duration::from_millis(100);
     const MIN: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_millis(800);
 
-    fn vote_req(candidate: NodeId, last: Option<u64>) -> VoteRequest<NodeId> {
+    fn vote_req(candidate: NodeId, last: Option<u64>) -> VoteRequest<TypeConfig> {
         VoteRequest::new(
             Vote::new(2, candidate),
-            last.map(|i| LogId::new(LeaderId::new(1, 1), i)),
+            last.map(|i| LogId::new(LeaderId::new_committed(1, 1), i)),
         )
     }
 
-    fn answer(granted: bool, last: Option<u64>) -> VoteResponse<NodeId> {
+    fn answer(granted: bool, last: Option<u64>) -> VoteResponse<TypeConfig> {
         VoteResponse::new(
             Vote::new(2, 1),
-            last.map(|i| LogId::new(LeaderId::new(1, 1), i)),
+            last.map(|i| LogId::new(LeaderId::new_committed(1, 1), i)),
             granted,
         )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_flush_is_announced_once_a_heartbeat_for_at_most_two_leases() {
-        let e = Elections::new(HB, MIN, MAX);
-        let now = Instant::now();
-        let ms = Duration::from_millis;
-        assert!(!e.say_leading(None, None, now), "no flush running");
-        assert!(
-            !e.say_leading(Some(ms(50)), None, now),
-            "a flush within a heartbeat"
-        );
-        assert!(e.say_leading(Some(ms(150)), None, now));
-        assert!(e.say_leading(Some(ms(1600)), None, now), "up to two leases");
-        assert!(
-            !e.say_leading(Some(ms(1700)), None, now),
-            "a disk stuck past two leases is left to an election"
-        );
-        assert!(
-            !e.say_leading(Some(ms(400)), Some(now - ms(60)), now),
-            "said less than a heartbeat ago"
-        );
-        assert!(e.say_leading(Some(ms(400)), Some(now - ms(100)), now));
     }
 
     #[tokio::test(start_paused = true)]
@@ -345,6 +279,23 @@ mod tests {
         assert!(
             !e.due(extra, Instant::now()),
             "a leader's append restarts the wait"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_counts_from_this_nodes_own_last_flush() {
+        let e = Elections::new(HB, MIN, MAX);
+        tokio::time::advance(MAX * 3).await;
+        assert!(e.due(Duration::ZERO, Instant::now()), "a lease of silence");
+        e.own_flush();
+        assert!(
+            !e.due(Duration::ZERO, Instant::now()),
+            "the silence was this node's flush"
+        );
+        tokio::time::advance(MAX).await;
+        assert!(
+            e.due(Duration::ZERO, Instant::now()),
+            "a lease after the flush"
         );
     }
 

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+
 use super::{Cluster, network};
 use crate::state::Op;
 use crate::store::types::NodeId;
@@ -29,7 +31,7 @@ impl Cluster {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.cancelled() => return,
                 }
-                let m = this.raft.metrics().borrow().clone();
+                let m = this.raft.metrics().borrow_watched().clone();
                 let leader = m.current_leader == Some(this.id);
                 let now = tokio::time::Instant::now();
                 if leader && !was_leader {

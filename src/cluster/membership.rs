@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -39,7 +40,7 @@ impl Cluster {
                 "body must be {\"id\": N, \"addr\": \"host:port\"}".into(),
             );
         };
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {
             return self.forward_admin(op, body, forward).await;
         }

@@ -41,21 +41,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, Raft, SnapshotPolicy};
+use openraft::{BasicNode, SnapshotPolicy};
 use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::peer::{Link, PeerClient};
 use crate::store::Store;
-use crate::store::types::{NodeId, TypeConfig};
+use crate::store::types::{NodeId, Raft};
 use network::Network;
 
 /// A running Raft node.
 pub struct Cluster {
     /// The openraft handle.
-    raft: Raft<TypeConfig>,
+    raft: Raft,
     /// This node's id.
     id: NodeId,
     /// The store (for its size on disk).
@@ -109,6 +110,11 @@ impl Cluster {
             install_snapshot_timeout: (c.election_timeout_max.as_millis() as u64).max(2000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
             max_in_snapshot_log_to_keep: c.snapshot_every.min(1000),
+            // openraft's own election timer (the fallback to `election`'s driver) fires an
+            // election timeout after the last word from the leader; a follower stalled that
+            // long by its own disk asks first whether it could win, instead of raising the
+            // term and deposing a leader its peers still hear.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()?;
@@ -183,7 +189,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
         let addr = m
             .membership_config

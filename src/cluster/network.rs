@@ -2,39 +2,37 @@
 //! Requests and responses are JSON; a remote Raft error travels back as the `Err` of the
 //! serialised `Result`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::election::Elections;
 use super::peer_health::PeerHealth;
 use crate::peer::{Link, PeerClient, PeerError};
-use crate::store::types::{NodeId, TypeConfig};
+use crate::store::types::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Paths of the inbound handlers (`cluster::rpc`).
 pub const APPEND: &str = "/raft/append";
 /// Vote path.
 pub const VOTE: &str = "/raft/vote";
-/// Snapshot chunk path.
-pub const SNAPSHOT: &str = "/raft/snapshot";
+/// Pre-vote path: would the peer grant this vote (nothing is stored, no term changes)?
+pub const PRE_VOTE: &str = "/raft/pre-vote";
+/// Whole-snapshot path: a JSON [`SnapshotHead`], a newline, then the snapshot's bytes.
+pub const SNAPSHOT: &str = "/raft/full-snapshot";
 /// Proposal forwarding path.
 pub const PROPOSE: &str = "/cluster/propose";
 /// Liveness check by the leader.
 pub const PING: &str = "/cluster/ping";
 /// A follower asks the leader for a read index confirmed by a quorum (readiness).
 pub const READ_INDEX: &str = "/cluster/read-index";
-/// A leader whose own flush is slow tells its followers it still leads (`election`).
-pub const LEADING: &str = "/cluster/leading";
 /// A leader stepping down asks its successor to campaign now.
 pub const ELECT: &str = "/cluster/elect";
 /// Membership changes forwarded to the leader: `/cluster/admin/<op>`.
@@ -72,57 +70,113 @@ pub struct Peer {
     elections: Arc<Elections>,
 }
 
-type Rpc<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+type Rpc<T> = Result<T, RPCError<TypeConfig>>;
+
+/// What precedes a snapshot's bytes in a [`SNAPSHOT`] request.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SnapshotHead {
+    pub(super) vote: Vote,
+    pub(super) meta: SnapshotMeta,
+}
+
+/// A peer's failure to answer as openraft's error: unreachable peers are backed off from,
+/// others retried at once.
+fn rpc_err(e: PeerError) -> RPCError<TypeConfig> {
+    match e {
+        PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+/// An error the remote Raft returned (it is shutting down or stopped on a fatal error):
+/// the peer is, for now, unreachable.
+#[derive(Debug, thiserror::Error)]
+#[error("peer's raft refused: {0}")]
+struct Remote(String);
 
 impl Peer {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, ttl: Duration) -> Rpc<Resp, E>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    /// Posts `body` to `path`; the answer is a serialised `Result<Resp, _>`.
+    async fn post<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Rpc<Resp> {
         let posted = self.client.post(path, body, ttl).await;
         match &posted {
             Ok(_) => self.health.record(self.target, Ok(())),
             Err(e) => self.health.record(self.target, Err(e)),
         }
-        let bytes = posted.map_err(|e| match e {
-            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-            PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-        })?;
-        let res: Result<Resp, E> =
+        let bytes = posted.map_err(rpc_err)?;
+        let res: Result<Resp, serde_json::Value> =
             serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        res.map_err(|e| RPCError::Unreachable(Unreachable::new(&Remote(e.to_string()))))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Rpc<Resp> {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.post(path, body, ttl).await
     }
 }
 
-impl RaftNetwork<TypeConfig> for Peer {
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = crate::store::types::SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Rpc<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+    ) -> Rpc<AppendEntriesResponse<TypeConfig>> {
         self.call(APPEND, &rpc, option.hard_ttl()).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Rpc<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(SNAPSHOT, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Rpc<VoteResponse<NodeId>, RaftError<NodeId>> {
+    ) -> Rpc<VoteResponse<TypeConfig>> {
         let resp = self.call(VOTE, &rpc, option.hard_ttl()).await;
         if let Ok(r) = &resp {
             self.elections.saw_vote_response(&rpc, r);
         }
         resp
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<VoteResponse<TypeConfig>> {
+        self.call(PRE_VOTE, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let head = SnapshotHead {
+            vote,
+            meta: snapshot.meta,
+        };
+        let mut body = serde_json::to_vec(&head).expect("snapshot head serialises");
+        body.push(b'\n');
+        body.extend_from_slice(snapshot.snapshot.get_ref());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.post(SNAPSHOT, body, option.hard_ttl()) => res.map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+            }),
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use parking_lot::Mutex;
 
 use super::Cluster;
@@ -60,7 +61,7 @@ struct Recent {
 impl Cluster {
     /// The members other than this node (voters and learners), by id.
     fn other_members(&self) -> Vec<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let mut members: Vec<(NodeId, String)> = m
             .membership_config
             .nodes()

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +71,9 @@ impl Readiness {
 impl Cluster {
     /// On the leader: the read index, once a quorum confirmed the leadership (bounded).
     pub(super) async fn read_index(&self) -> Option<u64> {
-        match tokio::time::timeout(self.ready.fresh, self.raft.get_read_log_id()).await {
-            Ok(Ok((read, _))) => Some(read.map_or(0, |l| l.index)),
+        let read = self.raft.get_read_log_id(openraft::ReadPolicy::ReadIndex);
+        match tokio::time::timeout(self.ready.fresh, read).await {
+            Ok(Ok((read, _))) => Some(read.index()),
             _ => None,
         }
     }
@@ -129,7 +131,7 @@ impl Cluster {
                 let applied = self
                     .raft
                     .metrics()
-                    .borrow()
+                    .borrow_watched()
                     .last_applied
                     .map_or(0, |l| l.index);
                 if applied >= index {

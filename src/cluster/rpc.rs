@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 
 use super::forward::{Proposed, Sequenced};
@@ -10,13 +11,17 @@ use super::write::Forwarded;
 use super::{Cluster, network};
 use crate::replicator::{Pending, ProposeError};
 use crate::state::Op;
-use crate::store::types::{NodeId, TypeConfig};
+use crate::store::types::{Snapshot, TypeConfig, Vote};
 
-/// A leader's word that it still leads while its own flush is slow (see `election`).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct Leading {
-    pub(super) term: u64,
-    pub(super) leader: NodeId,
+/// A [`network::SNAPSHOT`] request's vote and snapshot: its JSON head, a newline, the bytes.
+fn parse_snapshot(body: &[u8]) -> Option<(Vote, Snapshot)> {
+    let split = body.iter().position(|b| *b == b'\n')?;
+    let head: network::SnapshotHead = serde_json::from_slice(&body[..split]).ok()?;
+    let snapshot = Snapshot {
+        meta: head.meta,
+        snapshot: std::io::Cursor::new(body[split + 1..].to_vec()),
+    };
+    Some((head.vote, snapshot))
 }
 
 impl Cluster {
@@ -34,7 +39,7 @@ impl Cluster {
             network::APPEND => match serde_json::from_slice(body) {
                 Ok(req) => {
                     let req: AppendEntriesRequest<TypeConfig> = req;
-                    let followed = self.raft.metrics().borrow().vote;
+                    let followed = self.raft.metrics().borrow_watched().vote;
                     let _storing = (req.vote.is_committed() && req.vote >= followed)
                         .then(|| self.elections.storing());
                     let resp = self.raft.append_entries(req).await;
@@ -48,7 +53,7 @@ impl Cluster {
                 }
                 Err(_) => (400, Vec::new()),
             },
-            network::VOTE => match serde_json::from_slice::<VoteRequest<NodeId>>(body) {
+            network::VOTE => match serde_json::from_slice::<VoteRequest<TypeConfig>>(body) {
                 Ok(req) => {
                     let resp = self.raft.vote(req.clone()).await;
                     if let Ok(r) = &resp {
@@ -58,49 +63,32 @@ impl Cluster {
                 }
                 Err(_) => (400, Vec::new()),
             },
-            network::SNAPSHOT => match serde_json::from_slice(body) {
-                Ok(req) => {
-                    let resp = self.raft.install_snapshot(req).await;
+            network::PRE_VOTE => match serde_json::from_slice::<VoteRequest<TypeConfig>>(body) {
+                Ok(req) => reply(&self.raft.pre_vote(req).await),
+                Err(_) => (400, Vec::new()),
+            },
+            network::SNAPSHOT => match parse_snapshot(body) {
+                Some((vote, snapshot)) => {
+                    let resp = self.raft.install_full_snapshot(vote, snapshot).await;
                     if resp.is_ok() {
                         self.elections.heard_from_leader();
                     }
                     reply(&resp)
                 }
-                Err(_) => (400, Vec::new()),
+                None => (400, Vec::new()),
             },
             network::PROPOSE => match Proposed::parse(body) {
                 Some(p) => reply(&self.take_forwarded(p, submit).await),
                 None => (400, Vec::new()),
             },
             network::PING => (200, b"{}".to_vec()),
-            network::LEADING => match serde_json::from_slice::<Leading>(body) {
-                // Handed to openraft as an empty append from that leader (no previous entry,
-                // no commit index: it only checks the vote), so that both openraft's election
-                // timer and ours hear it; a vote from a newer term refuses it.
-                Ok(l) => {
-                    let req = AppendEntriesRequest::<TypeConfig> {
-                        vote: openraft::Vote::new_committed(l.term, l.leader),
-                        prev_log_id: None,
-                        entries: Vec::new(),
-                        leader_commit: None,
-                    };
-                    match self.raft.append_entries(req).await {
-                        Ok(AppendEntriesResponse::Success) => {
-                            self.elections.heard_from_leader();
-                            (200, b"{}".to_vec())
-                        }
-                        _ => (409, Vec::new()),
-                    }
-                }
-                Err(_) => (400, Vec::new()),
-            },
             network::READ_INDEX => match self.read_index().await {
                 Some(index) => reply(&serde_json::json!({ "index": index })),
                 None => (503, Vec::new()),
             },
             network::ELECT => {
                 tracing::info!("asked to campaign by a leader stepping down");
-                match self.raft.trigger().elect().await {
+                match self.raft.trigger().elect(false).await {
                     Ok(()) => (200, b"{}".to_vec()),
                     Err(_) => (503, Vec::new()),
                 }
@@ -129,7 +117,7 @@ impl Cluster {
                 }
             }
         };
-        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+        if self.raft.metrics().borrow_watched().current_leader != Some(self.id) {
             if let Some(t) = turn {
                 t.refused();
             }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
@@ -80,7 +81,7 @@ impl Cluster {
     /// within the election timeout, having applied what that leader had committed when it
     /// (re)joined (see `ready`), and within [`READY_LAG`] entries of its log head.
     pub fn is_ready(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let member = m
             .membership_config
             .membership()
@@ -95,7 +96,7 @@ impl Cluster {
     /// Resolves once [`Cluster::is_ready`] holds.
     pub async fn wait_ready(&self) {
         while !self.is_ready() {
-            if self.raft.metrics().borrow().running_state.is_err() {
+            if self.raft.metrics().borrow_watched().running_state.is_err() {
                 return;
             }
             self.ready.changed().await;
@@ -104,7 +105,7 @@ impl Cluster {
 
     /// Cluster status for operators.
     pub fn status(&self) -> ClusterStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let nodes = m
             .membership_config

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
 
 use super::{Cluster, network};
-use crate::store::types::NodeId;
+use crate::store::types::{NodeId, TypeConfig};
 
 impl Cluster {
     /// When this node leads a cluster of several voters, hands leadership to the most
@@ -16,7 +16,7 @@ impl Cluster {
     /// voter, or no successor took over within `within` (the node then stops as leader, and
     /// the others elect one by timeout).
     pub async fn step_down(&self, within: Duration) -> Option<NodeId> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {
             return None;
         }
@@ -43,9 +43,11 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + within;
         let client = self.peer(successor, &addr, 0);
         let mut rx = self.raft.metrics();
-        let other_leader = |rx: &tokio::sync::watch::Receiver<
-            openraft::RaftMetrics<NodeId, BasicNode>,
-        >| { rx.borrow().current_leader.filter(|l| *l != self.id) };
+        let other_leader =
+            |rx: &openraft::type_config::alias::WatchReceiverOf<
+                TypeConfig,
+                openraft::RaftMetrics<TypeConfig>,
+            >| { rx.borrow_watched().current_leader.filter(|l| *l != self.id) };
         // Followers refuse votes while their lease from our last heartbeat lasts.
         let lease_over = tokio::time::Instant::now() + self.lease;
         loop {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ use crate::engine::wall_ms;
 use crate::peer::{PeerClient, PeerError};
 use crate::replicator::{Attempt, Commit, Committed, InFlight, ProposeError};
 use crate::state::{Op, OpResult};
-use crate::store::types::{Batch, NodeId, TypeConfig};
+use crate::store::types::{Batch, NodeId, Raft};
 
 /// What `/cluster/propose` carries back.
 #[derive(Serialize, Deserialize)]
@@ -43,7 +44,7 @@ impl Commit for Cluster {
 
 /// Waits (bounded) until this node has applied `index`, so that what a caller reads here
 /// after its forwarded write includes it.
-async fn applied_here(raft: &openraft::Raft<TypeConfig>, index: u64, left: Duration) {
+async fn applied_here(raft: &Raft, index: u64, left: Duration) {
     let applied = raft
         .wait(Some(left.max(Duration::from_secs(1))))
         .applied_index_at_least(Some(index), "forwarded write applied")
@@ -80,9 +81,15 @@ impl Cluster {
             time_ms: self.stamp(),
             ops: ops.clone(),
         };
-        let Ok(outcome) = self.raft.client_write_ff(batch).await else {
+        let (responder, outcome) = openraft::impls::ProgressResponder::complete_only();
+        if self
+            .raft
+            .client_write_ff(batch, Some(responder))
+            .await
+            .is_err()
+        {
             return Err(ops);
-        };
+        }
         let timeout = self.propose_timeout;
         Ok(Box::pin(async move {
             // Bounded like `write`: on timeout the entry may still commit, outcome unknown.
@@ -229,10 +236,14 @@ impl Cluster {
 /// `from` (paused, or cut off) is then answered at once instead of after the propose timeout.
 /// (Server metrics change only with the vote, role, leader or membership; the full metrics
 /// change with every append and apply, which would wake every forward in flight each time.)
-async fn leader_moved(raft: &openraft::Raft<TypeConfig>, from: NodeId) {
+async fn leader_moved(raft: &Raft, from: NodeId) {
     let mut rx = raft.server_metrics();
     loop {
-        if rx.borrow().current_leader.is_some_and(|l| l != from) {
+        if rx
+            .borrow_watched()
+            .current_leader
+            .is_some_and(|l| l != from)
+        {
             return;
         }
         if rx.changed().await.is_err() {

@@ -12,48 +12,40 @@
 //! JSON entry), tree `meta` (`vote`, `committed`, `last_purged`), tree `snapshot` (`meta`,
 //! `data` of the current snapshot).
 
-// openraft's trait signatures fix the error type (`StorageError`, > 200 bytes); the helpers
-// here return it too rather than boxing and unboxing at every trait boundary.
-#![allow(clippy::result_large_err)]
-
 pub mod types;
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
-};
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
 use crate::state::{Entry as SmEntry, StateMachine};
-use crate::store::types::{NodeId, TypeConfig};
+use crate::store::types::{
+    Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+};
 
-type SResult<T> = Result<T, StorageError<NodeId>>;
+type IoResult<T> = Result<T, io::Error>;
 
-fn io_err(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: impl ToString,
-) -> StorageError<NodeId> {
-    StorageError::IO {
-        source: StorageIOError::new(subject, verb, AnyError::error(e.to_string())),
-    }
+/// A sled error, or anything else the store cannot do, as the I/O error openraft takes,
+/// saying what was being done.
+fn io_err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("raft types serialise")
 }
 
-fn from_json<T: DeserializeOwned>(b: &[u8], subject: ErrorSubject<NodeId>) -> SResult<T> {
-    serde_json::from_slice(b).map_err(|e| io_err(subject, ErrorVerb::Read, e))
+fn from_json<T: DeserializeOwned>(b: &[u8], what: &str) -> IoResult<T> {
+    serde_json::from_slice(b).map_err(|e| io_err(what, e))
 }
 
 /// The opened sled database of a node.
@@ -66,8 +58,8 @@ pub struct Store {
     /// sled's data file, fsync'ed after its own flush (sled uses sync_file_range, which does
     /// not flush the disk cache).
     db_file: Option<Arc<std::fs::File>>,
-    /// Since when a flush has been running (none: not flushing).
-    flushing: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    /// Flushes running now.
+    flushing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -119,10 +111,10 @@ impl Store {
     /// both on one blocking thread of the runtime the store runs on (the Raft runtime), which
     /// carries that runtime's scheduling priority (`cluster.realtime_priority`). sled's own
     /// `flush_async` would hop to its thread pool first: one more thread to wake per commit.
-    async fn flush(&self, subject: ErrorSubject<NodeId>) -> SResult<()> {
+    async fn flush(&self, what: &str) -> IoResult<()> {
         let (db, file) = (self.db.clone(), self.db_file.clone());
         let started = std::time::Instant::now();
-        self.flushing.lock().get_or_insert(started);
+        let _running = Running::start(&self.flushing);
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             db.flush().map_err(std::io::Error::other)?;
             match file {
@@ -131,22 +123,22 @@ impl Store {
             }
         })
         .await
-        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e));
-        *self.flushing.lock() = None;
+        .map_err(|e| io_err(what, e));
         let res = res?;
         slow_flush(started.elapsed());
-        res.map_err(|e| io_err(subject, ErrorVerb::Write, e))
+        res.map_err(|e| io_err(what, e))
     }
 
-    /// How long the flush in progress has been running (`None`: none is). While a leader's
-    /// flush runs, openraft's core waits for it and sends no heartbeats.
-    pub fn flushing_for(&self) -> Option<std::time::Duration> {
-        self.flushing.lock().map(|t| t.elapsed())
+    /// Whether a flush is running now. On a follower, a slow one delays its answers to the
+    /// leader (openraft answers an append once it is on disk), so the silence that follows is
+    /// this node's own.
+    pub fn flushing(&self) -> bool {
+        self.flushing.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Flushes everything to disk (shutdown).
     pub async fn close(&self) {
-        if let Err(e) = self.flush(ErrorSubject::Store).await {
+        if let Err(e) = self.flush("flush at shutdown").await {
             tracing::warn!(error = %e, "store flush at shutdown failed");
         }
     }
@@ -180,24 +172,39 @@ impl Store {
     }
 }
 
+/// Counts one running flush while it lives.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(n)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// openraft's log storage on sled.
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
     /// Appended batches waiting to be acknowledged by [`flush_appends`].
-    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flushes: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
 }
 
 /// Most appended batches acknowledged by one flush.
 const FLUSH_GROUP: usize = 1024;
 
 /// Tells Raft an appended batch is on disk (or why not).
-fn acknowledge(callback: LogFlushed<TypeConfig>, res: &SResult<()>) {
-    callback.log_io_completed(
-        res.as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string())),
-    );
+fn acknowledge(callback: IOFlushed<TypeConfig>, res: &IoResult<()>) {
+    callback.io_completed(match res {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    });
 }
 
 /// A flush longer than this is logged: commits wait for it, and a leader's heartbeats too.
@@ -233,10 +240,10 @@ fn slow_flush(took: std::time::Duration) {
 /// each append's callback before its next command (a leader replicates an entry after its own
 /// flush, and a follower answers an append after it), so in practice one batch is queued at a
 /// time; the batcher's entries are what groups publications into one flush.
-async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, FLUSH_GROUP).await > 0 {
-        let res = store.flush(ErrorSubject::Logs).await;
+        let res = store.flush("flush appended entries").await;
         for callback in waiting.drain(..) {
             acknowledge(callback, &res);
         }
@@ -244,33 +251,27 @@ async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<LogFlushed<
 }
 
 impl LogStore {
-    fn get_meta<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        subject: ErrorSubject<NodeId>,
-    ) -> SResult<Option<T>> {
-        match self
-            .store
-            .meta
-            .get(key)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?
-        {
-            Some(v) => Ok(Some(from_json(&v, subject)?)),
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> IoResult<Option<T>> {
+        match self.store.meta.get(key).map_err(|e| io_err(key, e))? {
+            Some(v) => Ok(Some(from_json(&v, key)?)),
             None => Ok(None),
         }
     }
 
-    fn put_meta<T: Serialize>(
-        &self,
-        key: &str,
-        v: &T,
-        subject: ErrorSubject<NodeId>,
-    ) -> SResult<()> {
+    fn put_meta<T: Serialize>(&self, key: &str, v: &T) -> IoResult<()> {
         self.store
             .meta
             .insert(key, to_json(v))
-            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+            .map_err(|e| io_err(key, e))?;
         Ok(())
+    }
+
+    /// Applies `batch` to the log tree.
+    fn write_log(&self, batch: sled::Batch, what: &str) -> IoResult<()> {
+        self.store
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err(what, e))
     }
 }
 
@@ -286,30 +287,28 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> SResult<Vec<Entry<TypeConfig>>> {
+    ) -> IoResult<Vec<Entry>> {
         let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
         let mut out = Vec::new();
         for kv in self.store.log.range::<[u8; 8], _>(r) {
-            let (_, v) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            out.push(from_json(&v, ErrorSubject::Logs)?);
+            let (_, v) = kv.map_err(|e| io_err("read log", e))?;
+            out.push(from_json(&v, "log entry")?);
         }
         Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> IoResult<Option<Vote>> {
+        self.get_meta("vote")
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> =
-            self.get_meta("last_purged", ErrorSubject::Logs)?;
-        let last = match self
-            .store
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
-        {
-            Some((_, v)) => Some(from_json::<Entry<TypeConfig>>(&v, ErrorSubject::Logs)?.log_id),
+    async fn get_log_state(&mut self) -> IoResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId> = self.get_meta("last_purged")?;
+        let last = match self.store.log.last().map_err(|e| io_err("read log", e))? {
+            Some((_, v)) => Some(from_json::<Entry>(&v, "log entry")?.log_id),
             None => last_purged,
         };
         Ok(LogState {
@@ -322,64 +321,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        self.put_meta("vote", vote, ErrorSubject::Vote)?;
-        self.store.flush(ErrorSubject::Vote).await
+    async fn save_vote(&mut self, vote: &Vote) -> IoResult<()> {
+        self.put_meta("vote", vote)?;
+        self.store.flush("flush vote").await
     }
 
-    async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
-        self.get_meta("vote", ErrorSubject::Vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> IoResult<()> {
         // Not flushed on its own: losing it only means re-learning the commit index.
-        self.put_meta("committed", &committed, ErrorSubject::Store)
+        self.put_meta("committed", &committed)
     }
 
-    async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .get_meta::<Option<LogId<NodeId>>>("committed", ErrorSubject::Store)?
-            .flatten())
+    async fn read_committed(&mut self) -> IoResult<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>("committed")?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> IoResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
         for e in entries {
             batch.insert(&e.log_id.index.to_be_bytes(), to_json(&e));
         }
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.write_log(batch, "append to log")?;
         // Acknowledged by the flusher once on disk (shared by the batches queued with it).
         if let Err(mpsc::error::SendError(callback)) = self.flushes.send(callback) {
             // The flusher is gone (only if it panicked): flush here.
-            let res = self.store.flush(ErrorSubject::Logs).await;
+            let res = self.store.flush("flush appended entries").await;
             acknowledge(callback, &res);
             return res;
         }
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> IoResult<()> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
         let mut batch = sled::Batch::default();
-        for kv in self.store.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        for kv in self.store.log.range(from.to_be_bytes()..) {
+            let (k, _) = kv.map_err(|e| io_err("truncate log", e))?;
             batch.remove(k);
         }
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.store.flush(ErrorSubject::Logs).await
+        self.write_log(batch, "truncate log")?;
+        self.store.flush("flush truncated log").await
     }
 
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        self.put_meta("last_purged", &log_id, ErrorSubject::Logs)?;
+    async fn purge(&mut self, log_id: LogId) -> IoResult<()> {
+        self.put_meta("last_purged", &log_id)?;
         // In chunks: one batch removing thousands of entries makes sled buffer all of it at
         // once, and the heap it grows for that is not returned.
         let end = log_id.index.to_be_bytes();
@@ -387,16 +375,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut batch = sled::Batch::default();
             let mut n = 0;
             for k in self.store.log.range(..=end).keys().take(PURGE_CHUNK) {
-                batch.remove(k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?);
+                batch.remove(k.map_err(|e| io_err("purge log", e))?);
                 n += 1;
             }
             if n == 0 {
                 return Ok(());
             }
-            self.store
-                .log
-                .apply_batch(batch)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            self.write_log(batch, "purge log")?;
             tokio::task::yield_now().await;
         }
     }
@@ -409,37 +394,33 @@ const PURGE_CHUNK: usize = 256;
 pub struct StateMachineStore {
     store: Store,
     engine: Arc<Engine>,
-    last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
 }
 
-type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
-
 impl StateMachineStore {
-    fn read_snapshot(&self) -> SResult<Option<(Meta, Vec<u8>)>> {
-        let subject = ErrorSubject::Snapshot(None);
+    fn read_snapshot(&self) -> IoResult<Option<(SnapshotMeta, Vec<u8>)>> {
         let get = |k: &str| {
             self.store
                 .snapshot
                 .get(k)
-                .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))
+                .map_err(|e| io_err("read snapshot", e))
         };
         match (get("meta")?, get("data")?) {
-            (Some(m), Some(d)) => Ok(Some((from_json(&m, subject.clone())?, d.to_vec()))),
+            (Some(m), Some(d)) => Ok(Some((from_json(&m, "snapshot meta")?, d.to_vec()))),
             _ => Ok(None),
         }
     }
 
-    async fn write_snapshot(store: &Store, meta: &Meta, data: &[u8]) -> SResult<()> {
-        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+    async fn write_snapshot(store: &Store, meta: &SnapshotMeta, data: &[u8]) -> IoResult<()> {
         let mut batch = sled::Batch::default();
         batch.insert("meta", to_json(meta));
         batch.insert("data", data);
         store
             .snapshot
             .apply_batch(batch)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        store.flush(subject).await
+            .map_err(|e| io_err("write snapshot", e))?;
+        store.flush("flush snapshot").await
     }
 }
 
@@ -447,39 +428,38 @@ impl StateMachineStore {
 /// while the state is serialised, so the data and `last_applied` match).
 pub struct SnapshotBuilder {
     store: Store,
-    meta: Meta,
+    meta: SnapshotMeta,
     data: Vec<u8>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> IoResult<Snapshot> {
         StateMachineStore::write_snapshot(&self.store, &self.meta, &self.data).await?;
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(std::mem::take(&mut self.data))),
+            snapshot: Cursor::new(std::mem::take(&mut self.data)),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> SResult<(
-        Option<LogId<NodeId>>,
-        StoredMembership<NodeId, openraft::BasicNode>,
-    )> {
+    async fn applied_state(&mut self) -> IoResult<(Option<LogId>, StoredMembership)> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Vec<crate::state::OpResult>>>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> IoResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = IoResult<openraft::storage::EntryResponder<TypeConfig>>>
+            + Unpin
+            + OptionalSend,
     {
-        let mut out = Vec::new();
-        for e in entries {
+        while let Some(next) = entries.next().await {
+            let (e, responder) = next?;
             let results = match e.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => self.engine.apply(&SmEntry {
@@ -493,36 +473,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             self.last_applied = Some(e.log_id);
-            out.push(results);
+            if let Some(r) = responder {
+                r.send(results);
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = self.engine.read(to_json);
-        let index = self.last_applied.map_or(0, |l| l.index);
         SnapshotBuilder {
             store: self.store.clone(),
             meta: SnapshotMeta {
                 last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),
-                snapshot_id: format!("{index}-{}", crate::engine::wall_ms()),
             },
-            data,
+            data: self.engine.read(to_json),
         }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
-        meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> SResult<()> {
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> IoResult<()> {
         let data = snapshot.into_inner();
-        let state: StateMachine = from_json(&data, ErrorSubject::Snapshot(Some(meta.signature())))?;
+        let state: StateMachine = from_json(&data, "received snapshot")?;
         Self::write_snapshot(&self.store, meta, &data).await?;
         self.engine.install(state);
         self.last_applied = meta.last_log_id;
@@ -530,10 +505,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+    async fn get_current_snapshot(&mut self) -> IoResult<Option<Snapshot>> {
         Ok(self.read_snapshot()?.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Cursor::new(data),
         }))
     }
 }
@@ -541,12 +516,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::vote::RaftLeaderIdExt;
+
+    type LeaderId = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
 
     struct Builder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-        async fn build(&self) -> SResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+        async fn build(
+            &self,
+        ) -> Result<
+            (tempfile::TempDir, LogStore, StateMachineStore),
+            openraft::StorageError<TypeConfig>,
+        > {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path(), 4 << 20).await.expect("open store");
             let sm = store
@@ -557,9 +540,9 @@ mod tests {
     }
 
     /// The whole openraft storage contract, against sled.
-    #[test]
-    fn openraft_storage_suite() {
-        Suite::test_all(Builder).unwrap();
+    #[tokio::test]
+    async fn openraft_storage_suite() {
+        Suite::test_all(Builder).await.unwrap();
     }
 
     /// Appends are acknowledged by the flusher (blocking_append waits for the callback) and
@@ -569,8 +552,8 @@ mod tests {
     async fn appends_are_acknowledged_and_the_flusher_releases_the_database() {
         use openraft::storage::RaftLogStorageExt;
         let dir = tempfile::tempdir().unwrap();
-        let entry = |i: u64| Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+        let entry = |i: u64| Entry {
+            log_id: LogId::new(LeaderId::new_committed(1, 1), i),
             payload: EntryPayload::Blank,
         };
         {
@@ -593,8 +576,8 @@ mod tests {
     async fn purge_in_chunks_removes_exactly_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 4 << 20).await.unwrap();
-        let entry = |i: u64| Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+        let entry = |i: u64| Entry {
+            log_id: LogId::new(LeaderId::new_committed(1, 1), i),
             payload: EntryPayload::Blank,
         };
         let total = PURGE_CHUNK as u64 * 4 + 10;

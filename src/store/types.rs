@@ -26,5 +26,31 @@ openraft::declare_raft_types!(
         R = Vec<OpResult>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
 );
+
+use openraft::type_config::alias as a;
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ops at {} ms", self.ops.len(), self.time_ms)
+    }
+}
+
+/// The openraft handle of a node.
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachineStore>;
+
+/// A log id of this configuration.
+pub type LogId = a::LogIdOf<TypeConfig>;
+/// A vote (term, candidate or leader, committed) of this configuration.
+pub type Vote = a::VoteOf<TypeConfig>;
+/// A log entry of this configuration.
+pub type Entry = a::EntryOf<TypeConfig>;
+/// A membership with the log id that set it.
+pub type StoredMembership = a::StoredMembershipOf<TypeConfig>;
+/// What a snapshot covers.
+pub type SnapshotMeta = a::SnapshotMetaOf<TypeConfig>;
+/// A snapshot with its bytes.
+pub type Snapshot = a::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// A snapshot's bytes (the state machine, JSON), as held and as sent to a peer whole.
+pub type SnapshotData = Cursor<Vec<u8>>;
