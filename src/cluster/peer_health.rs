@@ -1,8 +1,9 @@
 //! Routine peer failures are not errors: a follower down for a rolling restart, a vote request
-//! to a node still starting. openraft logs each failed RPC at ERROR (every heartbeat while a
-//! peer is down); [`QuietTransientErrors`] drops those lines, and [`PeerHealth`] logs instead
-//! one WARN when a peer becomes unreachable, a WARN summary a minute while it stays so, and one
-//! INFO when it is back. openraft's other ERROR lines (storage, its own task failures) stay.
+//! to a node still starting. openraft logs each failed RPC at WARN or ERROR (every heartbeat
+//! while a peer is down); [`QuietTransientErrors`] drops those lines, and [`PeerHealth`] logs
+//! instead one WARN when a peer becomes unreachable, a WARN summary a minute while it stays so,
+//! and one INFO when it is back. openraft's other WARN and ERROR lines (storage, its own task
+//! failures) stay.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,29 +15,35 @@ use tracing_subscriber::layer::Context;
 
 use crate::store::types::NodeId;
 
-/// openraft's messages for a failed RPC to one peer (vote, append, snapshot, read index).
+/// Parts of openraft's messages for a failed RPC to one peer (heartbeat, append, vote or
+/// pre-vote, leader transfer).
 const TRANSIENT: &[&str] = &[
-    "RPCError",
+    "failed to send a heartbeat",
+    "heartbeat stream returned no response",
+    "ReplicationCore recv RPCError",
+    "update progress error",
     "while requesting vote",
-    "timeout",
-    "timeout while confirming leadership for read request",
+    "while requesting pre-vote",
+    "timeout sending transfer_leader",
 ];
 
 /// How often a peer that stays unreachable is reported again.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// A tracing layer that disables openraft's ERROR lines about failed RPCs to peers.
+/// A tracing layer that disables openraft's WARN and ERROR lines about failed RPCs to peers.
 pub struct QuietTransientErrors;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QuietTransientErrors {
     fn event_enabled(&self, event: &tracing::Event<'_>, _: Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if *meta.level() != tracing::Level::ERROR || !meta.target().starts_with("openraft") {
+        if *meta.level() > tracing::Level::WARN || !meta.target().starts_with("openraft") {
             return true;
         }
         let mut message = Message(None);
         event.record(&mut message);
-        !message.0.is_some_and(|m| TRANSIENT.contains(&m.as_str()))
+        !message
+            .0
+            .is_some_and(|m| TRANSIENT.iter().any(|t| m.contains(t)))
     }
 }
 
