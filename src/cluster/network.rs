@@ -72,6 +72,10 @@ pub struct Peer {
 
 type Rpc<T> = Result<T, RPCError<TypeConfig>>;
 
+/// The slowest transfer a snapshot is given time for: 1 MiB/s (8 Mbit/s) on top of the
+/// install timeout.
+const SNAPSHOT_BYTES_PER_S: u64 = 1 << 20;
+
 /// What precedes a snapshot's bytes in a [`SNAPSHOT`] request.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SnapshotHead {
@@ -169,9 +173,13 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         let mut body = serde_json::to_vec(&head).expect("snapshot head serialises");
         body.push(b'\n');
         body.extend_from_slice(snapshot.snapshot.get_ref());
+        // One request for the whole snapshot: its time grows with its size (installing it is
+        // what `install_snapshot_timeout` bounds), so a large state over a slow link is not cut
+        // off and resent forever.
+        let ttl = option.hard_ttl() + Duration::from_secs(body.len() as u64 / SNAPSHOT_BYTES_PER_S);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            res = self.post(SNAPSHOT, body, option.hard_ttl()) => res.map_err(|e| match e {
+            res = self.post(SNAPSHOT, body, ttl) => res.map_err(|e| match e {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
                 RPCError::Network(n) => StreamingError::Network(n),
                 RPCError::Timeout(t) => StreamingError::Timeout(t),

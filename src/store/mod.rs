@@ -207,7 +207,8 @@ fn acknowledge(callback: IOFlushed<TypeConfig>, res: &IoResult<()>) {
     });
 }
 
-/// A flush longer than this is logged: commits wait for it, and a leader's heartbeats too.
+/// A flush longer than this is logged: a follower's answers to its leader wait for it, and
+/// commits too when it is a majority's slowest.
 const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Counts a flush's time; a slow one is a warning, at most one every ten seconds (with how
@@ -230,16 +231,16 @@ fn slow_flush(took: std::time::Duration) {
     tracing::warn!(
         took_ms = took.as_millis() as u64,
         slow_flushes = slow,
-        "slow disk: a store flush (sled flush and fsync) took longer than 250 ms; commits wait for it"
+        "slow disk: a store flush (sled flush and fsync) took longer than 250 ms; this node's acknowledgements of appends wait for it"
     );
 }
 
 /// The flush behind `append`: `append` writes a batch into sled and queues its callback
 /// here; this task flushes once for everything queued and then acknowledges those batches in
-/// append order, so nothing is acknowledged before it is on disk. openraft 0.9's core awaits
-/// each append's callback before its next command (a leader replicates an entry after its own
-/// flush, and a follower answers an append after it), so in practice one batch is queued at a
-/// time; the batcher's entries are what groups publications into one flush.
+/// append order, so nothing is acknowledged before it is on disk. openraft does not wait for
+/// the callback before its next command (a leader replicates an entry while its own flush
+/// runs), so batches appended during a flush share the next one; a follower answers an append
+/// once its callback came.
 async fn flush_appends(store: Store, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, FLUSH_GROUP).await > 0 {
