@@ -1884,12 +1884,43 @@ async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
     .await;
 }
 
+/// Every node's log lines about elections and votes, for a failure message.
+fn election_lines(t: &Trio) -> String {
+    let words = ["vote", "Vote", "campaign", "elect", "lease", "term"];
+    (0..3)
+        .flat_map(|i| {
+            t.node(i)
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| words.iter().any(|w| l.contains(w)))
+                .map(|l| format!("node {}: {}", i + 1, &l[..l.len().min(300)]))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A follower paused (SIGSTOP) for longer than the leader lease and resumed: the silence was
 /// its own, not the leader's, so it does not campaign on waking and the leader and term stay.
 /// Repeated, since which of its timers and sockets it serves first on waking varies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
-    let t = Trio::start_lease_1s();
+    // openraft's election lines too (who asked for votes, who refused and why), for a failure.
+    let t = Trio::start_env(
+        "",
+        None,
+        &[
+            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
+            (
+                "SWITCHYARD_LOG__LEVEL",
+                "info,openraft::core=info,openraft::engine=info",
+            ),
+        ],
+    );
     let leader = t.wait_leader().await;
     let paused = (leader + 1) % 3;
     let term = t.status(leader).await["term"].as_u64().unwrap();
@@ -1913,7 +1944,15 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     }
     for i in 0..3 {
         let st = t.status(i).await;
-        assert_eq!(st["term"].as_u64(), Some(term), "node {}: {st}", i + 1);
+        assert_eq!(
+            st["term"].as_u64(),
+            Some(term),
+            "node {}: {st}\npaused: node {}, leader: node {}\n{}",
+            i + 1,
+            paused + 1,
+            leader + 1,
+            election_lines(&t)
+        );
     }
     let log = t.node(paused).log.lock().unwrap()[before..].join("\n");
     assert!(
