@@ -170,19 +170,18 @@ impl Trio {
         t
     }
 
-    /// Three nodes with a 1 s leader lease (heartbeat 100 ms, election timeout 800–1000 ms):
-    /// our driver campaigns 1.0–1.2 s after the last word from a leader, openraft's own timer
-    /// 1.8–2.0 s after it, so a ~1.5 s stall falls between the two.
-    fn start_lease_1s() -> Trio {
-        Self::start_env(
-            "",
-            None,
-            &[
-                ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
-                ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
-                ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
-            ],
-        )
+    /// Three nodes with a 1 s leader lease (heartbeat 100 ms, election timeout 800–1000 ms),
+    /// and `extra` environment: our driver campaigns 1.0–1.2 s after the last word from a
+    /// leader; openraft's own timer asks for a pre-vote 0.8–1.0 s after it, which voters
+    /// refuse while their lease lasts.
+    fn start_lease_1s(extra: &[(&'static str, &'static str)]) -> Trio {
+        let mut env = vec![
+            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
+            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
+        ];
+        env.extend_from_slice(extra);
+        Self::start_env("", None, &env)
     }
 
     fn spawn(&self, i: usize) -> Proc {
@@ -1823,8 +1822,8 @@ fn libc_minor(dev: u64) -> u64 {
 /// its disk is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
-    // A ~1.5 s fsync: past our driver's campaign, short of openraft's own timer.
-    let t = Trio::start_lease_1s();
+    // A ~1.5 s fsync: past our driver's campaign and openraft's own timer.
+    let t = Trio::start_lease_1s(&[]);
     let leader = t.wait_leader().await;
     let slow = (leader + 1) % 3;
     let Some(mut disk) = SlowDisk::new(t.data[slow].path(), 2) else {
@@ -1908,19 +1907,10 @@ fn election_lines(t: &Trio) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     // openraft's election lines too (who asked for votes, who refused and why), for a failure.
-    let t = Trio::start_env(
-        "",
-        None,
-        &[
-            ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MIN", "800ms"),
-            ("SWITCHYARD_CLUSTER__ELECTION_TIMEOUT_MAX", "1000ms"),
-            (
-                "SWITCHYARD_LOG__LEVEL",
-                "info,openraft::core=info,openraft::engine=info",
-            ),
-        ],
-    );
+    let t = Trio::start_lease_1s(&[(
+        "SWITCHYARD_LOG__LEVEL",
+        "info,openraft::core=info,openraft::engine=info",
+    )]);
     let leader = t.wait_leader().await;
     let paused = (leader + 1) % 3;
     let term = t.status(leader).await["term"].as_u64().unwrap();
@@ -1970,7 +1960,7 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
 /// stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_disk_stalls_for_a_moment_keeps_leading() {
-    let t = Trio::start_lease_1s();
+    let t = Trio::start_lease_1s(&[]);
     let leader = t.wait_leader().await;
     let term = t.status(leader).await["term"].as_u64().unwrap();
     publish_via(t.node(leader), "chat:slowleader", json!(0))
@@ -1980,8 +1970,7 @@ async fn a_leader_whose_disk_stalls_for_a_moment_keeps_leading() {
         .map(|i| t.node(i).log.lock().unwrap().len())
         .collect();
     for n in 1..=3u64 {
-        // 3 write IOPS: one flush takes ~1-1.5 s, past our driver's 1.0-1.2 s and short of
-        // openraft's own timer (1.8-2.0 s here).
+        // 3 write IOPS: one flush takes ~1-1.5 s, past the lease (1 s here).
         let Some(mut disk) = SlowDisk::new(t.data[leader].path(), 3) else {
             assert!(
                 std::env::var_os("CI").is_none(),
