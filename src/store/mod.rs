@@ -376,26 +376,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> IoResult<()> {
         self.put_meta("last_purged", &log_id)?;
-        // In chunks: one batch removing thousands of entries makes sled buffer all of it at
-        // once, and the heap it grows for that is not returned.
+        // Single removes, not a `sled::Batch` (see `append`; and one batch removing thousands
+        // of entries made sled buffer all of it at once, with a heap it did not return). In
+        // order from the oldest, so a crash part-way leaves a suffix, which the next purge
+        // removes. The Raft core is yielded to between chunks.
         let end = log_id.index.to_be_bytes();
         loop {
-            let mut batch = sled::Batch::default();
             let mut n = 0;
             for k in self.store.log.range(..=end).keys().take(PURGE_CHUNK) {
-                batch.remove(k.map_err(|e| io_err("purge log", e))?);
+                let k = k.map_err(|e| io_err("purge log", e))?;
+                self.store
+                    .log
+                    .remove(k)
+                    .map_err(|e| io_err("purge log", e))?;
                 n += 1;
             }
             if n == 0 {
                 return Ok(());
             }
-            self.write_log(batch, "purge log")?;
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// Log entries removed per sled batch when purging.
+/// Log entries removed between two yields to the Raft core when purging.
 const PURGE_CHUNK: usize = 256;
 
 /// openraft's state machine: applies entries to the [`Engine`], keeps snapshots in sled.
