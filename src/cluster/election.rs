@@ -1,10 +1,12 @@
 //! When to campaign: as soon as the leader's lease has run out, and the most up-to-date
 //! survivor first.
 //!
-//! openraft's own election timer waits an election timeout after the last word from the
-//! leader, and adds more on a node that once saw a greater log, a flag cleared only when that
-//! node next campaigns (so one contested election slows every later failover). That timer
-//! stays on as a fallback; this driver decides better:
+//! openraft's own election timer is off (`enable_elect: false`): it waits only an election
+//! timeout after the last word from the leader, adds more on a node that once saw a greater
+//! log (a flag cleared only when that node next campaigns, so one contested election slowed
+//! every later failover), and knows none of the rules below. This driver decides alone:
+//! - a voter that is the only voter and not leading campaigns at once (a single node, also
+//!   after a restart);
 //! - first, once nothing was heard from a leader for the lease plus a random part of
 //!   `election_timeout_max - election_timeout_min` (voters refuse any candidate until their own
 //!   lease has run out, so campaigning sooner cannot win);
@@ -207,8 +209,24 @@ impl Cluster {
                 let membership = m.membership_config.membership();
                 let voter = membership.voter_ids().any(|v| v == this.id);
                 let voters = membership.voter_ids().count();
-                if m.state == ServerState::Leader || !voter || voters < 2 {
+                if m.state == ServerState::Leader || !voter {
                     e.heard_from_leader();
+                    continue;
+                }
+                if voters == 1 {
+                    // Nobody else to hear from or to ask: this node leads at once.
+                    let now = Instant::now();
+                    if e.campaigned
+                        .lock()
+                        .is_some_and(|t| now.duration_since(t) < e.retry)
+                    {
+                        continue;
+                    }
+                    *e.campaigned.lock() = Some(now);
+                    tracing::info!(term = m.vote.leader_id().term, "the only voter: leading");
+                    if this.raft.trigger().elect(false).await.is_err() {
+                        return;
+                    }
                     continue;
                 }
                 if this.store.flushing() {

@@ -110,11 +110,13 @@ impl Cluster {
             install_snapshot_timeout: (c.election_timeout_max.as_millis() as u64).max(2000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
             max_in_snapshot_log_to_keep: c.snapshot_every.min(1000),
-            // openraft's own election timer (the fallback to `election`'s driver) fires an
-            // election timeout after the last word from the leader; a follower stalled that
-            // long by its own disk asks first whether it could win, instead of raising the
-            // term and deposing a leader its peers still hear.
-            enable_pre_vote: Some(true),
+            // openraft's own election timer is off: `election`'s driver is the only one that
+            // decides when to campaign. The timer fires an election timeout after the last
+            // word from the leader (before the driver's lease has run out) and knows none of
+            // the driver's rules (a follower storing an append or flushing its own disk, or
+            // whose runtime was stalled, does not campaign), so with it a follower whose disk
+            // stalled could still depose a healthy leader.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()?;
