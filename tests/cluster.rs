@@ -1781,7 +1781,10 @@ impl SlowDisk {
         } else {
             format!("{major}:{minor}")
         };
-        let dir = root.join(format!("switchyard-test-{}", std::process::id()));
+        // One cgroup per throttle: tests running at once must not share (or remove) one.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("switchyard-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let rule = format!("{} {iops}", disk.trim());
         if std::fs::write(dir.join("blkio.throttle.write_iops_device"), rule).is_err() {
