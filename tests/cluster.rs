@@ -171,9 +171,8 @@ impl Trio {
     }
 
     /// Three nodes with a 1 s leader lease (heartbeat 100 ms, election timeout 800–1000 ms),
-    /// and `extra` environment: our driver campaigns 1.0–1.2 s after the last word from a
-    /// leader; openraft's own timer asks for a pre-vote 0.8–1.0 s after it, which voters
-    /// refuse while their lease lasts.
+    /// and `extra` environment: our driver (the only campaigner) campaigns 1.0–1.2 s after
+    /// the last word from a leader.
     fn start_lease_1s(extra: &[(&'static str, &'static str)]) -> Trio {
         let mut env = vec![
             ("SWITCHYARD_CLUSTER__HEARTBEAT_INTERVAL", "100ms"),
@@ -1817,9 +1816,9 @@ fn libc_minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
 
-/// A follower whose disk is slow (each fsync well over the leader lease) answers the
-/// leader's appends late; that is its own disk, not a dead leader: it must not campaign and
-/// depose a healthy leader (before the fix it did, and every slow fsync could cost a leader
+/// A follower whose disk is slow (flushes of up to ~1 s, the leader lease, back to back)
+/// answers the leader's appends late; that is its own disk, not a dead leader: it must not
+/// campaign and depose a healthy leader (before the fix it did, and every slow fsync could cost a leader
 /// change and a burst of refused writes). Writes keep committing through the leader and the
 /// other follower, the term and the leader never change, and the slow node catches up once
 /// its disk is fast again.
@@ -1975,9 +1974,9 @@ async fn a_leader_whose_disk_stalls_for_a_moment_keeps_leading() {
         .collect();
     for n in 1..=3u64 {
         // 1 write IOPS: a flush (one write and an fsync) waits up to ~1 s, the lease here.
-        // Not every flush waits (a fresh cgroup's first write goes at once, and the
-        // followers' fsyncs commit the shared journal, which can write the leader's data
-        // for it), so each round publishes steadily for 1.5 s.
+        // How long a given flush waits depends on the throttle's accounting, so each round
+        // publishes steadily for 1.5 s: some of the leader's flushes are slow (checked
+        // below).
         let Some(mut disk) = SlowDisk::new(t.data[leader].path(), 1) else {
             assert!(
                 std::env::var_os("CI").is_none(),

@@ -213,37 +213,33 @@ impl Cluster {
                     e.heard_from_leader();
                     continue;
                 }
+                if this.store.flushing() {
+                    e.own_flush();
+                }
+                let now = Instant::now();
                 if voters == 1 {
-                    // Nobody else to hear from or to ask: this node leads at once.
-                    let now = Instant::now();
+                    // Nobody else to hear from or to ask: this node leads at once (again
+                    // after `retry` if that did not take).
                     if e.campaigned
                         .lock()
                         .is_some_and(|t| now.duration_since(t) < e.retry)
                     {
                         continue;
                     }
-                    *e.campaigned.lock() = Some(now);
                     tracing::info!(term = m.vote.leader_id().term, "the only voter: leading");
-                    if this.raft.trigger().elect(false).await.is_err() {
-                        return;
+                } else {
+                    if !e.due(extra, now) {
+                        continue;
                     }
-                    continue;
+                    tracing::info!(
+                        silent_ms = now.duration_since(*e.heard.lock()).as_millis() as u64,
+                        term = m.vote.leader_id().term,
+                        "no word from a leader: campaigning"
+                    );
+                    e.urgent.store(false, Ordering::Relaxed);
+                    extra = e.random_extra();
                 }
-                if this.store.flushing() {
-                    e.own_flush();
-                }
-                let now = Instant::now();
-                if !e.due(extra, now) {
-                    continue;
-                }
-                tracing::info!(
-                    silent_ms = now.duration_since(*e.heard.lock()).as_millis() as u64,
-                    term = m.vote.leader_id().term,
-                    "no word from a leader: campaigning"
-                );
-                e.urgent.store(false, Ordering::Relaxed);
                 *e.campaigned.lock() = Some(now);
-                extra = e.random_extra();
                 if this.raft.trigger().elect(false).await.is_err() {
                     return;
                 }

@@ -266,14 +266,6 @@ impl LogStore {
             .map_err(|e| io_err(key, e))?;
         Ok(())
     }
-
-    /// Applies `batch` to the log tree.
-    fn write_log(&self, batch: sled::Batch, what: &str) -> IoResult<()> {
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| io_err(what, e))
-    }
 }
 
 fn bound_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
@@ -364,13 +356,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> IoResult<()> {
+        // The one sled batch left: removed one by one from the lowest, a crash part-way
+        // would leave a gap in the log. Truncation is rare (a follower's conflicting tail).
         let from = last_log_id.map_or(0, |l| l.index + 1);
         let mut batch = sled::Batch::default();
         for kv in self.store.log.range(from.to_be_bytes()..) {
             let (k, _) = kv.map_err(|e| io_err("truncate log", e))?;
             batch.remove(k);
         }
-        self.write_log(batch, "truncate log")?;
+        self.store
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err("truncate log", e))?;
         self.store.flush("flush truncated log").await
     }
 
