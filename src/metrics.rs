@@ -117,6 +117,39 @@ pub const LIMITS: &[&str] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The series every write to a client counts, resolved once: through the macros each write
+/// would look its three keys up in the registry again.
+#[derive(Clone)]
+pub struct Out {
+    /// [`MESSAGES_OUT`].
+    pub messages: metrics::Counter,
+    /// [`BYTES_OUT`].
+    pub bytes: metrics::Counter,
+    /// [`DELIVERY_LATENCY`].
+    pub latency: metrics::Histogram,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            messages: metrics::counter!(MESSAGES_OUT),
+            bytes: metrics::counter!(BYTES_OUT),
+            latency: metrics::histogram!(DELIVERY_LATENCY),
+        }
+    }
+}
+
+static OUT: OnceLock<Out> = OnceLock::new();
+
+/// The client write series of the installed recorder (looked up anew when none is
+/// installed yet, so nothing is pinned to the no-op recorder).
+pub fn out() -> std::borrow::Cow<'static, Out> {
+    match OUT.get() {
+        Some(o) => std::borrow::Cow::Borrowed(o),
+        None => std::borrow::Cow::Owned(Out::new()),
+    }
+}
+
 /// Installs the process-wide recorder once (later calls, e.g. several nodes in one test
 /// process, share it) and registers every series at zero.
 pub fn install() -> Option<PrometheusHandle> {
@@ -132,6 +165,7 @@ pub fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(h) => {
                     register_all();
+                    OUT.get_or_init(Out::new);
                     spawn_upkeep(h.clone());
                     Some(h)
                 }

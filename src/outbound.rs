@@ -53,6 +53,24 @@ pub struct Batch {
     pub close: Option<(u16, String)>,
 }
 
+/// The most messages a cleared batch keeps room for.
+const KEEP_MESSAGES: usize = 256;
+
+impl Batch {
+    /// Empties it, keeping the vectors' capacity unless a burst made them large (a
+    /// connection does not keep the largest batch it ever had).
+    pub fn clear(&mut self) {
+        self.pongs.clear();
+        self.messages.clear();
+        self.applied_at.clear();
+        self.close = None;
+        if self.messages.capacity() > KEEP_MESSAGES {
+            self.messages = Vec::new();
+            self.applied_at = Vec::new();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     batch: Batch,
@@ -243,6 +261,16 @@ impl Outbound {
         std::mem::take(&mut st.batch)
     }
 
+    /// Like [`Outbound::take`], into `into`, whose emptied vectors (with their capacity) the
+    /// queue keeps in exchange: a writer that takes into the same batch every time makes the
+    /// queue allocate nothing as messages come and go.
+    pub fn take_into(&self, into: &mut Batch) {
+        into.clear();
+        let mut st = self.state.lock();
+        st.bytes = 0;
+        std::mem::swap(&mut st.batch, into);
+    }
+
     /// Waits until something may have been queued.
     pub async fn notified(&self) {
         self.notify.notified().await
@@ -304,6 +332,37 @@ mod tests {
         q.wake();
         assert_eq!(q.push_quiet(m(b"c"), None), Ok(true));
         assert_eq!(join(&q.take().messages, b"\n"), b"a\nb\nc");
+    }
+
+    #[test]
+    fn take_into_swaps_vectors_and_empties_the_previous_batch() {
+        let q = Outbound::new(100);
+        let mut b = Batch {
+            messages: Vec::with_capacity(16),
+            ..Batch::default()
+        };
+        q.push(Bytes::from_static(b"a")).unwrap();
+        q.take_into(&mut b);
+        assert_eq!(join(&b.messages, b"\n"), b"a");
+        q.push(Bytes::from_static(b"b")).unwrap();
+        q.close(codes::SHUTDOWN);
+        q.take_into(&mut b);
+        assert_eq!(
+            join(&b.messages, b"\n"),
+            b"b",
+            "what was written before is gone"
+        );
+        assert!(
+            b.messages.capacity() >= 16,
+            "the queue used the vector it was given"
+        );
+        assert_eq!(b.close.as_ref().unwrap().0, 3001);
+        q.take_into(&mut b);
+        assert!(b.messages.is_empty() && b.close.is_none());
+        assert_eq!(q.queued_bytes(), 0);
+        b.messages.reserve(KEEP_MESSAGES + 1);
+        b.clear();
+        assert_eq!(b.messages.capacity(), 0, "a burst's room is not kept");
     }
 
     #[test]

@@ -11,16 +11,24 @@ use super::reader::{OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
 /// are written from where they are (vectored when the stream supports it).
 const COPY_MAX: usize = 16 * 1024;
 
+/// The most buffer a connection keeps between writes.
+const KEEP_MAX: usize = 2048;
+
 /// Writes frames to one connection.
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     io: W,
+    /// Where a small frame is put together, kept from one write to the next.
+    buf: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// A writer over `io` (the write half of an upgraded connection).
     pub fn new(io: W) -> FrameWriter<W> {
-        FrameWriter { io }
+        FrameWriter {
+            io,
+            buf: Vec::new(),
+        }
     }
 
     /// One text (`text`) or binary message in one frame; `compressed` sets RSV1.
@@ -54,10 +62,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     async fn frame(&mut self, opcode: u8, rsv1: bool, payload: &[u8]) -> std::io::Result<()> {
         let (head, n) = head(opcode, rsv1, payload.len());
         if payload.len() <= COPY_MAX {
-            let mut buf = Vec::with_capacity(n + payload.len());
-            buf.extend_from_slice(&head[..n]);
-            buf.extend_from_slice(payload);
-            self.io.write_all(&buf).await
+            self.buf.clear();
+            self.buf.extend_from_slice(&head[..n]);
+            self.buf.extend_from_slice(payload);
+            let written = self.io.write_all(&self.buf).await;
+            // A connection keeps a small buffer, not the largest frame it ever sent.
+            if self.buf.capacity() > KEEP_MAX {
+                self.buf = Vec::new();
+            }
+            written
         } else {
             let mut buf = (&head[..n]).chain(payload);
             self.io.write_all_buf(&mut buf).await

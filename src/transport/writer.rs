@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::unix_now;
@@ -38,13 +38,13 @@ pub fn count(batch: &Batch, bytes: usize) {
     if batch.messages.is_empty() {
         return;
     }
-    metrics::counter!(crate::metrics::MESSAGES_OUT).increment(batch.messages.len() as u64);
-    metrics::counter!(crate::metrics::BYTES_OUT).increment(bytes as u64);
+    let out = crate::metrics::out();
+    out.messages.increment(batch.messages.len() as u64);
+    out.bytes.increment(bytes as u64);
     if !batch.applied_at.is_empty() {
-        let h = metrics::histogram!(crate::metrics::DELIVERY_LATENCY);
         let now = std::time::Instant::now();
         for t in &batch.applied_at {
-            h.record(now.duration_since(*t).as_secs_f64());
+            out.latency.record(now.duration_since(*t).as_secs_f64());
         }
     }
 }
@@ -70,10 +70,20 @@ pub async fn write_loop<S: Sink>(
     // After a ping: when the pong is due, and the pong count at ping time.
     let mut pong_due: Option<(Instant, u64)> = None;
     let mut shutdown_seen = false;
+    // Both kept from one wake to the next: made anew each time, they would register with the
+    // node's shutdown token (one lock for all its connections) and the timer wheel, and
+    // deregister, on every write.
+    let closing = node.clients_closing();
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(closing, timer);
+    let mut batch = crate::outbound::Batch::default();
     loop {
         let deadline = next_deadline(&conn, stale_at, next_ping, pong_due.map(|p| p.0));
+        if moved(timer.deadline(), deadline) {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
-            _ = node.clients_closing(), if !shutdown_seen => {
+            _ = &mut closing, if !shutdown_seen => {
                 shutdown_seen = true;
                 conn.out.close(codes::SHUTDOWN);
             }
@@ -86,7 +96,7 @@ pub async fn write_loop<S: Sink>(
                     tokio::time::sleep(cfg.write_delay).await;
                 }
             }
-            _ = sleep_until(deadline) => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 if !conn.connected.load(Ordering::Acquire) {
                     if now >= stale_at {
@@ -120,9 +130,14 @@ pub async fn write_loop<S: Sink>(
                 }
             }
         }
-        let batch = conn.out.take();
-        match tokio::time::timeout(cfg.write_timeout, sink.write(&batch)).await {
-            Ok(Ok(())) if batch.close.is_none() => {}
+        conn.out.take_into(&mut batch);
+        let written = tokio::time::timeout(cfg.write_timeout, sink.write(&batch)).await;
+        let closed = batch.close.is_some();
+        // What was written is let go now, not at the next wake (an idle connection would
+        // hold it); the vectors stay for the next take.
+        batch.clear();
+        match written {
+            Ok(Ok(())) if !closed => {}
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
                 tracing::debug!(conn = conn.id, error = %e, "write failed");
@@ -140,6 +155,15 @@ pub async fn write_loop<S: Sink>(
         }
     }
     done.cancel();
+}
+
+/// Whether the timer must be reset to `new`: an expiry's deadline is computed from the
+/// clocks at each wake, so it moves by a little every time; a millisecond is no change.
+fn moved(old: Instant, new: Instant) -> bool {
+    let diff = new
+        .checked_duration_since(old)
+        .unwrap_or_else(|| old.duration_since(new));
+    diff > Duration::from_millis(1)
 }
 
 fn next_deadline(
