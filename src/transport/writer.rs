@@ -79,7 +79,9 @@ pub async fn write_loop<S: Sink>(
     let mut batch = crate::outbound::Batch::default();
     loop {
         let deadline = next_deadline(&conn, stale_at, next_ping, pong_due.map(|p| p.0));
-        if moved(timer.deadline(), deadline) {
+        // Once fired, it is armed again even for a deadline within the millisecond: a fired
+        // timer is ready at once, and would turn the loop into a spin until then.
+        if timer.is_elapsed() || moved(timer.deadline(), deadline) {
             timer.as_mut().reset(deadline);
         }
         tokio::select! {
