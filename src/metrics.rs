@@ -71,6 +71,11 @@ pub const RAFT_FOLLOWER_LAG: &str = "switchyard_raft_follower_lag";
 /// Entries this node forwarded to the leader, by `path` (`pipelined`: on its forwarding
 /// stream, several in flight; `sequential`: one at a time, as retries after a failure are).
 pub const FORWARDED_ENTRIES: &str = "switchyard_forwarded_entries_total";
+/// AppendEntries requests (heartbeats included) this node sent as the leader, by `path`:
+/// `pipelined` (sent while earlier ones to that follower were unanswered), `alone` (on an
+/// append stream, nothing else in flight) or `sequential` (one request at a time:
+/// `cluster.append_pipeline = 1`, or a peer of an older version).
+pub const RAFT_APPENDS: &str = "switchyard_raft_appends_total";
 /// Proxy calls to the application's backend, by `proxy` (the event, or a named proxy's
 /// name) and `outcome` (`ok`, `error`, `disconnect`, or a failure: `timeout`, `unreachable`,
 /// `broken`, `http_5xx`, `http_status`, `bad_answer`).
@@ -226,6 +231,13 @@ fn register_all() {
     );
     for path in ["pipelined", "sequential"] {
         counter!(FORWARDED_ENTRIES, "path" => path).absolute(0);
+    }
+    describe_counter!(
+        RAFT_APPENDS,
+        "appends sent to followers, by path (pipelined, alone, sequential)"
+    );
+    for path in ["pipelined", "alone", "sequential"] {
+        counter!(RAFT_APPENDS, "path" => path).absolute(0);
     }
     describe_counter!(
         CONNECTIONS_REJECTED,

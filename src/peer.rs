@@ -17,6 +17,10 @@ use crate::tls::ClusterTls;
 /// Largest response accepted from a peer (snapshots travel in chunks well below this).
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
+/// A connection to a peer taken over by an upgrade ([`PeerClient::upgrade`]): a plain byte
+/// stream in both directions.
+pub type PeerStream = TokioIo<hyper::upgrade::Upgraded>;
+
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -47,7 +51,9 @@ pub struct Link {
     pub tls: Option<Arc<ClusterTls>>,
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<Full<Bytes>>, String>
+/// An HTTP/1.1 connection over `io`; with `upgrades`, one that can be taken over by an
+/// upgrade ([`PeerClient::upgrade`]).
+async fn handshake<I>(io: I, upgrades: bool) -> Result<SendRequest<Full<Bytes>>, String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -55,7 +61,11 @@ where
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
     });
     Ok(sender)
 }
@@ -96,7 +106,11 @@ impl PeerClient {
         &self.addr
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+    async fn connect(
+        &self,
+        timeout: Duration,
+        upgrades: bool,
+    ) -> Result<SendRequest<Full<Bytes>>, PeerError> {
         let unreachable = |why: String| PeerError::Unreachable {
             addr: self.addr.clone(),
             why,
@@ -125,14 +139,54 @@ impl PeerClient {
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.link.tls else {
-            return handshake(stream).await.map_err(unreachable);
+            return handshake(stream, upgrades).await.map_err(unreachable);
         };
         let name = crate::tls::server_name(&self.addr).map_err(|e| unreachable(e.to_string()))?;
         let stream = tokio::time::timeout(timeout, tls.connector().connect(name, stream))
             .await
             .map_err(|_| unreachable("TLS handshake timed out".into()))?
             .map_err(|e| unreachable(format!("TLS handshake: {e}")))?;
-        handshake(stream).await.map_err(unreachable)
+        handshake(stream, upgrades).await.map_err(unreachable)
+    }
+
+    /// Opens a new connection and asks the peer to switch it to `protocol` (`POST path`,
+    /// `Upgrade: protocol`): the upgraded byte stream, or `None` when the peer does not know
+    /// the path (HTTP 404: a node of an older version).
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &'static str,
+        timeout: Duration,
+    ) -> Result<Option<PeerStream>, PeerError> {
+        let mut sender = self.connect(timeout, true).await?;
+        let failed = |why: String| PeerError::Failed {
+            addr: self.addr.clone(),
+            why,
+        };
+        let req = Request::post(path)
+            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, protocol)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| failed(e.to_string()))?;
+        let call = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            match resp.status() {
+                StatusCode::SWITCHING_PROTOCOLS => {}
+                StatusCode::NOT_FOUND => return Ok(None),
+                status => return Err(failed(format!("upgrade refused: HTTP {status}"))),
+            }
+            let io = hyper::upgrade::on(resp)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            Ok(Some(TokioIo::new(io)))
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(failed("upgrade timed out".into())))
     }
 
     /// POSTs `body` to `path`; returns the response body of a 200 answer (any other status
@@ -166,9 +220,9 @@ impl PeerClient {
         let fresh = match guard.take() {
             Some(mut s) => match s.ready().await {
                 Ok(()) => s,
-                Err(_) => self.connect(timeout).await?,
+                Err(_) => self.connect(timeout, false).await?,
             },
-            None => self.connect(timeout).await?,
+            None => self.connect(timeout, false).await?,
         };
         let mut sender = fresh;
         let failed = |why: String| PeerError::Failed {

@@ -272,10 +272,40 @@ async fn publish_via(
 
 /// Subscribers on every node receive what is published through one node, in the same order
 /// with the same offsets and epoch; history is identical everywhere.
+///
+/// The leader replicates on append streams (`cluster.append_pipeline`, 16 by default): no
+/// append goes as a plain request.
 #[tokio::test]
 async fn three_nodes_replicate_in_order() {
     let t = Trio::start();
-    t.wait_leader().await;
+    let leader = t.wait_leader().await;
+    replicate_in_order(&t).await;
+    let appends = |path: &str| {
+        let admin = t.node(leader).admin_addr;
+        let series = format!("switchyard_raft_appends_total{{path=\"{path}\"}}");
+        async move { metric(admin, &series).await }
+    };
+    assert!(appends("alone").await + appends("pipelined").await >= 30.0);
+    assert_eq!(appends("sequential").await, 0.0);
+}
+
+/// The same with `cluster.append_pipeline = 1`: every append is a plain request, one at a
+/// time (as a peer of an older version is served).
+#[tokio::test]
+async fn three_nodes_replicate_in_order_one_append_at_a_time() {
+    let t = Trio::start_with("append_pipeline = 1");
+    let leader = t.wait_leader().await;
+    replicate_in_order(&t).await;
+    let appends = |path: &str| {
+        let admin = t.node(leader).admin_addr;
+        let series = format!("switchyard_raft_appends_total{{path=\"{path}\"}}");
+        async move { metric(admin, &series).await }
+    };
+    assert!(appends("sequential").await >= 30.0);
+    assert_eq!(appends("alone").await + appends("pipelined").await, 0.0);
+}
+
+async fn replicate_in_order(t: &Trio) {
     let mut subs = vec![];
     for i in 0..3 {
         let mut c = Client::open(&t.node(i).ws_url()).await;
@@ -1906,7 +1936,8 @@ fn election_lines(t: &Trio) -> String {
 
 /// A follower paused (SIGSTOP) for longer than the leader lease and resumed: the silence was
 /// its own, not the leader's, so it does not campaign on waking and the leader and term stay.
-/// Repeated, since which of its timers and sockets it serves first on waking varies.
+/// Repeated, since which of its timers and sockets it serves first on waking varies. Its
+/// append stream is cut by the RPC timeout meanwhile; on waking it catches up on a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     // openraft's election lines too (who asked for votes, who refused and why), for a failure.
@@ -1952,6 +1983,14 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
         !log.contains("campaigning"),
         "the resumed follower campaigned"
     );
+    // While it was paused the leader kept sending it appends without waiting for answers
+    // (up to `cluster.append_pipeline`, until the RPC timeout closed the stream).
+    let pipelined = metric(
+        t.node(leader).admin_addr,
+        "switchyard_raft_appends_total{path=\"pipelined\"}",
+    )
+    .await;
+    assert!(pipelined >= 1.0, "no append was pipelined");
 }
 
 /// The leader's own disk stalls for a moment (one flush of ~1 s, the lease). With

@@ -4,6 +4,8 @@
 //! - `write`: commits batches of operations (on the leader, or forwarded to it): the
 //!   replicator's [`Commit`](crate::replicator::Commit);
 //! - `network`: outbound Raft RPC (openraft's network traits over [`crate::peer`]);
+//! - `append_stream`: pipelined appends to a follower over one upgraded connection (both
+//!   sides);
 //! - `rpc`: the inbound side of the cluster listener;
 //! - `membership`: operators' membership changes, forwarded to the leader;
 //! - `liveness`: the leader's pings, declaring unreachable nodes down;
@@ -15,6 +17,7 @@
 //! Invariant: with `store`, the only module that names openraft. A single node is simply a
 //! one-voter cluster: the same code path.
 
+pub mod append_stream;
 mod election;
 mod forward;
 mod liveness;
@@ -85,6 +88,8 @@ pub struct Cluster {
     last_time: Mutex<u64>,
     /// Clients for questions to other members (`query`).
     askers: query::Askers,
+    /// Cancelled when Raft has stopped: served append streams close.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl Cluster {
@@ -135,6 +140,7 @@ impl Cluster {
             link: link.clone(),
             health: Default::default(),
             elections: elections.clone(),
+            pipeline: c.append_pipeline,
         };
         let raft = Raft::new(id, Arc::new(raft_config), network, store.log_store(), sm).await?;
         let listed = c.peers.is_empty() || c.peers.iter().any(|p| p.id == id);
@@ -187,6 +193,7 @@ impl Cluster {
             ),
             last_time: Mutex::new(0),
             askers: Default::default(),
+            stopped: Default::default(),
         }))
     }
 
@@ -233,6 +240,7 @@ impl Cluster {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        self.stopped.cancel();
         self.store.close().await;
     }
 }

@@ -6,14 +6,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, Stream};
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2, stream_append_sequential};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::append_stream::{self, Conn, Session};
 use super::election::Elections;
 use super::peer_health::PeerHealth;
 use crate::peer::{Link, PeerClient, PeerError};
@@ -21,6 +25,8 @@ use crate::store::types::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Paths of the inbound handlers (`cluster::rpc`).
 pub const APPEND: &str = "/raft/append";
+/// Pipelined appends: upgraded to an append stream (`cluster::append_stream`).
+pub const APPEND_STREAM: &str = "/raft/append-stream";
 /// Vote path.
 pub const VOTE: &str = "/raft/vote";
 /// Pre-vote path: would the peer grant this vote (nothing is stored, no term changes)?
@@ -47,6 +53,9 @@ pub struct Network {
     pub health: PeerHealth,
     /// When to campaign: told what peers answer to this node's vote requests.
     pub(super) elections: Arc<Elections>,
+    /// Appends kept in flight to each follower (`cluster.append_pipeline`); 1 sends each
+    /// after the previous one was answered, as plain requests.
+    pub(super) pipeline: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -58,6 +67,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: Arc::new(PeerClient::with_link(node.addr.clone(), self.link.clone())),
             health: self.health.clone(),
             elections: self.elections.clone(),
+            pipeline: self.pipeline,
+            idle: Default::default(),
+            sequential: self.pipeline <= 1,
         }
     }
 }
@@ -68,6 +80,12 @@ pub struct Peer {
     client: Arc<PeerClient>,
     health: PeerHealth,
     elections: Arc<Elections>,
+    pipeline: usize,
+    /// The append stream kept open between sessions.
+    idle: parking_lot::Mutex<Option<Conn>>,
+    /// Appends go one at a time as plain requests: pipelining is off, or the peer does not
+    /// serve append streams (an older version, during a rolling upgrade).
+    sequential: bool,
 }
 
 type Rpc<T> = Result<T, RPCError<TypeConfig>>;
@@ -136,7 +154,64 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<TypeConfig>> {
+        metrics::counter!(crate::metrics::RAFT_APPENDS, "path" => "sequential").increment(1);
         self.call(APPEND, &rpc, option.hard_ttl()).await
+    }
+
+    /// Pipelined over an append stream (see `append_stream`), or one request at a time.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Rpc<BoxStream<'s, Rpc<StreamAppendResult<TypeConfig>>>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + openraft::OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            if self.sequential {
+                return stream_append_sequential(self, input, option).await;
+            }
+            let ttl = option.hard_ttl();
+            let idle = self.idle.lock().take();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    let up = self
+                        .client
+                        .upgrade(APPEND_STREAM, append_stream::PROTOCOL, ttl)
+                        .await;
+                    match up {
+                        Ok(Some(io)) => Conn::new(io),
+                        Ok(None) => {
+                            tracing::info!(
+                                peer = self.target,
+                                "peer serves no append streams (an older version): appending one request at a time"
+                            );
+                            self.sequential = true;
+                            return stream_append_sequential(self, input, option).await;
+                        }
+                        Err(e) => {
+                            self.health.record(self.target, Err(&e));
+                            return Err(rpc_err(e));
+                        }
+                    }
+                }
+            };
+            let session = Session::new(
+                conn,
+                &self.idle,
+                input,
+                self.pipeline,
+                ttl,
+                self.target,
+                self.client.addr().to_string(),
+                self.health.clone(),
+            );
+            Ok(session.answers())
+        })
     }
 
     async fn vote(

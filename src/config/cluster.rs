@@ -40,6 +40,9 @@ impl Default for NodeConfig {
     }
 }
 
+/// Largest `cluster.append_pipeline`: unanswered appends a follower takes on one connection.
+pub const MAX_APPEND_PIPELINE: usize = 1024;
+
 /// `[cluster]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +81,11 @@ pub struct ClusterConfig {
     /// wait for the previous entry's round trip. More = lower latency under load, more memory
     /// and work lost to a leader change (those entries are retried in order or refused).
     pub max_inflight_entries: usize,
+    /// Appends the leader keeps in flight to each follower over one connection, answered in
+    /// order: an entry need not wait for the follower's answer to the previous append (its
+    /// fsync included). 1 sends each append after the previous one was answered, as plain
+    /// requests, as nodes of older versions do.
+    pub append_pipeline: usize,
     /// Worker threads of the runtime that runs Raft, the store, the write batcher and the
     /// cluster listener, apart from the runtime of client connections: commits then do not
     /// wait for CPU in a queue behind thousands of connection tasks under heavy fan-out.
@@ -143,6 +151,7 @@ impl Default for ClusterConfig {
             max_batch_ops: 1024,
             batch_linger: Duration::ZERO,
             max_inflight_entries: 8,
+            append_pipeline: 16,
             raft_threads: 1,
             realtime_priority: 0,
             raft_slice: Duration::from_micros(100),

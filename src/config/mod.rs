@@ -37,7 +37,7 @@ pub mod generate;
 use channel::check_channel_keys;
 pub use channel::{ChannelConfig, ChannelOptions, Namespace};
 pub use client::ClientConfig;
-pub use cluster::{ClusterConfig, NodeConfig, PeerConfig};
+pub use cluster::{ClusterConfig, MAX_APPEND_PIPELINE, NodeConfig, PeerConfig};
 pub use log::{LEVELS, LogConfig, LogFormat};
 pub use proxy::{ProxyConfig, ProxyEndpoint, RpcNamespace};
 

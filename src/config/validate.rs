@@ -69,6 +69,12 @@ impl Config {
         {
             return bad("cluster.max_batch_ops must be between 1 and 65536 and cluster.max_inflight_entries between 1 and 1024".into());
         }
+        if !(1..=super::MAX_APPEND_PIPELINE).contains(&c.append_pipeline) {
+            return bad(format!(
+                "cluster.append_pipeline must be between 1 and {}",
+                super::MAX_APPEND_PIPELINE
+            ));
+        }
         if c.batch_linger > Duration::from_secs(1) {
             return bad("cluster.batch_linger must be at most 1s".into());
         }

@@ -10,6 +10,7 @@ pub mod frame;
 mod handoff;
 
 mod http;
+mod peer_stream;
 pub mod reader;
 pub mod streams;
 pub mod uni_ws;
@@ -566,6 +567,9 @@ async fn route(
         }
         (Listener::Cluster, &Method::POST, emulation::CLUSTER_PATH_PROTOBUF) => {
             emulation::serve_forwarded(req, &node, crate::protocol::Encoding::Protobuf).await
+        }
+        (Listener::Cluster, &Method::POST, crate::cluster::network::APPEND_STREAM) => {
+            peer_stream::accept(req, node)
         }
         (Listener::Cluster, &Method::POST, p) => {
             let path = p.to_string();
