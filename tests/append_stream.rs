@@ -32,14 +32,7 @@ async fn upgrade(cluster: SocketAddr, protocol: &str) -> (String, TcpStream) {
          Upgrade: {protocol}\r\nContent-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-        assert!(head.len() < 4096, "response head too long");
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let head = read_head(&mut s).await;
     (head.lines().next().unwrap_or_default().to_string(), s)
 }
 

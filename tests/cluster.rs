@@ -280,11 +280,7 @@ async fn three_nodes_replicate_in_order() {
     let t = Trio::start();
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
-    let appends = |path: &str| {
-        let admin = t.node(leader).admin_addr;
-        let series = format!("switchyard_raft_appends_total{{path=\"{path}\"}}");
-        async move { metric(admin, &series).await }
-    };
+    let appends = |path: &'static str| appends_sent(&t, leader, path);
     assert!(appends("alone").await + appends("pipelined").await >= 30.0);
     assert_eq!(appends("sequential").await, 0.0);
 }
@@ -296,13 +292,15 @@ async fn three_nodes_replicate_in_order_one_append_at_a_time() {
     let t = Trio::start_with("append_pipeline = 1");
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
-    let appends = |path: &str| {
-        let admin = t.node(leader).admin_addr;
-        let series = format!("switchyard_raft_appends_total{{path=\"{path}\"}}");
-        async move { metric(admin, &series).await }
-    };
+    let appends = |path: &'static str| appends_sent(&t, leader, path);
     assert!(appends("sequential").await >= 30.0);
     assert_eq!(appends("alone").await + appends("pipelined").await, 0.0);
+}
+
+/// Appends node `i` sent as the leader by `path` (`switchyard_raft_appends_total`).
+async fn appends_sent(t: &Trio, i: usize, path: &str) -> f64 {
+    let series = format!("switchyard_raft_appends_total{{path=\"{path}\"}}");
+    metric(t.node(i).admin_addr, &series).await
 }
 
 async fn replicate_in_order(t: &Trio) {
@@ -1985,11 +1983,7 @@ async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     );
     // While it was paused the leader kept sending it appends without waiting for answers
     // (up to `cluster.append_pipeline`, until the RPC timeout closed the stream).
-    let pipelined = metric(
-        t.node(leader).admin_addr,
-        "switchyard_raft_appends_total{path=\"pipelined\"}",
-    )
-    .await;
+    let pipelined = appends_sent(&t, leader, "pipelined").await;
     assert!(pipelined >= 1.0, "no append was pipelined");
 }
 

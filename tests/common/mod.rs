@@ -936,6 +936,14 @@ pub async fn raw_upgrade(s: &mut TcpStream, addr: SocketAddr, path: &str, extra:
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    head
+}
+
+/// Reads an HTTP response head (up to the blank line) byte by byte, so nothing after it is
+/// consumed.
+pub async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -943,9 +951,7 @@ pub async fn raw_upgrade(s: &mut TcpStream, addr: SocketAddr, path: &str, extra:
         head.push(b[0]);
         assert!(head.len() < 4096, "response head too long");
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    head
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Environment that switches the bidirectional-emulation transports on (and pings every 2 s,
