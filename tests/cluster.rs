@@ -1436,8 +1436,8 @@ async fn partitioned_leader_refuses_writes_and_converges() {
 }
 
 /// SIGTERM on the leader: it hands leadership to another voter *before* closing its clients,
-/// so when a client sees 3001 and reconnects elsewhere, writes already have a leader; its
-/// clients' leaves are committed and the process exits 0.
+/// so when a client sees 3001 and reconnects elsewhere, writes already have a leader, after
+/// one campaign; its clients' leaves are committed and the process exits 0.
 #[tokio::test]
 async fn sigterm_leader_hands_over_before_closing_clients() {
     let mut t = Trio::start();
@@ -1463,6 +1463,7 @@ async fn sigterm_leader_hands_over_before_closing_clients() {
         }
     }
 
+    let term = t.status(leader).await["term"].as_u64().unwrap();
     t.node(leader).signal("TERM");
     assert_eq!(
         leaving.closed().await,
@@ -1486,6 +1487,13 @@ async fn sigterm_leader_hands_over_before_closing_clients() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // One campaign (two at most) took over: the successor was not asked again while its
+    // campaign was under way (each ask restarts it with a higher term).
+    let new_term = t.status(others[0]).await["term"].as_u64().unwrap();
+    assert!(
+        new_term <= term + 2,
+        "the hand-over took terms {term} → {new_term}"
+    );
     let started = std::time::Instant::now();
     publish_via(t.node(others[1]), "chat:handover", json!({"after": true}))
         .await

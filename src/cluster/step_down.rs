@@ -7,6 +7,10 @@ use openraft::async_runtime::WatchReceiver;
 use super::{Cluster, network};
 use crate::store::types::{NodeId, TypeConfig};
 
+/// How often a stepping-down leader asks its successor to campaign until it leads: about one
+/// election round, so a campaign under way is not restarted.
+const ELECT_EVERY: Duration = Duration::from_millis(250);
+
 impl Cluster {
     /// When this node leads a cluster of several voters, hands leadership to the most
     /// caught-up other voter before the node goes away (SIGTERM), so writes have a leader
@@ -48,8 +52,11 @@ impl Cluster {
                 TypeConfig,
                 openraft::RaftMetrics<TypeConfig>,
             >| { rx.borrow_watched().current_leader.filter(|l| *l != self.id) };
-        // Followers refuse votes while their lease from our last heartbeat lasts.
-        let lease_over = tokio::time::Instant::now() + self.lease;
+        // Followers refuse votes while their lease from our last heartbeat lasts. The
+        // successor is asked again only every `ELECT_EVERY`, not at every change of this
+        // node's metrics: its own vote request changes them, and each new request restarted
+        // its campaign with a higher term (dozens of terms burnt per hand-over).
+        let mut next_ask = tokio::time::Instant::now() + self.lease;
         loop {
             if let Some(l) = other_leader(&rx) {
                 tracing::info!(leader = l, "leadership handed over");
@@ -60,17 +67,15 @@ impl Cluster {
                 tracing::warn!("no successor took over in time; stopping as leader");
                 return None;
             }
-            if now >= lease_over {
+            if now >= next_ask {
                 let _ = client
                     .post(network::ELECT, Vec::new(), Duration::from_millis(500))
                     .await;
+                next_ask = tokio::time::Instant::now() + ELECT_EVERY;
+                continue;
             }
-            let wait = if now >= lease_over {
-                Duration::from_millis(250)
-            } else {
-                lease_over - now
-            };
-            let _ = tokio::time::timeout(wait.min(deadline - now), rx.changed()).await;
+            let wait = (next_ask - now).min(deadline - now);
+            let _ = tokio::time::timeout(wait, rx.changed()).await;
         }
     }
 }
