@@ -1178,7 +1178,18 @@ async fn a_restarted_follower_is_one_warning_not_a_stream_of_errors() {
         count(&t, "peer reachable again") > back
     })
     .await;
-    assert_eq!(count(&t, "peer unreachable"), down + 1);
+    assert_eq!(
+        count(&t, "peer unreachable"),
+        down + 1,
+        "{:#?}",
+        t.node(leader)
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("peer_health"))
+            .collect::<Vec<_>>()
+    );
     let errors: Vec<String> = t
         .node(leader)
         .log

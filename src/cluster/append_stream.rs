@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{BoxStream, Stream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{NetworkError, RPCError, Unreachable};
 use openraft::raft::{AppendEntriesRequest, StreamAppendError, StreamAppendResult};
@@ -89,6 +89,12 @@ impl Conn {
             read: FramedRead::new(r, codec()),
             write: FramedWrite::new(w, codec()),
         }
+    }
+
+    /// Whether a connection kept between sessions still looks open: not closed by the peer
+    /// (a restarted follower's old connection), nothing unasked for waiting in it.
+    pub fn alive(&mut self) -> bool {
+        self.read.next().now_or_never().is_none()
     }
 }
 
@@ -176,8 +182,15 @@ where
             let room = self.sent.len() < self.pipeline;
             tokio::select! {
                 biased;
-                f = conn.read.next(), if !self.sent.is_empty() => {
-                    self.sent.pop_front();
+                // Read even with nothing in flight: a follower that went away (its connection
+                // closed) is noticed then, not at the next append.
+                f = conn.read.next() => {
+                    if self.sent.pop_front().is_none() {
+                        return Some(self.fail(match f {
+                            Some(Ok(_)) => "append stream: an answer to no request".into(),
+                            _ => "append stream closed by the peer".into(),
+                        }));
+                    }
                     return Some(self.answer(f));
                 }
                 req = next_of(&mut self.input), if self.input.is_some() && room => {

@@ -175,7 +175,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 return stream_append_sequential(self, input, option).await;
             }
             let ttl = option.hard_ttl();
-            let idle = self.idle.lock().take();
+            let idle = self
+                .idle
+                .lock()
+                .take()
+                .and_then(|mut c| c.alive().then_some(c));
             let conn = match idle {
                 Some(conn) => conn,
                 None => {
