@@ -56,11 +56,20 @@ impl Cluster {
         // successor is asked again only every `ELECT_EVERY`, not at every change of this
         // node's metrics: its own vote request changes them, and each new request restarted
         // its campaign with a higher term (dozens of terms burnt per hand-over).
+        // This node refuses the first campaign while its own lease lasts (the readiness
+        // probes' read-index rounds and the appends of writes keep it, and the followers'
+        // leases, fresh); the successor's higher term then deposes it, and the successor is
+        // asked again at once: this node now grants its vote.
         let mut next_ask = tokio::time::Instant::now() + self.lease;
+        let mut deposed = false;
         loop {
             if let Some(l) = other_leader(&rx) {
                 tracing::info!(leader = l, "leadership handed over");
                 return Some(l);
+            }
+            if !deposed && rx.borrow_watched().state != openraft::ServerState::Leader {
+                deposed = true;
+                next_ask = tokio::time::Instant::now();
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
