@@ -51,6 +51,24 @@ pub struct Link {
     pub tls: Option<Arc<ClusterTls>>,
 }
 
+/// Idle time before the kernel probes a quiet cluster connection, the time between probes,
+/// and how many may go unanswered: a peer whose host vanished (power loss, a partition
+/// that dropped the connection's state) is noticed within about a minute. Replication
+/// connections can be quiet for long on an idle cluster, so no idle timeout can tell.
+const KEEPALIVE: (Duration, Duration, u32) = (Duration::from_secs(30), Duration::from_secs(10), 3);
+
+/// Turns TCP keep-alive on for a cluster connection (either side).
+pub fn keep_alive(stream: &TcpStream) {
+    let (idle, interval, retries) = KEEPALIVE;
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(retries);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "TCP keep-alive not set");
+    }
+}
+
 /// An HTTP/1.1 connection over `io`; with `upgrades`, one that can be taken over by an
 /// upgrade ([`PeerClient::upgrade`]).
 async fn handshake<I>(io: I, upgrades: bool) -> Result<SendRequest<Full<Bytes>>, String>
@@ -138,6 +156,7 @@ impl PeerClient {
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let Some(tls) = &self.link.tls else {
             return handshake(stream, upgrades).await.map_err(unreachable);
         };
@@ -258,5 +277,26 @@ impl PeerClient {
             *guard = Some(sender);
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keep_alive_turns_on_probing_with_the_cluster_timing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(!sock.keepalive().unwrap(), "off by default");
+        keep_alive(&stream);
+        let (idle, interval, retries) = KEEPALIVE;
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), idle);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), interval);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), retries);
     }
 }

@@ -204,6 +204,9 @@ async fn accept_loop_until(
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        if which == Listener::Cluster {
+            crate::peer::keep_alive(&stream);
+        }
         let node = node.clone();
         let t = tracker.clone();
         match (&api, node.client_tls.is_none()) {
