@@ -273,11 +273,11 @@ async fn publish_via(
 /// Subscribers on every node receive what is published through one node, in the same order
 /// with the same offsets and epoch; history is identical everywhere.
 ///
-/// The leader replicates on append streams (`cluster.append_pipeline`, 16 by default): no
-/// append goes as a plain request.
+/// With `cluster.append_pipeline = 16` the leader replicates on append streams: no append
+/// goes as a plain request.
 #[tokio::test]
 async fn three_nodes_replicate_in_order() {
-    let t = Trio::start();
+    let t = Trio::start_with("append_pipeline = 16");
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
     let appends = |path: &'static str| appends_sent(&t, leader, path);
@@ -285,11 +285,11 @@ async fn three_nodes_replicate_in_order() {
     assert_eq!(appends("sequential").await, 0.0);
 }
 
-/// The same with `cluster.append_pipeline = 1`: every append is a plain request, one at a
-/// time (as a peer of an older version is served).
+/// The same at the default `cluster.append_pipeline = 1`: every append is a plain request,
+/// one at a time (as a peer of an older version is served).
 #[tokio::test]
 async fn three_nodes_replicate_in_order_one_append_at_a_time() {
-    let t = Trio::start_with("append_pipeline = 1");
+    let t = Trio::start();
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
     let appends = |path: &'static str| appends_sent(&t, leader, path);
@@ -1148,7 +1148,8 @@ impl Proxy {
 /// append; they are dropped).
 #[tokio::test]
 async fn a_restarted_follower_is_one_warning_not_a_stream_of_errors() {
-    let mut t = Trio::start();
+    // On append streams: a connection to the killed process is not used once it is back.
+    let mut t = Trio::start_with("append_pipeline = 16");
     let leader = t.wait_leader().await;
     let follower = (leader + 1) % 3;
     let node_field = format!("\"node\":{}", follower + 1);
@@ -1958,10 +1959,13 @@ fn election_lines(t: &Trio) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     // openraft's election lines too (who asked for votes, who refused and why), for a failure.
-    let t = Trio::start_lease_1s(&[(
-        "SWITCHYARD_LOG__LEVEL",
-        "info,openraft::core=info,openraft::engine=info",
-    )]);
+    let t = Trio::start_lease_1s(&[
+        (
+            "SWITCHYARD_LOG__LEVEL",
+            "info,openraft::core=info,openraft::engine=info",
+        ),
+        ("SWITCHYARD_CLUSTER__APPEND_PIPELINE", "16"),
+    ]);
     let leader = t.wait_leader().await;
     let paused = (leader + 1) % 3;
     let term = t.status(leader).await["term"].as_u64().unwrap();
