@@ -273,11 +273,11 @@ async fn publish_via(
 /// Subscribers on every node receive what is published through one node, in the same order
 /// with the same offsets and epoch; history is identical everywhere.
 ///
-/// With `cluster.append_pipeline = 16` the leader replicates on append streams: no append
-/// goes as a plain request.
+/// At the default `cluster.append_pipeline` (16) the leader replicates on append streams: no
+/// append goes as a plain request.
 #[tokio::test]
 async fn three_nodes_replicate_in_order() {
-    let t = Trio::start_with("append_pipeline = 16");
+    let t = Trio::start();
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
     let appends = |path: &'static str| appends_sent(&t, leader, path);
@@ -285,11 +285,11 @@ async fn three_nodes_replicate_in_order() {
     assert_eq!(appends("sequential").await, 0.0);
 }
 
-/// The same at the default `cluster.append_pipeline = 1`: every append is a plain request,
-/// one at a time (as a peer of an older version is served).
+/// The same with `cluster.append_pipeline = 1`: every append is a plain request, one at a
+/// time (as a peer of an older version is served).
 #[tokio::test]
 async fn three_nodes_replicate_in_order_one_append_at_a_time() {
-    let t = Trio::start();
+    let t = Trio::start_with("append_pipeline = 1");
     let leader = t.wait_leader().await;
     replicate_in_order(&t).await;
     let appends = |path: &'static str| appends_sent(&t, leader, path);
@@ -1148,8 +1148,9 @@ impl Proxy {
 /// append; they are dropped).
 #[tokio::test]
 async fn a_restarted_follower_is_one_warning_not_a_stream_of_errors() {
-    // On append streams: a connection to the killed process is not used once it is back.
-    let mut t = Trio::start_with("append_pipeline = 16");
+    // On append streams (the default): a connection to the killed process is not used once
+    // it is back.
+    let mut t = Trio::start();
     let leader = t.wait_leader().await;
     let follower = (leader + 1) % 3;
     let node_field = format!("\"node\":{}", follower + 1);
@@ -1864,7 +1865,7 @@ fn libc_minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
 
-/// A follower whose disk is slow (flushes of up to ~1 s, the leader lease, back to back)
+/// A follower whose disk is slow (flushes of several seconds, longer than the leader lease)
 /// answers the leader's appends late; that is its own disk, not a dead leader: it must not
 /// campaign and depose a healthy leader (before the fix it did, and every slow fsync could cost a leader
 /// change and a burst of refused writes). Writes keep committing through the leader and the
@@ -1872,8 +1873,9 @@ fn libc_minor(dev: u64) -> u64 {
 /// its disk is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
-    // 1 write IOPS: a flush (one write and an fsync) takes ~1 s, the lease here, and they
-    // queue behind each other under the steady writes below.
+    // 1 write IOPS: a flush (sled's writes and an fsync) takes seconds, longer than the
+    // lease here, and flushes queue behind each other under the steady writes below. The
+    // leader pipelines appends to it (the default) that time out and are sent again.
     let t = Trio::start_lease_1s(&[]);
     let leader = t.wait_leader().await;
     let slow = (leader + 1) % 3;
@@ -1892,16 +1894,21 @@ async fn a_follower_with_a_slow_disk_does_not_depose_the_leader() {
     let before = t.node(slow).log.lock().unwrap().len();
     disk.add(t.node(slow).child.id());
 
+    // What the slow node logged since its disk was slowed (the first election is before).
+    let slow_log = || t.node(slow).log.lock().unwrap()[before..].join("\n");
+    // Writes for at least 8 s, and on until the slow node finished a (slow) flush: its first
+    // takes 5-6 s here (several writes and an fsync at 1 write/s), more on a loaded machine.
     let started = std::time::Instant::now();
     let mut n = 1u64;
-    while started.elapsed() < Duration::from_secs(8) && n < 400 {
+    while (started.elapsed() < Duration::from_secs(8) || !slow_log().contains("slow disk"))
+        && started.elapsed() < Duration::from_secs(40)
+        && n < 2000
+    {
         let r = publish_via(t.node(leader), "chat:slowdisk", json!(n)).await;
         assert!(r.is_ok(), "publish {n} refused: {r:?}");
         n += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // What the slow node logged since its disk was slowed (the first election is before).
-    let slow_log = || t.node(slow).log.lock().unwrap()[before..].join("\n");
     assert!(
         slow_log().contains("slow disk"),
         "the throttled node's fsyncs were not slow: the test proves nothing"
@@ -1959,13 +1966,10 @@ fn election_lines(t: &Trio) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_resumed_from_a_pause_does_not_depose_the_leader() {
     // openraft's election lines too (who asked for votes, who refused and why), for a failure.
-    let t = Trio::start_lease_1s(&[
-        (
-            "SWITCHYARD_LOG__LEVEL",
-            "info,openraft::core=info,openraft::engine=info",
-        ),
-        ("SWITCHYARD_CLUSTER__APPEND_PIPELINE", "16"),
-    ]);
+    let t = Trio::start_lease_1s(&[(
+        "SWITCHYARD_LOG__LEVEL",
+        "info,openraft::core=info,openraft::engine=info",
+    )]);
     let leader = t.wait_leader().await;
     let paused = (leader + 1) % 3;
     let term = t.status(leader).await["term"].as_u64().unwrap();

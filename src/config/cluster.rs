@@ -83,10 +83,8 @@ pub struct ClusterConfig {
     pub max_inflight_entries: usize,
     /// Appends the leader keeps in flight to each follower over one connection, answered in
     /// order: an entry need not wait for the follower's answer to the previous append (its
-    /// fsync included). 1 (the default for now) sends each append after the previous one was
-    /// answered, as plain requests, as nodes of older versions do: with a follower whose disk
-    /// is far too slow (1 write/s), a pipeline of appends that all time out and are sent
-    /// again kept its first flush from finishing for seconds in 1 run of 3.
+    /// fsync included). 1 sends each append after the previous one was answered, as plain
+    /// requests, as nodes of older versions do.
     pub append_pipeline: usize,
     /// Worker threads of the runtime that runs Raft, the store, the write batcher and the
     /// cluster listener, apart from the runtime of client connections: commits then do not
@@ -153,7 +151,7 @@ impl Default for ClusterConfig {
             max_batch_ops: 1024,
             batch_linger: Duration::ZERO,
             max_inflight_entries: 8,
-            append_pipeline: 1,
+            append_pipeline: 16,
             raft_threads: 1,
             realtime_priority: 0,
             raft_slice: Duration::from_micros(100),
