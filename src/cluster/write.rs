@@ -77,6 +77,8 @@ impl Cluster {
     /// for its commit (`client_write_ff`: queued in the log in call order); gives the ops back
     /// if Raft does not take them. (Leadership lost in between is `ForwardToLeader`: refused.)
     async fn start_on_leader(&self, ops: Vec<Op>) -> Result<InFlight, Vec<Op>> {
+        // Shared with the entry: copied back out only if Raft refuses it.
+        let ops: std::sync::Arc<[Op]> = ops.into();
         let batch = Batch {
             time_ms: self.stamp(),
             ops: ops.clone(),
@@ -88,14 +90,14 @@ impl Cluster {
             .await
             .is_err()
         {
-            return Err(ops);
+            return Err(ops.to_vec());
         }
         let timeout = self.propose_timeout;
         Ok(Box::pin(async move {
             // Bounded like `write`: on timeout the entry may still commit, outcome unknown.
             match tokio::time::timeout(timeout, outcome).await {
                 Ok(Ok(Ok(resp))) => Attempt::Committed((resp.data, resp.log_id.index)),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Attempt::Refused(ops),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Attempt::Refused(ops.to_vec()),
                 Ok(Ok(Err(e))) => {
                     tracing::warn!(error = %e, "write failed");
                     Attempt::Failed(ProposeError::Failed)
@@ -124,7 +126,7 @@ impl Cluster {
             let retry = if leader == self.id {
                 let batch = Batch {
                     time_ms: self.stamp(),
-                    ops: ops.clone(),
+                    ops: ops.as_slice().into(),
                 };
                 // Bounded: a leader cut off from its quorum would otherwise wait forever. On
                 // timeout the entry may still commit later, so the outcome is unknown.

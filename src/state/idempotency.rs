@@ -227,7 +227,7 @@ mod tests {
         Entry {
             index,
             time_ms,
-            ops,
+            ops: ops.into(),
         }
     }
 

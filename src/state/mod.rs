@@ -33,7 +33,7 @@ pub struct Entry {
     /// Wall-clock milliseconds assigned by the log (leader) when the entry was created.
     pub time_ms: u64,
     /// The operations, applied in order.
-    pub ops: Vec<Op>,
+    pub ops: std::sync::Arc<[Op]>,
 }
 
 /// How a channel keeps history; resolved from the namespace by the proposer so that apply does
@@ -271,7 +271,7 @@ impl StateMachine {
         self.idempotency.expire(now);
         let mut results = Vec::with_capacity(entry.ops.len());
         let mut events = Vec::new();
-        for op in &entry.ops {
+        for op in entry.ops.iter() {
             results.push(self.apply_op(op, now, &mut events));
         }
         self.last_applied = entry.index;
@@ -391,7 +391,7 @@ mod tests {
         Entry {
             index,
             time_ms,
-            ops,
+            ops: ops.into(),
         }
     }
 

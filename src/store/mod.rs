@@ -12,6 +12,7 @@
 //! JSON entry), tree `meta` (`vote`, `committed`, `last_purged`), tree `snapshot` (`meta`,
 //! `data` of the current snapshot).
 
+mod recent;
 pub mod types;
 
 use std::fmt::Debug;
@@ -151,6 +152,7 @@ impl Store {
         LogStore {
             store: self.clone(),
             flushes,
+            recent: Default::default(),
         }
     }
 
@@ -194,6 +196,8 @@ pub struct LogStore {
     store: Store,
     /// Appended batches waiting to be acknowledged by [`flush_appends`].
     flushes: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
+    /// The newest entries, read back from memory (replication, apply).
+    recent: Arc<recent::Recent>,
 }
 
 /// Most appended batches acknowledged by one flush.
@@ -281,6 +285,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> IoResult<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Some(*i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let (Some(start), Some(end)) = (start, end)
+            && let Some(entries) = self.recent.get(start, end)
+        {
+            return Ok(entries);
+        }
         let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
         let mut out = Vec::new();
         for kv in self.store.log.range::<[u8; 8], _>(r) {
@@ -340,10 +359,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // order up to the first incomplete write, so a crash leaves a prefix of the entries,
         // which Raft handles (the append was not acknowledged).
         for e in entries {
+            let json = to_json(&e);
+            let size = json.len();
             self.store
                 .log
-                .insert(e.log_id.index.to_be_bytes(), to_json(&e))
+                .insert(e.log_id.index.to_be_bytes(), json)
                 .map_err(|err| io_err("append to log", err))?;
+            self.recent.push(e, size);
         }
         // Acknowledged by the flusher once on disk (shared by the batches queued with it).
         if let Err(mpsc::error::SendError(callback)) = self.flushes.send(callback) {
@@ -359,6 +381,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The one sled batch left: removed one by one from the lowest, a crash part-way
         // would leave a gap in the log. Truncation is rare (a follower's conflicting tail).
         let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.recent.truncate_from(from);
         let mut batch = sled::Batch::default();
         for kv in self.store.log.range(from.to_be_bytes()..) {
             let (k, _) = kv.map_err(|e| io_err("truncate log", e))?;
@@ -373,6 +396,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> IoResult<()> {
         self.put_meta("last_purged", &log_id)?;
+        self.recent.purge_to(log_id.index);
         // Single removes, not a `sled::Batch` (see `append`; and one batch removing thousands
         // of entries made sled buffer all of it at once, with a heap it did not return). In
         // order from the oldest, so a crash part-way leaves a suffix, which the next purge
@@ -578,6 +602,52 @@ mod tests {
         let store = Store::open(dir.path(), 4 << 20).await.expect("released");
         let state = store.log_store().get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(10));
+    }
+
+    /// Reads of the newest entries are served from memory and give exactly what sled holds,
+    /// through appends, a truncated tail appended again in a new term, and a purge.
+    #[tokio::test]
+    async fn the_in_memory_tail_matches_the_log_on_disk() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4 << 20).await.unwrap();
+        let entry = |term: u64, i: u64| Entry {
+            log_id: LogId::new(LeaderId::new_committed(term, 1), i),
+            payload: EntryPayload::Normal(types::Batch {
+                time_ms: i,
+                ops: vec![crate::state::Op::EnsureStream {
+                    channel: format!("c{term}-{i}"),
+                    history: crate::state::HistoryPolicy::NONE,
+                    new_epoch: "e".into(),
+                }]
+                .into(),
+            }),
+        };
+        let mut log = store.log_store();
+        log.blocking_append((1..=20).map(|i| entry(1, i)))
+            .await
+            .unwrap();
+        log.truncate_after(Some(entry(1, 15).log_id)).await.unwrap();
+        log.blocking_append((16..=18).map(|i| entry(2, i)))
+            .await
+            .unwrap();
+        log.purge(entry(1, 5).log_id).await.unwrap();
+        assert!(
+            log.recent.get(6, 19).is_some(),
+            "the tail is held in memory"
+        );
+        let from_memory = log.try_get_log_entries(6..=18).await.unwrap();
+        // A second log store over the same database holds nothing yet: it reads sled.
+        let from_disk = store.log_store().try_get_log_entries(6..=18).await.unwrap();
+        assert_eq!(to_json(&from_memory), to_json(&from_disk));
+        let indexes: Vec<u64> = from_disk.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, (6..=18).collect::<Vec<_>>());
+        assert_eq!(
+            from_disk[12].log_id.leader_id.term, 2,
+            "the re-appended tail"
+        );
+        assert!(log.recent.get(5, 6).is_none(), "purged");
+        assert!(log.recent.get(18, 20).is_none(), "truncated");
     }
 
     /// A purge far larger than one chunk removes exactly the entries up to the purged index.

@@ -15,8 +15,9 @@ pub type NodeId = u64;
 pub struct Batch {
     /// Leader time in milliseconds when the batch was formed.
     pub time_ms: u64,
-    /// The operations, applied in order.
-    pub ops: Vec<Op>,
+    /// The operations, applied in order; shared, so an entry read back from the log's
+    /// in-memory tail is a cheap clone (serialised as a plain array).
+    pub ops: std::sync::Arc<[Op]>,
 }
 
 openraft::declare_raft_types!(
