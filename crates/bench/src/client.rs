@@ -182,9 +182,9 @@ impl Reader {
                 OpCode::Text | OpCode::Binary => {
                     let text = payload;
                     // Cheap pre-check: a ping is a `{}` line, and pushes rarely hold `{}`.
-                    if memchr::memmem::find(&text, b"{}").is_some()
-                        && lines(&text).any(|l| l == b"{}")
-                    {
+                    static PING: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+                        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"{}"));
+                    if PING.find(&text).is_some() && lines(&text).any(|l| l == b"{}") {
                         self.writer.send(b"{}").await?;
                         let rest: Vec<&[u8]> = lines(&text).filter(|l| *l != b"{}").collect();
                         return Ok(Incoming::Text(rest.join(&b'\n')));
