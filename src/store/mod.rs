@@ -285,19 +285,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> IoResult<Vec<Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Some(*i),
-            Bound::Excluded(i) => i.checked_add(1),
-            Bound::Unbounded => Some(0),
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => i.checked_add(1),
-            Bound::Excluded(i) => Some(*i),
-            Bound::Unbounded => None,
-        };
-        if let (Some(start), Some(end)) = (start, end)
-            && let Some(entries) = self.recent.get(start, end)
-        {
+        if let Some(entries) = self.recent.get(range.clone()) {
             return Ok(entries);
         }
         let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
@@ -633,7 +621,7 @@ mod tests {
             .unwrap();
         log.purge(entry(1, 5).log_id).await.unwrap();
         assert!(
-            log.recent.get(6, 19).is_some(),
+            log.recent.get(6..19).is_some(),
             "the tail is held in memory"
         );
         let from_memory = log.try_get_log_entries(6..=18).await.unwrap();
@@ -646,8 +634,8 @@ mod tests {
             from_disk[12].log_id.leader_id.term, 2,
             "the re-appended tail"
         );
-        assert!(log.recent.get(5, 6).is_none(), "purged");
-        assert!(log.recent.get(18, 20).is_none(), "truncated");
+        assert!(log.recent.get(5..6).is_none(), "purged");
+        assert!(log.recent.get(18..20).is_none(), "truncated");
     }
 
     /// A purge far larger than one chunk removes exactly the entries up to the purged index.

@@ -11,6 +11,7 @@
 //! and a purge are applied here first. A read this run does not cover in full goes to sled.
 
 use std::collections::VecDeque;
+use std::ops::{Bound, RangeBounds};
 
 use parking_lot::Mutex;
 
@@ -74,9 +75,18 @@ impl Recent {
         }
     }
 
-    /// The entries with indexes `start..end`, if every one of them is held; `None` sends the
-    /// read to sled.
-    pub(super) fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+    /// The entries in `range`, if every one of them is held; `None` sends the read to sled.
+    pub(super) fn get(&self, range: impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1)?,
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => return None,
+        };
         let inner = self.inner.lock();
         let first = inner.first()?;
         let held_end = first + inner.entries.len() as u64;
@@ -141,15 +151,15 @@ mod tests {
     #[test]
     fn serves_only_ranges_it_holds_in_full() {
         let r = Recent::default();
-        assert_eq!(indexes(r.get(1, 2)), None, "empty");
+        assert_eq!(indexes(r.get(1..2)), None, "empty");
         for i in 5..=9 {
             r.push(entry(i), 10);
         }
-        assert_eq!(indexes(r.get(5, 10)), Some(vec![5, 6, 7, 8, 9]));
-        assert_eq!(indexes(r.get(7, 9)), Some(vec![7, 8]));
-        assert_eq!(indexes(r.get(4, 7)), None, "starts before the first held");
-        assert_eq!(indexes(r.get(8, 11)), None, "ends after the last held");
-        assert_eq!(indexes(r.get(7, 7)), None, "empty range");
+        assert_eq!(indexes(r.get(5..10)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(r.get(7..9)), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(4..7)), None, "starts before the first held");
+        assert_eq!(indexes(r.get(8..11)), None, "ends after the last held");
+        assert_eq!(indexes(r.get(7..7)), None, "empty range");
     }
 
     #[test]
@@ -158,8 +168,8 @@ mod tests {
         r.push(entry(1), 10);
         r.push(entry(2), 10);
         r.push(entry(7), 10);
-        assert_eq!(indexes(r.get(1, 3)), None);
-        assert_eq!(indexes(r.get(7, 8)), Some(vec![7]));
+        assert_eq!(indexes(r.get(1..3)), None);
+        assert_eq!(indexes(r.get(7..8)), Some(vec![7]));
     }
 
     #[test]
@@ -169,13 +179,13 @@ mod tests {
             r.push(entry(i), 10);
         }
         r.truncate_from(8);
-        assert_eq!(indexes(r.get(7, 8)), Some(vec![7]));
-        assert_eq!(indexes(r.get(7, 9)), None, "8 was truncated");
+        assert_eq!(indexes(r.get(7..8)), Some(vec![7]));
+        assert_eq!(indexes(r.get(7..9)), None, "8 was truncated");
         r.push(entry(8), 10);
-        assert_eq!(indexes(r.get(6, 9)), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(r.get(6..9)), Some(vec![6, 7, 8]));
         r.purge_to(6);
-        assert_eq!(indexes(r.get(6, 7)), None, "6 was purged");
-        assert_eq!(indexes(r.get(7, 9)), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(6..7)), None, "6 was purged");
+        assert_eq!(indexes(r.get(7..9)), Some(vec![7, 8]));
     }
 
     #[test]
@@ -184,12 +194,12 @@ mod tests {
         for i in 1..=(MAX_ENTRIES as u64 + 10) {
             r.push(entry(i), 1);
         }
-        assert_eq!(indexes(r.get(10, 11)), None);
-        assert_eq!(indexes(r.get(11, 12)), Some(vec![11]));
+        assert_eq!(indexes(r.get(10..11)), None);
+        assert_eq!(indexes(r.get(11..12)), Some(vec![11]));
         // One entry larger than the byte bound is still held, alone.
         r.push(entry(MAX_ENTRIES as u64 + 11), MAX_BYTES + 1);
         let last = MAX_ENTRIES as u64 + 11;
-        assert_eq!(indexes(r.get(last - 1, last + 1)), None);
-        assert_eq!(indexes(r.get(last, last + 1)), Some(vec![last]));
+        assert_eq!(indexes(r.get(last - 1..last + 1)), None);
+        assert_eq!(indexes(r.get(last..last + 1)), Some(vec![last]));
     }
 }
