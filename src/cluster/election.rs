@@ -6,7 +6,9 @@
 //! log (a flag cleared only when that node next campaigns, so one contested election slowed
 //! every later failover), and knows none of the rules below. This driver decides alone:
 //! - a voter that is the only voter and not leading campaigns at once (a single node, also
-//!   after a restart);
+//!   after a restart), unless a leader's append arrived within the lease or is being stored:
+//!   then its membership is stale (that leader's entries say who the voters are), and
+//!   taking over at once would only raise the term against a live leader;
 //! - first, once nothing was heard from a leader for the lease plus a random part of
 //!   `election_timeout_max - election_timeout_min` (voters refuse any candidate until their own
 //!   lease has run out, so campaigning sooner cannot win);
@@ -49,6 +51,9 @@ use crate::store::types::{NodeId, TypeConfig};
 pub(super) struct Elections {
     /// Last word from a leader (an accepted append) or a vote this node granted.
     heard: Mutex<Instant>,
+    /// Last word from another node that this node followed or voted for (not reset while this
+    /// node leads or is no voter, unlike `heard`).
+    followed: Mutex<Option<Instant>>,
     /// This node's last campaign since then.
     campaigned: Mutex<Option<Instant>>,
     /// Not before this instant: a peer with a longer log should win.
@@ -71,6 +76,7 @@ impl Elections {
     pub(super) fn new(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Self {
         Elections {
             heard: Mutex::new(Instant::now()),
+            followed: Mutex::new(None),
             campaigned: Mutex::new(None),
             hold_until: Mutex::new(None),
             urgent: AtomicBool::new(false),
@@ -84,11 +90,28 @@ impl Elections {
         }
     }
 
-    /// A leader's append (or snapshot) was accepted: it is alive.
+    /// A leader's append (or snapshot) was accepted, or this node granted a vote: another
+    /// node leads or is about to.
     pub(super) fn heard_from_leader(&self) {
+        *self.followed.lock() = Some(Instant::now());
+        self.quiet();
+    }
+
+    /// Nothing to campaign for (this node leads, or is no voter): the silence counts from now.
+    fn quiet(&self) {
         *self.heard.lock() = Instant::now();
         *self.campaigned.lock() = None;
         self.urgent.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether this node, as the only voter, should take over now: not while it stores a
+    /// leader's append, nor within the lease after the last word from another node.
+    fn alone(&self, now: Instant) -> bool {
+        self.storing.load(Ordering::Relaxed) == 0
+            && self
+                .followed
+                .lock()
+                .is_none_or(|t| now.duration_since(t) >= self.lease)
     }
 
     /// An append from a leader at least as new as the one this node follows arrived; until
@@ -210,7 +233,7 @@ impl Cluster {
                 let voter = membership.voter_ids().any(|v| v == this.id);
                 let voters = membership.voter_ids().count();
                 if m.state == ServerState::Leader || !voter {
-                    e.heard_from_leader();
+                    e.quiet();
                     continue;
                 }
                 if this.store.flushing() {
@@ -218,11 +241,13 @@ impl Cluster {
                 }
                 let now = Instant::now();
                 if voters == 1 {
-                    // Nobody else to hear from or to ask: this node leads at once (again
-                    // after `retry` if that did not take).
-                    if e.campaigned
-                        .lock()
-                        .is_some_and(|t| now.duration_since(t) < e.retry)
+                    // Nobody else to ask: this node leads at once (again after `retry` if
+                    // that did not take), unless another node leads it (see the module
+                    // documentation).
+                    if !e.alone(now)
+                        || e.campaigned
+                            .lock()
+                            .is_some_and(|t| now.duration_since(t) < e.retry)
                     {
                         continue;
                     }
@@ -294,6 +319,33 @@ mod tests {
             !e.due(extra, Instant::now()),
             "a leader's append restarts the wait"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_only_voter_takes_over_at_once_unless_another_node_leads_it() {
+        let e = Elections::new(HB, MIN, MAX);
+        assert!(
+            e.alone(Instant::now()),
+            "a fresh or restarted node leads at once"
+        );
+        e.quiet();
+        assert!(
+            e.alone(Instant::now()),
+            "having led itself is no word from another node"
+        );
+        e.heard_from_leader();
+        assert!(!e.alone(Instant::now()), "a leader's append: follow it");
+        tokio::time::advance(MAX - Duration::from_millis(1)).await;
+        assert!(!e.alone(Instant::now()), "for the whole lease");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(e.alone(Instant::now()), "then that leader is gone");
+        let storing = e.storing();
+        assert!(
+            !e.alone(Instant::now()),
+            "not while storing a leader's append"
+        );
+        drop(storing);
+        assert!(e.alone(Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
